@@ -1,0 +1,201 @@
+//! Authentication: who is calling, according to the route's providers.
+//!
+//! Providers are tried in the order the route lists them, each only when its credential is
+//! present (a bearer token for JWT providers, the header for API-key providers). The first that
+//! accepts the credential names the consumer. If none does, the request gets a 401 that says why
+//! the first presented credential failed, with one challenge per scheme the route accepts.
+
+use http::{header, HeaderMap};
+use serde_json::Value;
+
+use crate::config::{Policy, ProviderKind, Route, RouteAuth};
+use crate::jwt::{TokenError, VerifiedClaims};
+use crate::problem::{Reject, RejectKind};
+use crate::time::UnixTime;
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// JWT `sub` or the API key's consumer.
+    pub consumer: String,
+    /// The provider that authenticated it.
+    pub provider: String,
+    /// Granted scopes (`scope` and `scp` claims, or the key's scopes).
+    pub scopes: Vec<String>,
+    /// All verified claims, for JWTs.
+    pub claims: Option<VerifiedClaims>,
+}
+
+pub(crate) fn authenticate(
+    policy: &Policy,
+    route: &Route,
+    headers: &HeaderMap,
+    now: UnixTime,
+) -> Result<Option<Principal>, Reject> {
+    let RouteAuth::Required { providers, .. } = &route.auth else {
+        return Ok(None);
+    };
+    let bearer = bearer_token(headers);
+    let mut failure: Option<(&'static str, &'static str)> = None;
+    let mut presented = false;
+    for &index in providers {
+        let provider = &policy.providers[index];
+        match &provider.kind {
+            ProviderKind::Jwt(jwt) => {
+                let token = match &bearer {
+                    Bearer::Absent => continue,
+                    Bearer::Malformed => {
+                        presented = true;
+                        failure.get_or_insert((
+                            "authorization_malformed",
+                            "The Authorization header is not a single 'Bearer <token>'.",
+                        ));
+                        continue;
+                    }
+                    Bearer::Token(t) => *t,
+                };
+                presented = true;
+                match jwt.verify(token, now) {
+                    Ok(claims) => return Ok(Some(principal_from_claims(&provider.name, claims))),
+                    Err(e) => {
+                        failure.get_or_insert((e.reason(), e.detail()));
+                    }
+                }
+            }
+            ProviderKind::ApiKey(keys) => {
+                let mut values = headers.get_all(&keys.header).iter();
+                let value = match (values.next(), values.next()) {
+                    (None, _) => continue,
+                    (Some(v), None) => v,
+                    (Some(_), Some(_)) => {
+                        presented = true;
+                        failure.get_or_insert((
+                            "api_key_repeated",
+                            "The API key header was sent more than once.",
+                        ));
+                        continue;
+                    }
+                };
+                presented = true;
+                match keys.verify(value.as_bytes()) {
+                    Some(key) => {
+                        return Ok(Some(Principal {
+                            consumer: key.consumer.clone(),
+                            provider: provider.name.clone(),
+                            scopes: key.scopes.clone(),
+                            claims: None,
+                        }))
+                    }
+                    None => {
+                        failure.get_or_insert(("api_key_invalid", "The API key is not valid."));
+                    }
+                }
+            }
+        }
+    }
+    let (reason, detail) = match (presented, failure) {
+        (true, Some(f)) => f,
+        _ => ("missing_credentials", "This route requires credentials."),
+    };
+    Err(Reject::new(
+        RejectKind::Unauthenticated {
+            challenges: challenges(policy, providers, presented, reason),
+        },
+        reason,
+        detail,
+    ))
+}
+
+enum Bearer<'h> {
+    Absent,
+    Malformed,
+    Token(&'h str),
+}
+
+/// The bearer token from `Authorization`. More than one `Authorization` header, or one that is
+/// not `Bearer <token>`, is malformed rather than ignored.
+fn bearer_token(headers: &HeaderMap) -> Bearer<'_> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Bearer::Absent,
+        (Some(v), None) => v,
+        _ => return Bearer::Malformed,
+    };
+    let Ok(text) = value.to_str() else {
+        return Bearer::Malformed;
+    };
+    let Some((scheme, token)) = text.split_once(' ') else {
+        return Bearer::Malformed;
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic, …) is not a bearer credential: treat the token as absent so an
+        // API-key provider on the same route can still apply.
+        return Bearer::Absent;
+    }
+    let token = token.trim_matches(' ');
+    if token.is_empty() || token.contains(' ') {
+        return Bearer::Malformed;
+    }
+    Bearer::Token(token)
+}
+
+fn principal_from_claims(provider: &str, claims: VerifiedClaims) -> Principal {
+    let mut scopes: Vec<String> = Vec::new();
+    if let Some(Value::String(s)) = claims.get("scope") {
+        scopes.extend(s.split_ascii_whitespace().map(str::to_owned));
+    }
+    match claims.get("scp") {
+        Some(Value::Array(items)) => {
+            scopes.extend(items.iter().filter_map(Value::as_str).map(str::to_owned))
+        }
+        Some(Value::String(s)) => scopes.extend(s.split_ascii_whitespace().map(str::to_owned)),
+        _ => {}
+    }
+    let consumer = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    Principal {
+        consumer,
+        provider: provider.to_owned(),
+        scopes,
+        claims: Some(claims),
+    }
+}
+
+/// RFC 6750 / RFC 9110 challenges: one per scheme the route accepts.
+fn challenges(policy: &Policy, providers: &[usize], presented: bool, reason: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut bearer_done = false;
+    for &index in providers {
+        match &policy.providers[index].kind {
+            ProviderKind::Jwt(_) if !bearer_done => {
+                bearer_done = true;
+                out.push(
+                    if presented
+                        && (reason.starts_with("token_") || reason == "authorization_malformed")
+                    {
+                        "Bearer realm=\"portcullis\", error=\"invalid_token\"".to_owned()
+                    } else {
+                        "Bearer realm=\"portcullis\"".to_owned()
+                    },
+                );
+            }
+            ProviderKind::Jwt(_) => {}
+            ProviderKind::ApiKey(k) => {
+                let c = format!(
+                    "ApiKey realm=\"portcullis\", header=\"{}\"",
+                    k.header.as_str()
+                );
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Keep `TokenError` reachable for adapters that want to match on it.
+pub type JwtError = TokenError;

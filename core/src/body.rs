@@ -1,0 +1,244 @@
+//! Request content: size, content type, query and body schemas.
+//!
+//! Bodies the route does not inspect are streamed to the origin untouched. A route inspects the
+//! body when it sets `max_body_bytes` or a `body_schema`; then the gateway reads at most
+//! `max_body_bytes` (1 MiB by default for schema routes) and forwards exactly the bytes it checked.
+
+use http::{header, request::Parts};
+use serde_json::Value;
+
+use crate::config::Route;
+use crate::json;
+use crate::problem::{FieldError, Reject, RejectKind};
+
+/// How the adapter hands the body to the core. The core asks for it only when the route inspects
+/// it, and never reads more than `limit` bytes plus one.
+#[allow(async_fn_in_trait)]
+pub trait RequestBody {
+    /// Read the whole body. Stop and return [`BodyError::TooLarge`] as soon as more than `limit`
+    /// bytes have arrived.
+    async fn read_to_limit(self, limit: u64) -> Result<Vec<u8>, BodyError>;
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// More than the limit arrived.
+    TooLarge,
+    /// The client went away or sent a malformed body.
+    Aborted,
+}
+
+/// What the body phase needs from the adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyPlan {
+    /// Pass the body through as a stream.
+    Stream,
+    /// Read up to `limit` bytes and check them.
+    Inspect { limit: u64 },
+}
+
+/// Checks that need only the head: declared size, content type, query schema.
+pub(crate) fn check_head(route: &Route, parts: &Parts) -> Result<BodyPlan, Reject> {
+    let rules = &route.request;
+    let declared = declared_length(parts)?;
+    if let (Some(limit), Some(len)) = (rules.max_body_bytes, declared) {
+        if len > limit {
+            return Err(too_large(limit));
+        }
+    }
+    let has_body = match declared {
+        Some(len) => len > 0,
+        None => parts.headers.contains_key(header::TRANSFER_ENCODING),
+    };
+    if !rules.content_types.is_empty() && (has_body || rules.body_schema.is_some()) {
+        let essence = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(media_type_essence);
+        let accepted = essence
+            .as_deref()
+            .is_some_and(|e| rules.content_types.iter().any(|c| c == e));
+        if !accepted {
+            return Err(Reject::new(
+                RejectKind::UnsupportedMediaType {
+                    accepted: rules.content_types.clone(),
+                },
+                "content_type",
+                "The request's Content-Type is not accepted on this route.",
+            ));
+        }
+    }
+    if let Some(schema) = &rules.query_schema {
+        let query = parse_query(parts.uri.query().unwrap_or(""))?;
+        let errors = schema.errors(&query);
+        if !errors.is_empty() {
+            return Err(Reject::new(
+                RejectKind::InvalidQuery { errors },
+                "query_schema",
+                "The query string does not match the route's schema.",
+            ));
+        }
+    }
+    Ok(match (rules.body_schema.is_some(), rules.max_body_bytes) {
+        (true, limit) => BodyPlan::Inspect {
+            limit: limit.unwrap_or(DEFAULT_SCHEMA_BODY_LIMIT),
+        },
+        (false, Some(limit)) => BodyPlan::Inspect { limit },
+        (false, None) => BodyPlan::Stream,
+    })
+}
+
+/// Body limit for schema-checked routes that set no `max_body_bytes`.
+pub const DEFAULT_SCHEMA_BODY_LIMIT: u64 = 1 << 20;
+
+fn declared_length(parts: &Parts) -> Result<Option<u64>, Reject> {
+    let mut values = parts.headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    let bad = || {
+        Reject::new(
+            RejectKind::BadRequest,
+            "content_length",
+            "Content-Length is malformed.",
+        )
+    };
+    let parse = |v: &http::HeaderValue| -> Option<u64> {
+        let s = v.to_str().ok()?;
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let len = parse(first).ok_or_else(bad)?;
+    // Differing duplicates are a request-smuggling signature: refuse rather than pick one.
+    for other in values {
+        if parse(other) != Some(len) {
+            return Err(bad());
+        }
+    }
+    Ok(Some(len))
+}
+
+/// `Application/JSON; charset=utf-8` -> `application/json`.
+fn media_type_essence(value: &str) -> String {
+    value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn too_large(limit: u64) -> Reject {
+    Reject::new(
+        RejectKind::PayloadTooLarge { limit },
+        "body_size",
+        format!("The request body exceeds {limit} bytes."),
+    )
+}
+
+/// Read an inspected body through the adapter, mapping its failures to rejections.
+pub(crate) async fn read<B: RequestBody>(
+    body: B,
+    limit: u64,
+    _route: &Route,
+) -> Result<Vec<u8>, Reject> {
+    body.read_to_limit(limit).await.map_err(|e| match e {
+        BodyError::TooLarge => too_large(limit),
+        BodyError::Aborted => Reject::new(
+            RejectKind::BadRequest,
+            "body_aborted",
+            "The request body could not be read.",
+        ),
+    })
+}
+
+/// Checks on the bytes of an inspected body.
+pub(crate) fn check_body(route: &Route, bytes: &[u8]) -> Result<(), Reject> {
+    let Some(schema) = &route.request.body_schema else {
+        return Ok(());
+    };
+    let value = json::parse_strict(bytes).map_err(|e| {
+        Reject::new(
+            RejectKind::InvalidBody {
+                errors: vec![FieldError {
+                    pointer: String::new(),
+                    detail: e.to_string(),
+                }],
+            },
+            "not_json",
+            "The request body is not valid JSON.",
+        )
+    })?;
+    let errors = schema.errors(&value);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Reject::new(
+            RejectKind::InvalidBody { errors },
+            "schema",
+            "The request body does not match the route's schema.",
+        ))
+    }
+}
+
+/// The query string as a JSON object for `query_schema`: each parameter a string, a repeated
+/// parameter an array of strings in order. Malformed percent-encoding is a 400, not a guess.
+pub(crate) fn parse_query(query: &str) -> Result<Value, Reject> {
+    let mut map = serde_json::Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode_component(k)?;
+        let value = Value::String(decode_component(v)?);
+        match map.get_mut(&key) {
+            None => {
+                map.insert(key, value);
+            }
+            Some(Value::Array(items)) => items.push(value),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, value]);
+            }
+        }
+    }
+    Ok(Value::Object(map))
+}
+
+fn decode_component(s: &str) -> Result<String, Reject> {
+    let bad = || {
+        Reject::new(
+            RejectKind::BadRequest,
+            "query_encoding",
+            "The query string is not valid percent-encoded UTF-8.",
+        )
+    };
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hi = bytes
+                    .get(i + 1)
+                    .and_then(|b| (*b as char).to_digit(16))
+                    .ok_or_else(bad)?;
+                let lo = bytes
+                    .get(i + 2)
+                    .and_then(|b| (*b as char).to_digit(16))
+                    .ok_or_else(bad)?;
+                out.push((hi * 16 + lo) as u8);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,55 @@
+use serde_json::json;
+
+use super::*;
+
+#[test]
+fn query_parameters_become_strings_and_repeats_arrays() {
+    let q = parse_query("a=1&b=x%20y&a=2&c&d=&e=%E2%82%AC+z").unwrap();
+    assert_eq!(
+        q,
+        json!({ "a": ["1", "2"], "b": "x y", "c": "", "d": "", "e": "€ z" })
+    );
+    assert_eq!(parse_query("").unwrap(), json!({}));
+}
+
+#[test]
+fn malformed_query_encoding_is_refused() {
+    for q in ["a=%zz", "a=%4", "%ff=1", "a=%C3"] {
+        assert_eq!(
+            parse_query(q).unwrap_err().kind,
+            RejectKind::BadRequest,
+            "{q}"
+        );
+    }
+}
+
+#[test]
+fn media_type_essence_ignores_case_and_parameters() {
+    assert_eq!(
+        media_type_essence("Application/JSON; charset=utf-8"),
+        "application/json"
+    );
+    assert_eq!(media_type_essence(" text/plain "), "text/plain");
+}
+
+#[test]
+fn strict_json_refuses_duplicate_keys_at_any_depth() {
+    assert!(crate::json::parse_strict(br#"{"role":"user","role":"admin"}"#).is_err());
+    assert!(crate::json::parse_strict(br#"{"a":[{"b":1,"b":2}]}"#).is_err());
+    assert!(crate::json::parse_strict(br#"{"a":{"b":1},"b":{"b":2}}"#).is_ok());
+}
+
+#[test]
+fn strict_json_bounds_nesting() {
+    let deep = "[".repeat(100_000);
+    assert!(crate::json::parse_strict(deep.as_bytes()).is_err());
+    let deep_obj = "{\"a\":".repeat(10_000);
+    assert!(crate::json::parse_strict(deep_obj.as_bytes()).is_err());
+}
+
+#[test]
+fn strict_json_refuses_trailing_data_and_bad_utf8() {
+    assert!(crate::json::parse_strict(b"{} {}").is_err());
+    assert!(crate::json::parse_strict(b"\"\xff\"").is_err());
+    assert!(crate::json::parse_strict(b"").is_err());
+}

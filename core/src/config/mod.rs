@@ -1,0 +1,176 @@
+//! The policy file: parsed once, validated completely, compiled into immutable data.
+//!
+//! [`Policy::from_json`] reports every problem it finds, each with the JSON pointer of the
+//! offending field, or returns a policy in which every reference resolves, every schema compiles
+//! and every key parses. No other module sees raw config.
+
+mod error;
+mod read;
+
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
+
+use crate::api_key::ApiKeyProvider;
+use crate::jwt::JwtProvider;
+use crate::quota::Rate;
+use crate::route::Template;
+use crate::schema::Schema;
+
+/// Where `secret_env` values come from: environment variables natively, Worker secrets,
+/// Spin variables. The core never reads the environment itself.
+pub trait Secrets {
+    /// The value of secret `name`, if the runtime has it.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// No secrets at all (for configs that use none, and for tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSecrets;
+
+impl Secrets for NoSecrets {
+    fn get(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Secrets for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+/// A validated, compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    pub(crate) origins: Vec<Origin>,
+    pub(crate) providers: Vec<Provider>,
+    pub(crate) quotas: Vec<Quota>,
+    pub(crate) routes: Vec<Route>,
+    /// Every API-key header in the policy: never forwarded to any origin.
+    pub(crate) api_key_headers: Vec<HeaderName>,
+}
+
+impl Policy {
+    /// Parse, validate and compile a policy file. `secrets` resolves `secret_env` names.
+    pub fn from_json(text: &str, secrets: &dyn Secrets) -> Result<Policy, ConfigErrors> {
+        read::policy(text, secrets)
+    }
+
+    /// Origins by name and URL, for adapters that warm connection pools or list them.
+    pub fn origins(&self) -> impl Iterator<Item = &Origin> {
+        self.origins.iter()
+    }
+
+    /// Route ids in match order.
+    pub fn route_ids(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.id.as_str())
+    }
+}
+
+/// An upstream the gateway forwards to.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Its name in the config.
+    pub name: String,
+    /// `scheme://authority[/base]`, without a trailing slash: the forwarded path is appended.
+    pub base: String,
+    /// Wait at most this long for the origin's response headers.
+    pub timeout: Duration,
+}
+
+/// A named identity provider.
+#[derive(Debug)]
+pub(crate) struct Provider {
+    pub(crate) name: String,
+    pub(crate) kind: ProviderKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum ProviderKind {
+    Jwt(Box<JwtProvider>),
+    ApiKey(ApiKeyProvider),
+}
+
+/// A named quota.
+#[derive(Debug, Clone)]
+pub struct Quota {
+    pub(crate) name: String,
+    pub(crate) rate: Rate,
+    pub(crate) by: QuotaBy,
+    pub(crate) on_store_error: OnStoreError,
+}
+
+/// What a quota counts per.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaBy {
+    /// The authenticated consumer.
+    Consumer,
+    /// The client address as the runtime reports it.
+    Ip,
+    /// The route: one budget shared by every caller.
+    Route,
+    /// The value of a request header.
+    Header(HeaderName),
+}
+
+impl QuotaBy {
+    /// Short label used in store keys.
+    pub fn label(&self) -> &str {
+        match self {
+            QuotaBy::Consumer => "consumer",
+            QuotaBy::Ip => "ip",
+            QuotaBy::Route => "route",
+            QuotaBy::Header(h) => h.as_str(),
+        }
+    }
+}
+
+/// What to do when the counter store fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Refuse with 503 (the default: fail closed).
+    Deny,
+    /// Skip this quota for the request.
+    Allow,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub(crate) id: String,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) template: Template,
+    pub(crate) origin: usize,
+    pub(crate) auth: RouteAuth,
+    pub(crate) request: RequestRules,
+    pub(crate) quotas: Vec<usize>,
+}
+
+/// Who may call a route.
+#[derive(Debug)]
+pub(crate) enum RouteAuth {
+    /// Explicitly public (`"auth": "none"`).
+    Public,
+    /// Authenticated by one of `providers`, holding every scope and claim.
+    Required {
+        providers: Vec<usize>,
+        scopes: Vec<String>,
+        claims: Vec<(String, serde_json::Value)>,
+    },
+}
+
+/// What a request's content must look like.
+#[derive(Debug, Default)]
+pub(crate) struct RequestRules {
+    pub(crate) max_body_bytes: Option<u64>,
+    /// Accepted media types, lower case, without parameters.
+    pub(crate) content_types: Vec<String>,
+    pub(crate) body_schema: Option<Schema>,
+    pub(crate) query_schema: Option<Schema>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,267 @@
+use serde_json::{json, Value};
+
+use super::*;
+
+fn secrets(name: &str) -> Option<String> {
+    (name == "HS").then(|| "x".repeat(32))
+}
+
+fn valid() -> Value {
+    json!({
+        "version": 1,
+        "origins": { "api": { "url": "http://127.0.0.1:9000", "timeout_ms": 500 } },
+        "auth": {
+            "idp": { "type": "jwt", "issuer": "https://idp/", "audiences": ["api"], "algorithms": ["HS256"], "secret_env": "HS" },
+            "keys": { "type": "api_key", "keys": [ { "sha256": "a".repeat(64), "consumer": "c1", "scopes": ["s"] } ] }
+        },
+        "quotas": { "q": { "limit": 10, "window_s": 60, "by": "consumer" } },
+        "routes": [
+            { "id": "health", "methods": ["GET"], "path": "/health", "origin": "api", "auth": "none" },
+            { "id": "orders", "methods": ["GET", "POST"], "path": "/v1/orders/{id}", "origin": "api",
+              "auth": { "providers": ["idp", "keys"], "scopes": ["s"] },
+              "request": { "max_body_bytes": 1000, "body_schema": { "type": "object" } },
+              "quota": "q" }
+        ]
+    })
+}
+
+/// The pointers of every problem in `doc`.
+fn pointers(doc: &Value) -> Vec<String> {
+    match Policy::from_json(&doc.to_string(), &secrets) {
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(errors)) => errors.into_iter().map(|e| e.pointer).collect(),
+    }
+}
+
+fn with(patch: impl FnOnce(&mut Value)) -> Vec<String> {
+    let mut doc = valid();
+    patch(&mut doc);
+    pointers(&doc)
+}
+
+#[test]
+fn the_valid_config_compiles() {
+    let policy = Policy::from_json(&valid().to_string(), &secrets).unwrap();
+    assert_eq!(policy.route_ids().collect::<Vec<_>>(), ["health", "orders"]);
+    assert_eq!(
+        policy.origins().next().unwrap().base,
+        "http://127.0.0.1:9000"
+    );
+    // A schema route accepts JSON unless told otherwise.
+    assert_eq!(policy.routes[1].request.content_types, ["application/json"]);
+}
+
+#[test]
+fn unknown_fields_are_errors_everywhere() {
+    assert_eq!(with(|d| d["extra"] = json!(1)), ["/extra"]);
+    assert_eq!(
+        with(|d| d["origins"]["api"]["timeout"] = json!(1)),
+        ["/origins/api/timeout"]
+    );
+    assert_eq!(
+        with(|d| d["auth"]["idp"]["audience"] = json!("x")),
+        ["/auth/idp/audience"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][1]["auth"]["scope"] = json!(["s"])),
+        ["/routes/1/auth/scope"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][1]["request"]["max_body"] = json!(1)),
+        ["/routes/1/request/max_body"]
+    );
+    assert_eq!(
+        with(|d| d["quotas"]["q"]["burst"] = json!(1)),
+        ["/quotas/q/burst"]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_with_its_pointer() {
+    let found = with(|d| {
+        d["version"] = json!(2);
+        d["routes"][0]["origin"] = json!("nowhere");
+        d["routes"][1]["quota"] = json!("nope");
+        d["origins"]["api"]["url"] = json!("ftp://x");
+    });
+    assert_eq!(
+        found,
+        [
+            "/version",
+            "/origins/api/url",
+            "/routes/0/origin",
+            "/routes/1/quota"
+        ]
+    );
+}
+
+#[test]
+fn auth_is_required_on_every_route() {
+    assert_eq!(
+        with(|d| {
+            d["routes"][0].as_object_mut().unwrap().remove("auth");
+        }),
+        ["/routes/0/auth"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][0]["auth"] = json!("None")),
+        ["/routes/0/auth"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][0]["auth"] = json!({ "providers": [] })),
+        ["/routes/0/auth/providers"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][0]["auth"] = json!({ "providers": ["ghost"] })),
+        ["/routes/0/auth/providers/0"]
+    );
+}
+
+#[test]
+fn jwt_providers_are_checked() {
+    assert_eq!(
+        with(|d| d["auth"]["idp"]["algorithms"] = json!(["none"])),
+        ["/auth/idp/algorithms/0"]
+    );
+    assert_eq!(
+        with(|d| d["auth"]["idp"]["algorithms"] = json!([])),
+        ["/auth/idp/algorithms"]
+    );
+    assert_eq!(
+        with(|d| d["auth"]["idp"]["audiences"] = json!([])),
+        ["/auth/idp/audiences"]
+    );
+    assert_eq!(
+        with(|d| d["auth"]["idp"]["secret_env"] = json!("MISSING")),
+        ["/auth/idp/secret_env"]
+    );
+    assert_eq!(
+        with(|d| d["auth"]["idp"]["algorithms"] = json!(["RS256"])),
+        ["/auth/idp/jwks", "/auth/idp/secret_env"]
+    );
+    assert_eq!(
+        with(|d| d["auth"]["idp"]["jwks"] = json!({ "keys": [{ "kty": "oct", "k": "c2VjcmV0" }] })),
+        ["/auth/idp/jwks"]
+    );
+    assert_eq!(
+        with(|d| d["auth"]["idp"]["leeway_s"] = json!(-1)),
+        ["/auth/idp/leeway_s"]
+    );
+    assert_eq!(
+        with(|d| d["auth"]["idp"]["type"] = json!("saml")),
+        ["/auth/idp/type"]
+    );
+}
+
+#[test]
+fn short_hmac_secrets_are_refused() {
+    let short = |name: &str| (name == "HS").then(|| "short".to_owned());
+    let err = Policy::from_json(&valid().to_string(), &short).unwrap_err();
+    assert_eq!(err.0[0].pointer, "/auth/idp/secret_env");
+}
+
+#[test]
+fn api_keys_are_hashes_only() {
+    assert_eq!(
+        with(|d| d["auth"]["keys"]["keys"][0]["sha256"] = json!("plaintext-key")),
+        ["/auth/keys/keys/0/sha256"]
+    );
+    assert_eq!(
+        with(|d| d["auth"]["keys"]["keys"][0]["key"] = json!("x")),
+        ["/auth/keys/keys/0/key"]
+    );
+    assert_eq!(
+        with(|d| d["auth"]["keys"]["header"] = json!("x-portcullis-key")),
+        ["/auth/keys/header"]
+    );
+    assert_eq!(
+        with(|d| d["auth"]["keys"]["header"] = json!("bad header")),
+        ["/auth/keys/header"]
+    );
+}
+
+#[test]
+fn routes_are_checked() {
+    assert_eq!(
+        with(|d| d["routes"][1]["id"] = json!("health")),
+        ["/routes/1/id"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][0]["methods"] = json!(["get"])),
+        ["/routes/0/methods/0"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][0]["methods"] = json!([])),
+        ["/routes/0/methods"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][0]["path"] = json!("/a/../b")),
+        ["/routes/0/path"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][0]["path"] = json!("/a/")),
+        ["/routes/0/path"]
+    );
+    assert_eq!(with(|d| d["routes"] = json!([])), ["/routes"]);
+    assert_eq!(
+        with(|d| d["routes"][1]["request"]["body_schema"] = json!({ "type": 12 })).len(),
+        1
+    );
+    assert!(
+        with(|d| d["routes"][1]["request"]["body_schema"] = json!({ "type": 12 }))[0]
+            .starts_with("/routes/1/request/body_schema")
+    );
+    assert_eq!(
+        with(|d| d["routes"][1]["request"]["content_types"] = json!(["json"])),
+        ["/routes/1/request/content_types/0"]
+    );
+}
+
+#[test]
+fn consumer_quotas_need_an_authenticated_route() {
+    assert_eq!(
+        with(|d| d["routes"][0]["quota"] = json!(["q"])),
+        ["/routes/0/quota/0"]
+    );
+}
+
+#[test]
+fn quotas_are_checked() {
+    assert_eq!(
+        with(|d| d["quotas"]["q"]["limit"] = json!(0)),
+        ["/quotas/q/limit"]
+    );
+    assert_eq!(
+        with(|d| d["quotas"]["q"]["window_s"] = json!(1.5)),
+        ["/quotas/q/window_s"]
+    );
+    assert_eq!(
+        with(|d| d["quotas"]["q"]["by"] = json!("user")),
+        ["/quotas/q/by"]
+    );
+    assert_eq!(
+        with(|d| d["quotas"]["q"]["on_store_error"] = json!("maybe")),
+        ["/quotas/q/on_store_error"]
+    );
+    assert!(with(|d| d["quotas"]["q"]["by"] = json!("header:x-tenant")).is_empty());
+}
+
+#[test]
+fn syntax_errors_and_duplicate_keys_are_reported_with_a_position() {
+    let err = Policy::from_json("{\"version\": 1,,}", &secrets).unwrap_err();
+    assert!(matches!(
+        err.0[0].kind,
+        ConfigErrorKind::Syntax { line: 1, .. }
+    ));
+    let err = Policy::from_json("{\"version\": 1, \"version\": 1}", &secrets).unwrap_err();
+    assert!(err.to_string().contains("duplicate key"), "{err}");
+    for text in ["", "null", "[]", "\"x\"", "1"] {
+        assert!(Policy::from_json(text, &secrets).is_err(), "{text:?}");
+    }
+}
+
+#[test]
+fn pointers_escape_slash_and_tilde() {
+    let found = with(|d| d["origins"]["a/b~c"] = json!({ "url": "http://x" }));
+    assert_eq!(found, ["/origins/a~1b~0c"]);
+}

@@ -1,0 +1,180 @@
+//! The driver: where every request is decided.
+//!
+//! [`Gateway::decide`] runs the phases in a fixed order that no adapter can change:
+//!
+//! 1. `path` — normalise the request target; refuse anything ambiguous (400).
+//! 2. `route` — first route in file order whose path and method match (404, 405).
+//! 3. `authn` — the route's providers, JWT or API key (401).
+//! 4. `authz` — scopes and required claims (403).
+//! 5. `body` — declared size, content type, query schema, then the body itself when the route
+//!    inspects it (413, 415, 422).
+//! 6. `quota` — the only phase that touches a store, so it runs last (429, 503).
+//!
+//! The result is a [`Decision`]: a request to forward, already rewritten for the origin, or a
+//! complete problem response. The adapter carries it out and writes the log line from
+//! [`Outcome::log`].
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, Request, Response};
+
+use crate::authn::{self, Principal};
+use crate::body::{self, BodyPlan, RequestBody};
+use crate::config::Policy;
+use crate::forward::{self, Forward, ForwardBody};
+use crate::path;
+use crate::problem::Reject;
+use crate::quota::{self, CounterStore};
+use crate::route::{self, Routed};
+use crate::time::UnixTime;
+
+/// What the adapter knows about a request besides the HTTP message itself.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The adapter's clock when the request arrived.
+    pub now: UnixTime,
+    /// The id the adapter generated for this request (see [`crate::request_id`]).
+    pub request_id: String,
+    /// The client's address as the runtime reports it (the TCP peer natively,
+    /// `CF-Connecting-IP` on Workers, `spin-client-addr` on Spin). Used by `by: "ip"` quotas.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Decision<B> {
+    /// Send this request to the origin and relay its response (see [`Forward`]).
+    Forward(Box<Forward<B>>),
+    /// Answer with this problem response; nothing reaches the origin.
+    Reject(Reject),
+}
+
+/// A decision plus the facts the adapter logs.
+#[derive(Debug)]
+pub struct Outcome<B> {
+    /// What to do.
+    pub decision: Decision<B>,
+    /// Facts for the log line.
+    pub log: LogFacts,
+}
+
+/// Per-request facts every adapter logs in the same shape (see [`crate::log`]).
+#[derive(Debug, Clone, Default)]
+pub struct LogFacts {
+    /// The request id.
+    pub request_id: String,
+    /// The matched route's id, when a route matched.
+    pub route: Option<String>,
+    /// The request method.
+    pub method: String,
+    /// The path as received (before normalisation), truncated for the log.
+    pub path: String,
+    /// The authenticated consumer, when there is one.
+    pub consumer: Option<String>,
+}
+
+/// A compiled policy, ready to decide requests. Cheap to share: it is immutable.
+///
+/// Calling protocol, for every request:
+/// 1. build a [`RequestContext`] (clock, request id, client address);
+/// 2. call [`Gateway::decide`] with the request, whose body implements [`RequestBody`], and the
+///    runtime's [`CounterStore`];
+/// 3. on [`Decision::Reject`], answer with [`Reject::to_response`]; on [`Decision::Forward`], send
+///    [`Forward::request`] with [`Forward::timeout`], then pass the origin's response headers
+///    through [`forward::prepare_response`]; on failure answer with
+///    [`forward::origin_unreachable`] or [`forward::origin_timeout`];
+/// 4. write one log line with [`crate::log::LogLine`].
+#[derive(Debug)]
+pub struct Gateway {
+    policy: Policy,
+}
+
+impl Gateway {
+    /// Wrap a validated policy.
+    pub fn new(policy: Policy) -> Self {
+        Gateway { policy }
+    }
+
+    /// The policy this gateway enforces.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Decide one request. See the type's docs for the calling protocol.
+    pub async fn decide<B, S>(
+        &self,
+        request: Request<B>,
+        ctx: &RequestContext,
+        store: &S,
+    ) -> Outcome<B>
+    where
+        B: RequestBody,
+        S: CounterStore + ?Sized,
+    {
+        let (parts, body) = request.into_parts();
+        let raw_path = parts.uri.path();
+        let mut log = LogFacts {
+            request_id: ctx.request_id.clone(),
+            route: None,
+            method: parts.method.as_str().to_owned(),
+            path: crate::log::clip(raw_path),
+            consumer: None,
+        };
+        let decision = match self.run(&parts, body, ctx, store, &mut log).await {
+            Ok(forward) => Decision::Forward(Box::new(forward)),
+            Err(reject) => Decision::Reject(reject),
+        };
+        Outcome { decision, log }
+    }
+
+    async fn run<B, S>(
+        &self,
+        parts: &http::request::Parts,
+        body: B,
+        ctx: &RequestContext,
+        store: &S,
+        log: &mut LogFacts,
+    ) -> Result<Forward<B>, Reject>
+    where
+        B: RequestBody,
+        S: CounterStore + ?Sized,
+    {
+        let policy = &self.policy;
+        let normal = path::normalise(parts.uri.path())?;
+        let routed: Routed<'_> = route::select(policy, &normal, &parts.method)?;
+        log.route = Some(routed.route.id.clone());
+        let principal: Option<Principal> =
+            authn::authenticate(policy, routed.route, &parts.headers, ctx.now)?;
+        log.consumer = principal.as_ref().map(|p| p.consumer.clone());
+        let permit = crate::authz::check(routed.route, principal.as_ref())?;
+        let plan = body::check_head(routed.route, parts)?;
+        let body = match plan {
+            BodyPlan::Stream => ForwardBody::Stream(body),
+            BodyPlan::Inspect { limit } => {
+                let bytes = body::read(body, limit, routed.route).await?;
+                body::check_body(routed.route, &bytes)?;
+                ForwardBody::Buffered(bytes)
+            }
+        };
+        let grant = quota::admit(policy, routed.route, &permit, ctx, &parts.headers, store).await?;
+        Ok(forward::build(
+            policy,
+            &routed,
+            &normal,
+            parts,
+            body,
+            principal.as_ref(),
+            grant,
+            ctx,
+        ))
+    }
+
+    /// The response for a request the adapter could not even hand to [`Gateway::decide`]
+    /// (for instance, a header that is not valid UTF-8 where the runtime demands it).
+    pub fn reject_response(reject: &Reject, request_id: &str) -> Response<String> {
+        reject.to_response(request_id)
+    }
+}
+
+/// Headers the adapter adds to the origin's response (see [`forward::prepare_response`]).
+pub type ResponseHeaders = HeaderMap;

@@ -1,0 +1,228 @@
+//! The request the origin receives, and the headers added to its response.
+//!
+//! The origin sees exactly the path that was matched, the client's headers minus hop-by-hop
+//! headers, credentials meant for the gateway and anything claiming to come from the gateway,
+//! plus the gateway's own identity headers.
+
+use std::time::Duration;
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
+
+use crate::authn::Principal;
+use crate::config::Policy;
+use crate::decision::RequestContext;
+use crate::path::NormalPath;
+use crate::problem::{Reject, RejectKind};
+use crate::quota::Grant;
+use crate::route::Routed;
+
+/// The consumer the gateway authenticated (JWT `sub` or the API key's consumer).
+pub const CONSUMER_HEADER: &str = "x-portcullis-consumer";
+/// The request id, also on every response.
+pub const REQUEST_ID_HEADER: &str = "x-portcullis-request-id";
+/// The id of the matched route.
+pub const ROUTE_HEADER: &str = "x-portcullis-route";
+/// Prefix reserved for the gateway: clients cannot send headers with it.
+pub const RESERVED_PREFIX: &str = "x-portcullis-";
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only, never relayed.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A request to send to the origin.
+#[derive(Debug)]
+pub struct Forward<B> {
+    /// The rewritten request: absolute origin URI, filtered headers, identity headers.
+    pub request: Request<ForwardBody<B>>,
+    /// How long to wait for the origin's response headers before answering 504.
+    pub timeout: Duration,
+    /// Headers to add to the origin's response (request id, rate-limit state).
+    pub response_headers: HeaderMap,
+}
+
+/// The body to send: the client's stream untouched, or the bytes the gateway read and checked.
+#[derive(Debug)]
+pub enum ForwardBody<B> {
+    /// Not inspected: stream it.
+    Stream(B),
+    /// Inspected: send exactly these bytes.
+    Buffered(Vec<u8>),
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build<B>(
+    policy: &Policy,
+    routed: &Routed<'_>,
+    path: &NormalPath,
+    parts: &http::request::Parts,
+    body: ForwardBody<B>,
+    principal: Option<&Principal>,
+    grant: Grant,
+    ctx: &RequestContext,
+) -> Forward<B> {
+    let route = routed.route;
+    let origin = &policy.origins[route.origin];
+    let mut target = String::with_capacity(origin.base.len() + path.as_str().len() + 64);
+    target.push_str(&origin.base);
+    target.push_str(path.as_str());
+    if let Some(q) = parts.uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    // Built from a validated origin URL and a normalised path, so it always parses; if it ever did
+    // not, falling back to the bare origin would be wrong, so the request goes nowhere useful.
+    let uri: Uri = target
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("http://invalid.invalid/"));
+
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
+    let connection_named = connection_tokens(&parts.headers);
+    for (name, value) in parts.headers.iter() {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || n.starts_with(RESERVED_PREFIX)
+            || n == "host"
+            || policy.api_key_headers.contains(name)
+            || connection_named.iter().any(|c| c == n)
+        {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    if let Some(host) = parts.headers.get(header::HOST) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+    if let Some(ip) = ctx.client_ip {
+        let mut xff = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !xff.is_empty() {
+            xff.push_str(", ");
+        }
+        xff.push_str(&ip.to_string());
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert(REQUEST_ID_HEADER, v.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&route.id) {
+        headers.insert(ROUTE_HEADER, v);
+    }
+    if let Some(p) = principal {
+        if let Ok(v) = HeaderValue::from_str(&p.consumer) {
+            headers.insert(CONSUMER_HEADER, v);
+        }
+    }
+    if let ForwardBody::Buffered(bytes) = &body {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    }
+
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+
+    let mut response_headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        response_headers.insert(REQUEST_ID_HEADER, v);
+    }
+    if let Some((policy_h, state_h)) = grant.headers {
+        if let (Ok(p), Ok(s)) = (
+            HeaderValue::from_str(&policy_h),
+            HeaderValue::from_str(&state_h),
+        ) {
+            response_headers.insert("ratelimit-policy", p);
+            response_headers.insert("ratelimit", s);
+        }
+    }
+    Forward {
+        request,
+        timeout: origin.timeout,
+        response_headers,
+    }
+}
+
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Make the origin's response headers fit to relay: drop hop-by-hop headers and any
+/// `x-portcullis-*` header the origin set, then add the gateway's `extra` headers.
+pub fn prepare_response(headers: &mut HeaderMap, extra: &HeaderMap) {
+    let connection_named = connection_tokens(headers);
+    let drop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            let n = n.as_str();
+            HOP_BY_HOP.contains(&n)
+                || n.starts_with(RESERVED_PREFIX)
+                || connection_named.iter().any(|c| c == n)
+        })
+        .cloned()
+        .collect();
+    for name in drop {
+        headers.remove(name);
+    }
+    for (name, value) in extra {
+        headers.insert(name.clone(), value.clone());
+    }
+}
+
+/// 502: the origin could not be reached or broke the exchange.
+pub fn origin_unreachable(request_id: &str) -> Response<String> {
+    Reject::new(
+        RejectKind::OriginUnreachable,
+        "origin_unreachable",
+        "The origin could not be reached.",
+    )
+    .to_response(request_id)
+}
+
+/// 504: the origin did not send its response headers within the route origin's `timeout_ms`.
+pub fn origin_timeout(request_id: &str) -> Response<String> {
+    Reject::new(
+        RejectKind::OriginTimeout,
+        "origin_timeout",
+        "The origin did not answer in time.",
+    )
+    .to_response(request_id)
+}
+
+/// The [`Reject`] for an origin failure, for adapters that log the reason.
+pub fn origin_failure(timed_out: bool) -> Reject {
+    if timed_out {
+        Reject::new(
+            RejectKind::OriginTimeout,
+            "origin_timeout",
+            "The origin did not answer in time.",
+        )
+    } else {
+        Reject::new(
+            RejectKind::OriginUnreachable,
+            "origin_unreachable",
+            "The origin could not be reached.",
+        )
+    }
+}

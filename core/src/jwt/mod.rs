@@ -1,0 +1,360 @@
+//! JWT verification: signature, algorithm, key selection, and the registered claims.
+//!
+//! Rules that hold for every provider:
+//! - `alg: none` is never accepted, and a token's `alg` must be one the provider lists and fit the
+//!   key's type (an RSA public key is never used as an HMAC secret);
+//! - `kid`, when present, selects the key; a `kid` the provider does not know is refused;
+//! - `exp` is required; `exp` and `nbf` are checked with the provider's leeway; `iss` must equal
+//!   the issuer; `aud` must name one of the audiences; `sub` names the consumer.
+
+mod es384;
+mod jwk;
+
+use std::borrow::Cow;
+
+use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
+use jwt_compact::{AlgorithmExt, Claims, TimeOptions, UntrustedToken, ValidationError};
+use serde_json::{Map, Value};
+
+pub use es384::{Es384, Es384Signature};
+pub use jwk::{parse_jwk, Jwk, KeyMaterial};
+
+use crate::time::UnixTime;
+
+/// Longest token accepted, in bytes. Real tokens are well under 8 KiB.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The JWS algorithms a provider may list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum Algorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl Algorithm {
+    /// The algorithm named `name` in a JWS header or a config. `none` is not an algorithm here.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        use Algorithm::*;
+        Some(match name {
+            "HS256" => HS256,
+            "HS384" => HS384,
+            "HS512" => HS512,
+            "RS256" => RS256,
+            "RS384" => RS384,
+            "RS512" => RS512,
+            "PS256" => PS256,
+            "PS384" => PS384,
+            "PS512" => PS512,
+            "ES256" => ES256,
+            "ES384" => ES384,
+            "EdDSA" => EdDSA,
+            _ => return None,
+        })
+    }
+
+    /// The JWS name.
+    pub fn name(self) -> &'static str {
+        use Algorithm::*;
+        match self {
+            HS256 => "HS256",
+            HS384 => "HS384",
+            HS512 => "HS512",
+            RS256 => "RS256",
+            RS384 => "RS384",
+            RS512 => "RS512",
+            PS256 => "PS256",
+            PS384 => "PS384",
+            PS512 => "PS512",
+            ES256 => "ES256",
+            ES384 => "ES384",
+            EdDSA => "EdDSA",
+        }
+    }
+
+    /// Whether this is a shared-secret algorithm.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+    }
+}
+
+/// A provider's settings besides its keys.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// Required `iss`.
+    pub issuer: String,
+    /// `aud` must name at least one of these.
+    pub audiences: Vec<String>,
+    /// Accepted `alg` values.
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds.
+    pub leeway_s: u64,
+}
+
+/// A JWT identity provider with its verification keys.
+#[derive(Debug)]
+pub struct JwtProvider {
+    settings: JwtSettings,
+    keys: Vec<Jwk>,
+    hmac: Option<HmacKeys>,
+}
+
+struct HmacKeys {
+    hs256: Hs256Key,
+    hs384: Hs384Key,
+    hs512: Hs512Key,
+}
+
+impl std::fmt::Debug for HmacKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKeys(..)")
+    }
+}
+
+/// Why a token was refused. Each maps to a 401 (see [`crate::authn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a compact JWS (three base64url parts, JSON header), or too long.
+    Malformed,
+    /// `alg` is `none`, unknown, or not listed for this provider.
+    AlgorithmNotAllowed,
+    /// `kid` names no key of this provider.
+    UnknownKeyId,
+    /// No key of this provider can verify this `alg`.
+    NoKeyForAlgorithm,
+    /// The signature does not verify.
+    BadSignature,
+    /// The claims are not a JSON object of the expected shape.
+    MalformedClaims,
+    /// No `exp` claim.
+    MissingExpiry,
+    /// `exp` has passed (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// `iss` is not the provider's issuer.
+    WrongIssuer,
+    /// `aud` names none of the provider's audiences.
+    WrongAudience,
+    /// No string `sub` claim: the consumer cannot be named.
+    MissingSubject,
+}
+
+impl TokenError {
+    /// Stable reason code for logs.
+    pub fn reason(self) -> &'static str {
+        use TokenError::*;
+        match self {
+            Malformed => "token_malformed",
+            AlgorithmNotAllowed => "token_alg",
+            UnknownKeyId => "token_kid",
+            NoKeyForAlgorithm => "token_no_key",
+            BadSignature => "token_signature",
+            MalformedClaims => "token_claims",
+            MissingExpiry => "token_no_exp",
+            Expired => "token_expired",
+            NotYetValid => "token_nbf",
+            WrongIssuer => "token_issuer",
+            WrongAudience => "token_audience",
+            MissingSubject => "token_no_sub",
+        }
+    }
+
+    /// Human text for the 401's detail (and RFC 6750 `error_description`).
+    pub fn detail(self) -> &'static str {
+        use TokenError::*;
+        match self {
+            Malformed => "The bearer token is not a well-formed JWT.",
+            AlgorithmNotAllowed => "The token's algorithm is not accepted.",
+            UnknownKeyId => "The token's key id is not known.",
+            NoKeyForAlgorithm => "No key can verify the token's algorithm.",
+            BadSignature => "The token's signature is invalid.",
+            MalformedClaims => "The token's claims are malformed.",
+            MissingExpiry => "The token has no expiry (exp).",
+            Expired => "The token has expired.",
+            NotYetValid => "The token is not valid yet (nbf).",
+            WrongIssuer => "The token's issuer is not accepted.",
+            WrongAudience => "The token's audience is not accepted.",
+            MissingSubject => "The token has no subject (sub).",
+        }
+    }
+}
+
+/// A verified token's claims (all of them; `exp`, `nbf` and `iat` included as numbers).
+pub type VerifiedClaims = Map<String, Value>;
+
+impl JwtProvider {
+    /// A provider with public `keys` and, for HS* algorithms, the shared `secret`.
+    pub fn new(settings: JwtSettings, keys: Vec<Jwk>, secret: Option<Vec<u8>>) -> Self {
+        let hmac = secret.map(|s| HmacKeys {
+            hs256: Hs256Key::new(&s),
+            hs384: Hs384Key::new(&s),
+            hs512: Hs512Key::new(&s),
+        });
+        JwtProvider {
+            settings,
+            keys,
+            hmac,
+        }
+    }
+
+    /// The provider's settings.
+    pub fn settings(&self) -> &JwtSettings {
+        &self.settings
+    }
+
+    /// Verify `token` at `now`: signature first, then the registered claims.
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<VerifiedClaims, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed);
+        }
+        let untrusted = UntrustedToken::new(token).map_err(|_| TokenError::Malformed)?;
+        let alg =
+            Algorithm::from_name(untrusted.algorithm()).ok_or(TokenError::AlgorithmNotAllowed)?;
+        if !self.settings.algorithms.contains(&alg) {
+            return Err(TokenError::AlgorithmNotAllowed);
+        }
+        let claims = if alg.is_hmac() {
+            let keys = self.hmac.as_ref().ok_or(TokenError::NoKeyForAlgorithm)?;
+            match alg {
+                Algorithm::HS256 => check(Hs256.validator(&keys.hs256).validate(&untrusted)),
+                Algorithm::HS384 => check(Hs384.validator(&keys.hs384).validate(&untrusted)),
+                _ => check(Hs512.validator(&keys.hs512).validate(&untrusted)),
+            }?
+        } else {
+            self.verify_public(&untrusted, alg)?
+        };
+        self.check_claims(claims, now)
+    }
+
+    fn verify_public(
+        &self,
+        untrusted: &UntrustedToken<'_>,
+        alg: Algorithm,
+    ) -> Result<Claims<VerifiedClaims>, TokenError> {
+        let kid = untrusted.header().key_id.as_deref();
+        let mut kid_known = kid.is_none();
+        let mut last = TokenError::NoKeyForAlgorithm;
+        for key in &self.keys {
+            if kid.is_some() && key.kid.as_deref() != kid {
+                continue;
+            }
+            kid_known = true;
+            if !key.fits(alg) {
+                continue;
+            }
+            let result = match (&key.material, alg) {
+                (KeyMaterial::Rsa(k), Algorithm::RS256) => {
+                    Rsa::rs256().validator(k).validate(untrusted)
+                }
+                (KeyMaterial::Rsa(k), Algorithm::RS384) => {
+                    Rsa::rs384().validator(k).validate(untrusted)
+                }
+                (KeyMaterial::Rsa(k), Algorithm::RS512) => {
+                    Rsa::rs512().validator(k).validate(untrusted)
+                }
+                (KeyMaterial::Rsa(k), Algorithm::PS256) => {
+                    Rsa::ps256().validator(k).validate(untrusted)
+                }
+                (KeyMaterial::Rsa(k), Algorithm::PS384) => {
+                    Rsa::ps384().validator(k).validate(untrusted)
+                }
+                (KeyMaterial::Rsa(k), Algorithm::PS512) => {
+                    Rsa::ps512().validator(k).validate(untrusted)
+                }
+                (KeyMaterial::P256(k), Algorithm::ES256) => Es256.validator(k).validate(untrusted),
+                (KeyMaterial::P384(k), Algorithm::ES384) => Es384.validator(k).validate(untrusted),
+                (KeyMaterial::Ed25519(k), Algorithm::EdDSA) => {
+                    Ed25519.validator(k).validate(untrusted)
+                }
+                _ => continue,
+            };
+            match check(result) {
+                Ok(claims) => return Ok(claims),
+                Err(e) => last = e,
+            }
+        }
+        if !kid_known {
+            return Err(TokenError::UnknownKeyId);
+        }
+        Err(last)
+    }
+
+    fn check_claims(
+        &self,
+        claims: Claims<VerifiedClaims>,
+        now: UnixTime,
+    ) -> Result<VerifiedClaims, TokenError> {
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let clock = chrono::DateTime::from_timestamp(now_secs, 0).unwrap_or_default();
+        let leeway = chrono::Duration::seconds(i64::try_from(self.settings.leeway_s).unwrap_or(0));
+        let options = TimeOptions::new(leeway, move || clock);
+        if claims.expiration.is_none() {
+            return Err(TokenError::MissingExpiry);
+        }
+        claims
+            .validate_expiration(&options)
+            .map_err(|_| TokenError::Expired)?;
+        if claims.not_before.is_some() {
+            claims
+                .validate_maturity(&options)
+                .map_err(|_| TokenError::NotYetValid)?;
+        }
+        let mut map = claims.custom;
+        if map.get("iss").and_then(Value::as_str) != Some(self.settings.issuer.as_str()) {
+            return Err(TokenError::WrongIssuer);
+        }
+        let audience_ok = match map.get("aud") {
+            Some(Value::String(a)) => self.settings.audiences.iter().any(|x| x == a),
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|a| self.settings.audiences.iter().any(|x| x == a)),
+            _ => false,
+        };
+        if !audience_ok {
+            return Err(TokenError::WrongAudience);
+        }
+        match map.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => {}
+            _ => return Err(TokenError::MissingSubject),
+        }
+        if let Some(exp) = claims.expiration {
+            map.insert("exp".into(), Value::from(exp.timestamp()));
+        }
+        if let Some(nbf) = claims.not_before {
+            map.insert("nbf".into(), Value::from(nbf.timestamp()));
+        }
+        Ok(map)
+    }
+}
+
+fn check(
+    result: Result<jwt_compact::Token<VerifiedClaims>, ValidationError>,
+) -> Result<Claims<VerifiedClaims>, TokenError> {
+    match result {
+        Ok(token) => Ok(token.into_parts().1),
+        Err(ValidationError::AlgorithmMismatch { .. }) => Err(TokenError::AlgorithmNotAllowed),
+        Err(ValidationError::InvalidSignature)
+        | Err(ValidationError::InvalidSignatureLen { .. })
+        | Err(ValidationError::MalformedSignature(_)) => Err(TokenError::BadSignature),
+        Err(ValidationError::MalformedClaims(_)) => Err(TokenError::MalformedClaims),
+        Err(_) => Err(TokenError::MalformedClaims),
+    }
+}
+
+/// `Cow` reason text for JWK problems.
+pub(crate) type JwkProblem = Cow<'static, str>;
+
+#[cfg(test)]
+mod tests;

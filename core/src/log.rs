@@ -1,0 +1,132 @@
+//! The one JSON log line per request, identical on every runtime.
+
+use serde::Serialize;
+
+use crate::decision::LogFacts;
+use crate::time::UnixTime;
+
+/// Longest path written to a log line; longer ones are clipped (logs are not a storage channel).
+pub const MAX_LOGGED_PATH: usize = 512;
+
+/// One request's log record. Field names are a contract with log pipelines: keep them stable.
+#[derive(Debug, Serialize)]
+pub struct LogLine<'a> {
+    /// When the request arrived, RFC 3339 UTC.
+    pub time: String,
+    /// The request id (also sent to the origin and the client).
+    pub request_id: &'a str,
+    /// The matched route, if any.
+    pub route: Option<&'a str>,
+    /// Request method.
+    pub method: &'a str,
+    /// Path as received, clipped.
+    pub path: &'a str,
+    /// Status sent to the client.
+    pub status: u16,
+    /// `forward` or `reject`.
+    pub decision: &'static str,
+    /// Why: `ok`, or the problem slug and reason (`unauthenticated:token_expired`).
+    pub reason: String,
+    /// Authenticated consumer, if any.
+    pub consumer: Option<&'a str>,
+    /// Time spent in the gateway itself, µs (total minus origin time).
+    pub gateway_us: u64,
+    /// Time waiting on the origin, µs (absent when nothing was forwarded).
+    pub origin_us: Option<u64>,
+}
+
+impl<'a> LogLine<'a> {
+    /// A line for a request that was forwarded and answered by the origin with `status`.
+    pub fn forwarded(
+        facts: &'a LogFacts,
+        start: UnixTime,
+        status: u16,
+        gateway_us: u64,
+        origin_us: u64,
+    ) -> Self {
+        Self::base(
+            facts,
+            start,
+            status,
+            "forward",
+            "ok".into(),
+            gateway_us,
+            Some(origin_us),
+        )
+    }
+
+    /// A line for a request the gateway answered itself with `reject`.
+    pub fn rejected(
+        facts: &'a LogFacts,
+        start: UnixTime,
+        reject: &crate::problem::Reject,
+        gateway_us: u64,
+        origin_us: Option<u64>,
+    ) -> Self {
+        let reason = format!("{}:{}", reject.slug(), reject.reason);
+        Self::base(
+            facts,
+            start,
+            reject.status().as_u16(),
+            "reject",
+            reason,
+            gateway_us,
+            origin_us,
+        )
+    }
+
+    fn base(
+        facts: &'a LogFacts,
+        start: UnixTime,
+        status: u16,
+        decision: &'static str,
+        reason: String,
+        gateway_us: u64,
+        origin_us: Option<u64>,
+    ) -> Self {
+        LogLine {
+            time: start.to_rfc3339(),
+            request_id: &facts.request_id,
+            route: facts.route.as_deref(),
+            method: &facts.method,
+            path: &facts.path,
+            status,
+            decision,
+            reason,
+            consumer: facts.consumer.as_deref(),
+            gateway_us,
+            origin_us,
+        }
+    }
+
+    /// The line as compact JSON, without a trailing newline.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| String::from("{\"error\":\"log line not serialisable\"}"))
+    }
+}
+
+/// `s`, clipped to [`MAX_LOGGED_PATH`] bytes on a character boundary.
+pub(crate) fn clip(s: &str) -> String {
+    if s.len() <= MAX_LOGGED_PATH {
+        return s.to_owned();
+    }
+    let mut end = MAX_LOGGED_PATH;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// `s` quoted for an error message, clipped to 64 bytes.
+pub(crate) fn quote_clipped(s: &str) -> String {
+    let mut end = s.len().min(64);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < s.len() {
+        format!("\"{}…\"", &s[..end])
+    } else {
+        format!("\"{s}\"")
+    }
+}

@@ -1,0 +1,53 @@
+//! Time as a value. The core never reads a clock: every decision takes `now` from the adapter,
+//! so vectors can run with a fixed clock and wasm builds never touch `SystemTime::now()`.
+
+use core::time::Duration;
+
+/// Microseconds since the Unix epoch, as the adapter's clock saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnixTime(u64);
+
+impl UnixTime {
+    /// The instant `micros` microseconds after the epoch.
+    pub const fn from_micros(micros: u64) -> Self {
+        UnixTime(micros)
+    }
+
+    /// The instant `millis` milliseconds after the epoch (JavaScript's `Date.now()`).
+    pub const fn from_millis(millis: u64) -> Self {
+        UnixTime(millis.saturating_mul(1_000))
+    }
+
+    /// The instant `secs` seconds after the epoch.
+    pub const fn from_secs(secs: u64) -> Self {
+        UnixTime(secs.saturating_mul(1_000_000))
+    }
+
+    /// Microseconds since the epoch.
+    pub const fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    /// Whole seconds since the epoch.
+    pub const fn as_secs(self) -> u64 {
+        self.0 / 1_000_000
+    }
+
+    /// `self + d`, saturating.
+    pub fn saturating_add(self, d: Duration) -> Self {
+        UnixTime(
+            self.0
+                .saturating_add(d.as_micros().min(u64::MAX as u128) as u64),
+        )
+    }
+
+    /// RFC 3339 text in UTC with microseconds, as written into every log line.
+    pub fn to_rfc3339(self) -> String {
+        let secs = (self.0 / 1_000_000) as i64;
+        let nanos = ((self.0 % 1_000_000) * 1_000) as u32;
+        match chrono::DateTime::from_timestamp(secs, nanos) {
+            Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            None => String::from("invalid-time"),
+        }
+    }
+}
