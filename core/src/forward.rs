@@ -25,7 +25,7 @@ pub const ROUTE_HEADER: &str = "x-portcullis-route";
 /// Prefix reserved for the gateway: clients cannot send headers with it.
 pub const RESERVED_PREFIX: &str = "x-portcullis-";
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only, never relayed.
+/// Headers meaningful for one connection only (RFC 9110 §7.6.1), never relayed.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -36,6 +36,9 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+    // Not hop-by-hop in RFC 9110, but the gateway answers `100-continue` itself when it reads
+    // the body; the origin must not be asked to do it again.
+    "expect",
 ];
 
 /// A request to send to the origin.

@@ -1,0 +1,307 @@
+//! The gateway server: accept connections, let the core decide each request, carry it out.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use portcullis_core::forward::{self, Forward};
+use portcullis_core::log::LogLine;
+use portcullis_core::{Decision, Gateway, LogFacts, MemoryStore, Policy, Reject, UnixTime};
+use tokio::net::TcpListener;
+
+use crate::body::{self, ClientBody, RelayBody};
+use crate::client::{self, Upstream};
+use crate::context;
+use crate::log;
+
+/// Largest request head (request line plus headers) accepted. Far above what browsers and API
+/// clients send, far below what would let a few thousand slow clients pin much memory; larger
+/// heads get hyper's 431 and the connection is closed.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How long in-flight requests get to finish after a shutdown signal before the process exits
+/// anyway: a deploy should not wait on a client streaming a huge upload.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    gateway: Gateway,
+    store: MemoryStore,
+    upstream: Upstream,
+}
+
+impl App {
+    /// A gateway for `policy` with an empty quota store and a fresh connection pool.
+    pub fn new(policy: Policy) -> Result<Self, String> {
+        Ok(App {
+            gateway: Gateway::new(policy),
+            store: MemoryStore::new(),
+            upstream: client::build()?,
+        })
+    }
+}
+
+/// Bind `addr` (`HOST:PORT`; port 0 picks a free one).
+pub async fn bind(addr: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+/// The readiness line. Printed only once the socket accepts connections, with the port actually
+/// bound, so whoever started the gateway (a test runner, a supervisor) can wait for it.
+pub fn announce(addr: SocketAddr) {
+    eprintln!("portcullis: listening on http://{addr}");
+}
+
+/// Serve `listener` until `shutdown` completes, then let in-flight requests finish, for up to a
+/// grace period or until another SIGINT or SIGTERM.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .max_header_size(MAX_HEAD_BYTES);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning on the error.
+                eprintln!("portcullis: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let peer = peer.ip().to_canonical();
+        let app = Arc::clone(&app);
+        let service = service_fn(move |request| {
+            let app = Arc::clone(&app);
+            // Its own task: hyper drops this future if the client's connection fails, but by
+            // then the request may have been counted against a quota and reached the origin;
+            // it still runs to the end and gets its log line.
+            let task = tokio::spawn(async move { handle(&app, peer, request).await });
+            async move { Ok::<_, Infallible>(task.await.unwrap_or_else(|_| internal_error())) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // Connection errors (a client hanging up mid-request) concern that client only.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    // Installed only now, so that it waits for a signal after the one that began the shutdown.
+    let again = Signals::install();
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+        () = again.recv() => {}
+    }
+}
+
+/// SIGINT and SIGTERM, listened for from the moment of [`Signals::install`].
+///
+/// Installed before the readiness line is printed: a supervisor that sends SIGTERM right after
+/// seeing it must get a graceful shutdown, not the default disposition's abrupt exit.
+pub struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    /// Start listening. Must run inside the tokio runtime. If the handlers cannot be installed
+    /// the gateway still serves; it just cannot be shut down gracefully.
+    pub fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("portcullis: cannot listen for SIGINT/SIGTERM: {e}");
+                    None
+                }
+            };
+            Signals { streams }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
+    }
+
+    /// Resolves on the first SIGINT or SIGTERM since [`Signals::install`].
+    pub async fn recv(self) {
+        #[cfg(unix)]
+        match self.streams {
+            Some((mut term, mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// One request, start to finish: decide, answer or forward, log.
+async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response<RelayBody> {
+    let started = Instant::now();
+    let ctx = context::for_request(peer);
+    let outcome = app
+        .gateway
+        .decide(request.map(ClientBody), &ctx, &app.store)
+        .await;
+    match outcome.decision {
+        Decision::Reject(reject) => {
+            let response = reject.to_response(&ctx.request_id);
+            log::emit(&LogLine::rejected(
+                &outcome.log,
+                ctx.now,
+                &reject,
+                micros_since(started),
+                None,
+            ));
+            response.map(body::full)
+        }
+        Decision::Forward(forward) => {
+            relay(
+                app,
+                *forward,
+                &outcome.log,
+                &ctx.request_id,
+                ctx.now,
+                started,
+            )
+            .await
+        }
+    }
+}
+
+/// Send a forwarded request and relay the origin's answer, streaming its body.
+async fn relay(
+    app: &App,
+    forward: Forward<ClientBody>,
+    facts: &LogFacts,
+    request_id: &str,
+    now: UnixTime,
+    started: Instant,
+) -> Response<RelayBody> {
+    let Forward {
+        request,
+        timeout,
+        response_headers,
+    } = forward;
+    let asked = Instant::now();
+    let answer =
+        tokio::time::timeout(timeout, app.upstream.request(request.map(body::to_origin))).await;
+    let origin_us = micros_since(asked);
+    let gateway_us = micros_since(started).saturating_sub(origin_us);
+    match answer {
+        Ok(Ok(response)) => {
+            let (mut parts, stream) = response.into_parts();
+            forward::prepare_response(&mut parts.headers, &response_headers);
+            log::emit(&LogLine::forwarded(
+                facts,
+                now,
+                parts.status.as_u16(),
+                gateway_us,
+                origin_us,
+            ));
+            Response::from_parts(parts, RelayBody::Left(stream))
+        }
+        Ok(Err(error)) => {
+            // The log line's reason says only "unreachable"; the operator needs the cause
+            // (refused, DNS, TLS) to fix it, and stderr is where diagnostics go.
+            eprintln!(
+                "portcullis: request {request_id}: origin unreachable: {}",
+                causes(&error)
+            );
+            origin_failed(false, facts, request_id, now, gateway_us, origin_us)
+        }
+        Err(_) => origin_failed(true, facts, request_id, now, gateway_us, origin_us),
+    }
+}
+
+fn origin_failed(
+    timed_out: bool,
+    facts: &LogFacts,
+    request_id: &str,
+    now: UnixTime,
+    gateway_us: u64,
+    origin_us: u64,
+) -> Response<RelayBody> {
+    let reject: Reject = forward::origin_failure(timed_out);
+    log::emit(&LogLine::rejected(
+        facts,
+        now,
+        &reject,
+        gateway_us,
+        Some(origin_us),
+    ));
+    let response = if timed_out {
+        forward::origin_timeout(request_id)
+    } else {
+        forward::origin_unreachable(request_id)
+    };
+    response.map(body::full)
+}
+
+/// The answer when handling a request panicked: a bug, and the client still deserves a status.
+fn internal_error() -> Response<RelayBody> {
+    eprintln!("portcullis: a request handler panicked; answered 500");
+    let mut response = Response::new(body::full(bytes::Bytes::new()));
+    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+/// `error: cause: cause…`, since hyper's top-level errors ("client error (Connect)") hide the
+/// useful part in their sources.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn micros_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Run the gateway on `listen` with `policy` until SIGINT or SIGTERM. Returns only on shutdown
+/// or a start-up failure.
+pub async fn serve(policy: Policy, listen: &str) -> Result<(), String> {
+    let app = Arc::new(App::new(policy)?);
+    let listener = bind(listen).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let signals = Signals::install();
+    announce(addr);
+    run(listener, app, signals.recv()).await;
+    Ok(())
+}
