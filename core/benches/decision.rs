@@ -21,12 +21,14 @@ fn claims() -> Value {
 fn verify(c: &mut Criterion) {
     use Algorithm::*;
     let all = vec![HS256, RS256, PS256, ES256, ES384, EdDSA];
-    let provider = JwtProvider::new(
+    let provider = JwtProvider::with_keys(
         JwtSettings {
             issuer: "https://idp.test/".into(),
             audiences: vec!["api".into()],
             algorithms: all.clone(),
             leeway_s: 30,
+            consumer_claim: "sub".into(),
+            scopes_claim: None,
         },
         keys().jwks()["keys"]
             .as_array()
@@ -126,7 +128,12 @@ fn decision(c: &mut Criterion) {
                 request_id: "0123456789abcdef".into(),
                 client_ip: None,
             };
-            let outcome = block_on(gateway.decide(req.body(Empty).unwrap(), &ctx, &store));
+            let outcome = block_on(gateway.decide(
+                req.body(Empty).unwrap(),
+                &ctx,
+                &store,
+                &portcullis_core::NoFetch,
+            ));
             assert!(matches!(
                 outcome.decision,
                 portcullis_core::Decision::Forward(_)

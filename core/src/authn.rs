@@ -9,7 +9,9 @@ use http::{header, HeaderMap};
 use serde_json::Value;
 
 use crate::config::{Policy, ProviderKind, Route, RouteAuth};
-use crate::jwt::{TokenError, VerifiedClaims};
+use crate::fetch::Fetch;
+use crate::jwks::{KeyEvent, KeyRing};
+use crate::jwt::{Jwk, JwtSettings, KeySource, TokenError, VerifiedClaims};
 use crate::problem::{Reject, RejectKind};
 use crate::time::UnixTime;
 
@@ -26,11 +28,14 @@ pub struct Principal {
     pub claims: Option<VerifiedClaims>,
 }
 
-pub(crate) fn authenticate(
+pub(crate) async fn authenticate<F: Fetch + ?Sized>(
     policy: &Policy,
+    ring: &KeyRing,
     route: &Route,
     headers: &HeaderMap,
     now: UnixTime,
+    fetch: &F,
+    key_events: &mut Vec<(String, KeyEvent)>,
 ) -> Result<Option<Principal>, Reject> {
     let RouteAuth::Required { providers, .. } = &route.auth else {
         return Ok(None);
@@ -38,6 +43,7 @@ pub(crate) fn authenticate(
     let bearer = bearer_token(headers);
     let mut failure: Option<(&'static str, &'static str)> = None;
     let mut presented = false;
+    let mut keys_unavailable = false;
     for &index in providers {
         let provider = &policy.providers[index];
         match &provider.kind {
@@ -55,8 +61,43 @@ pub(crate) fn authenticate(
                     Bearer::Token(t) => *t,
                 };
                 presented = true;
-                match jwt.verify(token, now) {
-                    Ok(claims) => return Ok(Some(principal_from_claims(&provider.name, claims))),
+                let parsed = match jwt.parse(token) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        failure.get_or_insert((e.reason(), e.detail()));
+                        continue;
+                    }
+                };
+                let fetched;
+                let keys: &[Jwk] = match jwt.source() {
+                    KeySource::Inline(keys) => keys,
+                    KeySource::Remote(cfg) if !parsed.algorithm().is_hmac() => {
+                        let mut events = Vec::new();
+                        let result = ring
+                            .keys_for(index, cfg, parsed.key_id(), now, fetch, &mut events)
+                            .await;
+                        key_events.extend(events.into_iter().map(|e| (provider.name.clone(), e)));
+                        match result {
+                            Ok(keys) => {
+                                fetched = keys;
+                                &fetched
+                            }
+                            Err(_) => {
+                                keys_unavailable = true;
+                                continue;
+                            }
+                        }
+                    }
+                    KeySource::Remote(_) | KeySource::None => &[],
+                };
+                match jwt.verify_parsed(&parsed, keys, now) {
+                    Ok(claims) => {
+                        return Ok(Some(principal_from_claims(
+                            &provider.name,
+                            jwt.settings(),
+                            claims,
+                        )))
+                    }
                     Err(e) => {
                         failure.get_or_insert((e.reason(), e.detail()));
                     }
@@ -92,6 +133,15 @@ pub(crate) fn authenticate(
                 }
             }
         }
+    }
+    if keys_unavailable {
+        // A token for a provider whose keys cannot be had: the gateway cannot decide, so it
+        // neither admits nor calls the token invalid.
+        return Err(Reject::new(
+            RejectKind::KeysUnavailable,
+            "keys_unavailable",
+            "The identity provider's signing keys are unavailable; try again later.",
+        ));
     }
     let (reason, detail) = match (presented, failure) {
         (true, Some(f)) => f,
@@ -139,20 +189,28 @@ fn bearer_token(headers: &HeaderMap) -> Bearer<'_> {
     Bearer::Token(token)
 }
 
-fn principal_from_claims(provider: &str, claims: VerifiedClaims) -> Principal {
+fn principal_from_claims(
+    provider: &str,
+    settings: &JwtSettings,
+    claims: VerifiedClaims,
+) -> Principal {
     let mut scopes: Vec<String> = Vec::new();
-    if let Some(Value::String(s)) = claims.get("scope") {
-        scopes.extend(s.split_ascii_whitespace().map(str::to_owned));
-    }
-    match claims.get("scp") {
+    let mut add = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => scopes.extend(s.split_ascii_whitespace().map(str::to_owned)),
         Some(Value::Array(items)) => {
             scopes.extend(items.iter().filter_map(Value::as_str).map(str::to_owned))
         }
-        Some(Value::String(s)) => scopes.extend(s.split_ascii_whitespace().map(str::to_owned)),
         _ => {}
+    };
+    match &settings.scopes_claim {
+        Some(name) => add(claims.get(name)),
+        None => {
+            add(claims.get("scope"));
+            add(claims.get("scp"));
+        }
     }
     let consumer = claims
-        .get("sub")
+        .get(&settings.consumer_claim)
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();

@@ -21,7 +21,9 @@ use http::{HeaderMap, Request, Response};
 use crate::authn::{self, Principal};
 use crate::body::{self, BodyPlan, RequestBody};
 use crate::config::Policy;
+use crate::fetch::Fetch;
 use crate::forward::{self, Forward, ForwardBody};
+use crate::jwks::{KeyEvent, KeyRing};
 use crate::path;
 use crate::problem::Reject;
 use crate::quota::{self, CounterStore};
@@ -69,6 +71,9 @@ pub struct LogFacts {
     pub method: String,
     /// The path as received (before normalisation), truncated for the log.
     pub path: String,
+    /// Key-set events that happened while deciding (a refetch for a new `kid`, a failed refresh,
+    /// a skipped key), by provider name. Adapters log them apart from the request line.
+    pub key_events: Vec<(String, KeyEvent)>,
     /// The authenticated consumer, when there is one.
     pub consumer: Option<String>,
 }
@@ -87,12 +92,60 @@ pub struct LogFacts {
 #[derive(Debug)]
 pub struct Gateway {
     policy: Policy,
+    keys: KeyRing,
 }
 
 impl Gateway {
-    /// Wrap a validated policy.
+    /// Wrap a validated policy, with empty key-set state for its remote key sources.
     pub fn new(policy: Policy) -> Self {
-        Gateway { policy }
+        let keys = KeyRing::new(policy.providers.iter().map(|p| p.remote_keys().is_some()));
+        Gateway { policy, keys }
+    }
+
+    /// Refresh the remote key sets that are due (every one when `force`), within each provider's
+    /// minimum refresh interval. Runtimes with memory call this at start-up and in the background,
+    /// so requests rarely wait on a fetch. Returns what happened, per provider name.
+    pub async fn refresh_keys<F: Fetch + ?Sized>(
+        &self,
+        now: UnixTime,
+        fetch: &F,
+        force: bool,
+    ) -> Vec<(String, KeyEvent)> {
+        // Concurrently, so that several unreachable IdPs cost one timeout, not the sum.
+        let refreshes = self
+            .policy
+            .providers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, provider)| {
+                let cfg = provider.remote_keys()?;
+                Some(async move {
+                    let events = self.keys.refresh(index, cfg, now, fetch, force).await;
+                    events
+                        .into_iter()
+                        .map(|e| (provider.name.clone(), e))
+                        .collect::<Vec<_>>()
+                })
+            });
+        futures_util::future::join_all(refreshes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Providers with remote key sources and whether each holds a usable key set at `now`.
+    pub async fn key_status(&self, now: UnixTime) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        for (index, provider) in self.policy.providers.iter().enumerate() {
+            if let Some(cfg) = provider.remote_keys() {
+                out.push((
+                    provider.name.clone(),
+                    self.keys.ready(index, cfg, now).await,
+                ));
+            }
+        }
+        out
     }
 
     /// The policy this gateway enforces.
@@ -101,15 +154,17 @@ impl Gateway {
     }
 
     /// Decide one request. See the type's docs for the calling protocol.
-    pub async fn decide<B, S>(
+    pub async fn decide<B, S, F>(
         &self,
         request: Request<B>,
         ctx: &RequestContext,
         store: &S,
+        fetch: &F,
     ) -> Outcome<B>
     where
         B: RequestBody,
         S: CounterStore + ?Sized,
+        F: Fetch + ?Sized,
     {
         let (parts, body) = request.into_parts();
         let raw_path = parts.uri.path();
@@ -119,32 +174,43 @@ impl Gateway {
             method: parts.method.as_str().to_owned(),
             path: crate::log::clip(raw_path),
             consumer: None,
+            key_events: Vec::new(),
         };
-        let decision = match self.run(&parts, body, ctx, store, &mut log).await {
+        let decision = match self.run(&parts, body, ctx, store, fetch, &mut log).await {
             Ok(forward) => Decision::Forward(Box::new(forward)),
             Err(reject) => Decision::Reject(reject),
         };
         Outcome { decision, log }
     }
 
-    async fn run<B, S>(
+    async fn run<B, S, F>(
         &self,
         parts: &http::request::Parts,
         body: B,
         ctx: &RequestContext,
         store: &S,
+        fetch: &F,
         log: &mut LogFacts,
     ) -> Result<Forward<B>, Reject>
     where
         B: RequestBody,
         S: CounterStore + ?Sized,
+        F: Fetch + ?Sized,
     {
         let policy = &self.policy;
         let normal = path::normalise(parts.uri.path())?;
         let routed: Routed<'_> = route::select(policy, &normal, &parts.method)?;
         log.route = Some(routed.route.id.clone());
-        let principal: Option<Principal> =
-            authn::authenticate(policy, routed.route, &parts.headers, ctx.now)?;
+        let principal: Option<Principal> = authn::authenticate(
+            policy,
+            &self.keys,
+            routed.route,
+            &parts.headers,
+            ctx.now,
+            fetch,
+            &mut log.key_events,
+        )
+        .await?;
         log.consumer = principal.as_ref().map(|p| p.consumer.clone());
         let permit = crate::authz::check(routed.route, principal.as_ref())?;
         let plan = body::check_head(routed.route, parts)?;

@@ -92,9 +92,12 @@ pub(crate) fn build<B>(
     for (name, value) in parts.headers.iter() {
         let n = name.as_str();
         if HOP_BY_HOP.contains(&n)
-            || n.starts_with(RESERVED_PREFIX)
+            || is_reserved(n)
             || n == "host"
-            || policy.api_key_headers.contains(name)
+            || policy
+                .api_key_headers
+                .iter()
+                .any(|h| same_name(h.as_str(), n))
             || connection_named.iter().any(|c| c == n)
         {
             continue;
@@ -160,6 +163,26 @@ pub(crate) fn build<B>(
     }
 }
 
+/// Whether `name` claims to come from the gateway. Underscores count as hyphens: CGI, WSGI,
+/// Rack and PHP origins read `X_Portcullis_Consumer` and `X-Portcullis-Consumer` as the same
+/// variable, so both spellings are removed.
+fn is_reserved(name: &str) -> bool {
+    name.len() >= RESERVED_PREFIX.len()
+        && same_name(&name[..RESERVED_PREFIX.len()], RESERVED_PREFIX)
+}
+
+/// Header names equal up to case and `_`/`-`.
+fn same_name(a: &str, b: &str) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+}
+
 fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::CONNECTION)
@@ -179,9 +202,7 @@ pub fn prepare_response(headers: &mut HeaderMap, extra: &HeaderMap) {
         .keys()
         .filter(|n| {
             let n = n.as_str();
-            HOP_BY_HOP.contains(&n)
-                || n.starts_with(RESERVED_PREFIX)
-                || connection_named.iter().any(|c| c == n)
+            HOP_BY_HOP.contains(&n) || is_reserved(n) || connection_named.iter().any(|c| c == n)
         })
         .cloned()
         .collect();

@@ -21,13 +21,14 @@ impl std::fmt::Debug for Schema {
 impl Schema {
     /// Compile `schema`. Remote `$ref`s are not fetched (the core does no I/O), so a schema that
     /// needs one fails here, at load time, rather than at request time.
-    /// On failure: the JSON pointer within the schema and why.
+    /// On failure: the JSON pointer within `schema` of the offending keyword, and why. (For a
+    /// schema that breaks the meta-schema, the meta-schema's *instance* is the user's schema.)
     pub fn compile(schema: &Value) -> Result<Schema, (String, String)> {
         jsonschema::validator_for(schema)
             .map(|validator| Schema { validator })
             .map_err(|e| {
                 (
-                    e.schema_path().to_string(),
+                    e.instance_path().to_string(),
                     format!("invalid JSON Schema: {}", e.masked()),
                 )
             })

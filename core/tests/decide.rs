@@ -5,8 +5,8 @@ use http::{Method, Request, StatusCode};
 use portcullis_core::jwt::Algorithm;
 use portcullis_core::testing::{keys, token, HS_SECRET};
 use portcullis_core::{
-    BodyError, Decision, Forward, ForwardBody, Gateway, MemoryStore, Policy, Reject, RequestBody,
-    RequestContext, UnixTime,
+    BodyError, Decision, Forward, ForwardBody, Gateway, MemoryStore, NoFetch, Policy, Reject,
+    RequestBody, RequestContext, UnixTime,
 };
 use serde_json::{json, Value};
 
@@ -77,7 +77,7 @@ fn run(
     store: &MemoryStore,
     req: Request<Bytes>,
 ) -> Result<Box<Forward<Bytes>>, Reject> {
-    match block_on(g.decide(req, &ctx(), store)).decision {
+    match block_on(g.decide(req, &ctx(), store, &NoFetch)).decision {
         Decision::Forward(f) => Ok(f),
         Decision::Reject(r) => Err(r),
     }

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{demo, policy_file, serve};
+use crate::serve::App;
+use crate::{demo, keys, policy_file, serve};
 
 /// Portcullis, an API gateway that decides every request from one policy file.
 #[derive(Debug, Parser)]
@@ -31,6 +32,10 @@ enum Command {
         /// The policy file.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Also fetch every remote key set (`jwks_url`, `oidc_issuer`) once and report each.
+        /// Without it, `check` touches no network.
+        #[arg(long)]
+        online: bool,
     },
     /// Run the gateway in front of a built-in echo origin on the example policy, and print a
     /// token and curl commands to try it.
@@ -48,7 +53,7 @@ enum Command {
 /// listen), 2 usage error (from clap).
 pub fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Check { file } => check(&file),
+        Command::Check { file, online } => check(&file, online),
         Command::Serve { config, listen } => {
             // An invalid policy must never serve, not even briefly: check it before binding.
             match policy_file::load(&config, &policy_file::env_secret) {
@@ -66,7 +71,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn check(file: &std::path::Path) -> ExitCode {
+fn check(file: &std::path::Path, online: bool) -> ExitCode {
     match policy_file::load(file, &policy_file::env_secret) {
         Ok(policy) => {
             // Always "routes", even for one: scripts match this line.
@@ -75,12 +80,41 @@ fn check(file: &std::path::Path) -> ExitCode {
                 file.display(),
                 policy.route_ids().count()
             );
-            ExitCode::SUCCESS
+            if online {
+                run_async(check_keys(file.display().to_string(), policy))
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(problems) => {
             eprintln!("{problems}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `check --online`: fetch every remote key set once, with the client `serve` would use, and
+/// report each provider; fail if any key set could not be had.
+async fn check_keys(file: String, policy: portcullis_core::Policy) -> Result<(), String> {
+    let app = App::new(policy)?;
+    let mut failed = 0;
+    for loaded in keys::load_all(app.gateway(), app.fetch()).await {
+        let name = &loaded.provider;
+        for skipped in &loaded.skipped {
+            eprintln!("{file}: auth provider \"{name}\": warning: {skipped}");
+        }
+        match &loaded.keys {
+            Ok(n) => println!("{file}: auth provider \"{name}\": ok ({n} keys)"),
+            Err(why) => {
+                failed += 1;
+                eprintln!("{file}: auth provider \"{name}\": FAILED: {why}");
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        1 => Err("1 key set could not be fetched".into()),
+        n => Err(format!("{n} key sets could not be fetched")),
     }
 }
 
@@ -127,6 +161,22 @@ mod tests {
                 assert_eq!(config, PathBuf::from("p.json"));
             }
             other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_is_offline_unless_asked() {
+        for (args, want) in [
+            (&["portcullis", "check", "p.json"][..], false),
+            (&["portcullis", "check", "--online", "p.json"][..], true),
+        ] {
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Check { file, online }) => {
+                    assert_eq!(file, PathBuf::from("p.json"));
+                    assert_eq!(online, want);
+                }
+                other => panic!("parsed as {other:?}"),
+            }
         }
     }
 }

@@ -1,9 +1,11 @@
 //! A stand-in origin for the demo: it answers every request with what it received, so a user
 //! can see exactly what the gateway forwarded (the identity headers it added, the credentials
-//! it removed).
+//! it removed). It can also stand in for the demo's identity provider, publishing a key set at
+//! [`JWKS_PATH`].
 
 use std::convert::Infallible;
 
+use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -15,8 +17,12 @@ use tokio::net::TcpListener;
 
 use crate::body::{self, RelayBody};
 
-/// Serve `listener` forever (the demo ends with the process).
-pub async fn run(listener: TcpListener) {
+/// Where the echo publishes the key set it was given.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// Serve `listener` forever (the demo ends with the process), answering `GET` [`JWKS_PATH`] with
+/// `jwks` when there is one.
+pub async fn run(listener: TcpListener, jwks: Option<Bytes>) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new());
     loop {
@@ -24,16 +30,31 @@ pub async fn run(listener: TcpListener) {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
-        let connection = http.serve_connection(TokioIo::new(stream), service_fn(answer));
+        let jwks = jwks.clone();
+        let service = service_fn(move |request| answer(request, jwks.clone()));
+        let connection = http.serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
             let _ = connection.await;
         });
     }
 }
 
-/// `200 application/json` describing the request.
-async fn answer(request: Request<Incoming>) -> Result<Response<RelayBody>, Infallible> {
+/// `200 application/json`: the key set, or a description of the request.
+async fn answer(
+    request: Request<Incoming>,
+    jwks: Option<Bytes>,
+) -> Result<Response<RelayBody>, Infallible> {
     let (parts, mut incoming) = request.into_parts();
+    if let Some(jwks) =
+        jwks.filter(|_| parts.method == http::Method::GET && parts.uri.path() == JWKS_PATH)
+    {
+        let mut response = Response::new(body::full(jwks));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return Ok(response);
+    }
     // Count rather than collect: the echo must not hold a large upload in memory.
     let mut body_length: u64 = 0;
     while let Some(Ok(frame)) = incoming.frame().await {

@@ -13,6 +13,8 @@ pub mod client;
 pub mod context;
 pub mod demo;
 pub mod echo;
+pub mod fetch;
+pub mod keys;
 pub mod log;
 pub mod policy_file;
 pub mod serve;

@@ -19,8 +19,9 @@ use tokio::net::TcpListener;
 
 use crate::body::{self, ClientBody, RelayBody};
 use crate::client::{self, Upstream};
-use crate::context;
+use crate::fetch::HyperFetch;
 use crate::log;
+use crate::{context, keys};
 
 /// Largest request head (request line plus headers) accepted. Far above what browsers and API
 /// clients send, far below what would let a few thousand slow clients pin much memory; larger
@@ -36,16 +37,30 @@ pub struct App {
     gateway: Gateway,
     store: MemoryStore,
     upstream: Upstream,
+    fetch: HyperFetch,
 }
 
 impl App {
-    /// A gateway for `policy` with an empty quota store and a fresh connection pool.
+    /// A gateway for `policy` with an empty quota store and a fresh connection pool, which key
+    /// fetches share with requests to origins.
     pub fn new(policy: Policy) -> Result<Self, String> {
+        let upstream = client::build()?;
         Ok(App {
             gateway: Gateway::new(policy),
             store: MemoryStore::new(),
-            upstream: client::build()?,
+            fetch: HyperFetch::new(upstream.clone()),
+            upstream,
         })
+    }
+
+    /// The gateway.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// The fetcher the core uses for key sets.
+    pub fn fetch(&self) -> &HyperFetch {
+        &self.fetch
     }
 }
 
@@ -170,8 +185,13 @@ async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response
     let ctx = context::for_request(peer);
     let outcome = app
         .gateway
-        .decide(request.map(ClientBody), &ctx, &app.store)
+        .decide(request.map(ClientBody), &ctx, &app.store, &app.fetch)
         .await;
+    // Things the operator should hear about (a key set that failed to refresh while this request
+    // waited on it), apart from the request's own log line.
+    for (provider, event) in &outcome.log.key_events {
+        log::key_event(provider, event);
+    }
     match outcome.decision {
         Decision::Reject(reject) => {
             let response = reject.to_response(&ctx.request_id);
@@ -277,7 +297,7 @@ fn internal_error() -> Response<RelayBody> {
 
 /// `error: cause: cause…`, since hyper's top-level errors ("client error (Connect)") hide the
 /// useful part in their sources.
-fn causes(error: &dyn std::error::Error) -> String {
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -294,13 +314,20 @@ fn micros_since(start: Instant) -> u64 {
 
 /// Run the gateway on `listen` with `policy` until SIGINT or SIGTERM. Returns only on shutdown
 /// or a start-up failure.
+///
+/// Remote key sets are fetched before the socket is bound, so that the readiness line means
+/// tokens can be checked; a provider whose keys cannot be fetched is reported and does not stop
+/// the gateway (see [`keys`]).
 pub async fn serve(policy: Policy, listen: &str) -> Result<(), String> {
     let app = Arc::new(App::new(policy)?);
+    keys::load_and_report(app.gateway(), app.fetch()).await;
     let listener = bind(listen).await?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
     let signals = Signals::install();
+    // Dropped, and so stopped, when the server returns.
+    let _refresher = keys::spawn_refresher(Arc::clone(&app)).await;
     announce(addr);
     run(listener, app, signals.recv()).await;
     Ok(())

@@ -2,148 +2,46 @@
 //! 127.0.0.1, plain HTTP/1.1 over TCP from the test. The full behaviour suite is the conformance
 //! runner's job (tests/); this checks that the native glue holds together.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
+use common::{get, Running, WAIT};
 use serde_json::Value;
-
-const READY: &str = "portcullis: listening on http://";
-const WAIT: Duration = Duration::from_secs(30);
 
 /// A running demo.
 struct Demo {
-    process: Process,
+    running: Running,
     addr: String,
     token: String,
-    stdout: Receiver<String>,
-}
-
-/// The demo process, killed and reaped when dropped so a failing test leaves nothing behind.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Lines of `source`, delivered through a channel so the test can wait with a timeout.
-fn lines(source: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(source).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 fn start() -> Demo {
-    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--origin-listen",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn portcullis demo");
-    let mut process = Process(child);
-    let stdout = lines(process.0.stdout.take().expect("stdout"));
-    let stderr = lines(process.0.stderr.take().expect("stderr"));
-    let mut token = None;
-    let mut seen = Vec::new();
-    loop {
-        let line = match stderr.recv_timeout(WAIT) {
-            Ok(line) => line,
-            Err(e) => {
-                panic!(
-                    "no readiness line ({e}); stderr so far:\n{}",
-                    seen.join("\n")
-                );
-            }
-        };
-        if let Some(t) = line
-            .strip_prefix("TOKEN='")
-            .and_then(|t| t.strip_suffix('\''))
-        {
-            token = Some(t.to_owned());
-        }
-        if let Some(addr) = line.strip_prefix(READY) {
-            let addr = addr.to_owned();
-            let token = token.expect("the demo printed no TOKEN line before the readiness line");
-            // Keep draining stderr so the demo never blocks on a full pipe.
-            std::thread::spawn(move || while stderr.recv().is_ok() {});
-            return Demo {
-                process,
-                addr,
-                token,
-                stdout,
-            };
-        }
-        seen.push(line);
+    let running = common::start(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--origin-listen",
+        "127.0.0.1:0",
+    ]);
+    let token = running
+        .before_ready
+        .iter()
+        .find_map(|line| line.strip_prefix("TOKEN='")?.strip_suffix('\''))
+        .expect("the demo printed no TOKEN line before the readiness line")
+        .to_owned();
+    Demo {
+        addr: running.addr.clone(),
+        running,
+        token,
     }
-}
-
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-/// One request on a fresh connection; `Connection: close` lets the answer end at EOF.
-fn send(addr: &str, request_head: &str) -> Answer {
-    let mut stream = TcpStream::connect(addr).expect("connect to the gateway");
-    stream.set_read_timeout(Some(WAIT)).expect("set timeout");
-    stream
-        .write_all(request_head.as_bytes())
-        .expect("send request");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read answer");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    Answer {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
-}
-
-fn get(addr: &str, path: &str, extra: &str) -> Answer {
-    send(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"),
-    )
 }
 
 /// The next log line, parsed; every line on stdout must be one JSON object.
 fn next_log(demo: &Demo) -> Value {
     let line = demo
+        .running
         .stdout
         .recv_timeout(WAIT)
         .expect("a log line on stdout");
@@ -165,6 +63,24 @@ fn next_log(demo: &Demo) -> Value {
         assert!(value.get(field).is_some(), "log line lacks {field}: {line}");
     }
     value
+}
+
+#[test]
+fn the_demo_loads_its_own_key_set_before_it_is_ready() {
+    let demo = start();
+    assert!(
+        demo.running
+            .before_ready
+            .iter()
+            .any(|l| l == "portcullis: auth provider \"demo-jwt\": 1 keys loaded"),
+        "{:#?}",
+        demo.running.before_ready
+    );
+    let header = demo.token.split('.').next().expect("a token header");
+    assert!(
+        header.starts_with("eyJhbGciOiJFUzI1NiIs"),
+        "not an ES256 token: {header}"
+    );
 }
 
 #[test]
@@ -233,7 +149,7 @@ fn a_huge_request_head_is_refused_not_hung() {
 fn sigterm_shuts_down_cleanly() {
     let mut demo = start();
     assert_eq!(get(&demo.addr, "/v1/health", "").status, 200);
-    let pid = demo.process.0.id().to_string();
+    let pid = demo.running.process.0.id().to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -241,7 +157,13 @@ fn sigterm_shuts_down_cleanly() {
     assert!(status.success());
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        if let Some(exit) = demo.process.0.try_wait().expect("wait for the demo") {
+        if let Some(exit) = demo
+            .running
+            .process
+            .0
+            .try_wait()
+            .expect("wait for the demo")
+        {
             assert!(exit.success(), "exited with {exit}");
             break;
         }

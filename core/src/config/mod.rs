@@ -88,6 +88,19 @@ pub(crate) struct Provider {
     pub(crate) kind: ProviderKind,
 }
 
+impl Provider {
+    /// The remote key source, if this is a JWT provider with one.
+    pub(crate) fn remote_keys(&self) -> Option<&crate::jwks::RemoteKeys> {
+        match &self.kind {
+            ProviderKind::Jwt(jwt) => match jwt.source() {
+                crate::jwt::KeySource::Remote(cfg) => Some(cfg),
+                _ => None,
+            },
+            ProviderKind::ApiKey(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum ProviderKind {
     Jwt(Box<JwtProvider>),

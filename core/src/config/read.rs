@@ -13,7 +13,8 @@ use super::{
     ProviderKind, Quota, QuotaBy, RequestRules, Route, RouteAuth, Secrets,
 };
 use crate::api_key::{ApiKey, ApiKeyProvider};
-use crate::jwt::{Algorithm, JwtProvider, JwtSettings};
+use crate::jwks::{RemoteKeys, RemoteSource};
+use crate::jwt::{Algorithm, Jwk, JwtProvider, JwtSettings, KeySource};
 use crate::quota::Rate;
 use crate::route::Template;
 use crate::schema::Schema;
@@ -421,21 +422,49 @@ fn read_jwt(r: &mut Reader, v: &Value, at: &str, secrets: &dyn Secrets) -> Optio
             "audiences",
             "algorithms",
             "jwks",
+            "jwks_url",
+            "oidc_issuer",
+            "jwks_refresh_s",
+            "jwks_max_stale_s",
+            "jwks_min_refresh_interval_s",
+            "jwks_fetch_timeout_ms",
             "secret_env",
             "leeway_s",
+            "consumer_claim",
+            "scopes_claim",
         ],
     )?;
     let before = r.errors.len();
-    let issuer = r
-        .required(obj, at, "issuer")
-        .and_then(|i| r.nonempty_string(i, &ptr(at, "issuer")))
-        .map(str::to_owned);
+    let oidc_issuer = obj
+        .get("oidc_issuer")
+        .and_then(|i| r.nonempty_string(i, &ptr(at, "oidc_issuer")));
+    // With discovery, the issuer defaults to the discovered one, which must equal `oidc_issuer`.
+    let issuer = match (obj.get("issuer"), oidc_issuer) {
+        (Some(i), _) => r.nonempty_string(i, &ptr(at, "issuer")).map(str::to_owned),
+        (None, Some(o)) => Some(o.to_owned()),
+        (None, None) => {
+            r.err(ptr(at, "issuer"), ConfigErrorKind::Missing);
+            None
+        }
+    };
     let audiences = r
         .required(obj, at, "audiences")
         .and_then(|a| r.strings(a, &ptr(at, "audiences"), true));
     let leeway_s = match obj.get("leeway_s") {
         Some(l) => r.integer(l, &ptr(at, "leeway_s"), 0, 300),
         None => Some(30),
+    };
+    let consumer_claim = match obj.get("consumer_claim") {
+        Some(c) => r
+            .nonempty_string(c, &ptr(at, "consumer_claim"))
+            .map(str::to_owned),
+        None => Some("sub".to_owned()),
+    };
+    let scopes_claim = match obj.get("scopes_claim") {
+        Some(c) => r
+            .nonempty_string(c, &ptr(at, "scopes_claim"))
+            .map(|s| Some(s.to_owned())),
+        None => Some(None),
     };
     let mut algorithms = Vec::new();
     if let Some(list) = r
@@ -460,34 +489,34 @@ fn read_jwt(r: &mut Reader, v: &Value, at: &str, secrets: &dyn Secrets) -> Optio
     let wants_hmac = algorithms.iter().any(|a| a.is_hmac());
     let wants_public = algorithms.iter().any(|a| !a.is_hmac());
 
-    let mut keys = Vec::new();
-    match obj.get("jwks") {
-        Some(jwks) if wants_public => {
-            let jat = ptr(at, "jwks");
-            if let Some(set) = r.object(jwks, &jat, &["keys"]) {
-                if let Some(list) = r
-                    .required(set, &jat, "keys")
-                    .and_then(|k| r.array(k, &ptr(&jat, "keys")))
-                {
-                    if list.is_empty() {
-                        r.invalid(ptr(&jat, "keys"), "must hold at least one key");
-                    }
-                    for (i, jwk) in list.iter().enumerate() {
-                        match crate::jwt::parse_jwk(jwk) {
-                            Ok(key) => keys.push(key),
-                            Err(why) => r.invalid(ptr(&ptr(&jat, "keys"), &i.to_string()), why),
-                        }
-                    }
-                }
-            }
+    let sources: Vec<&str> = ["jwks", "jwks_url", "oidc_issuer"]
+        .into_iter()
+        .filter(|k| obj.contains_key(*k))
+        .collect();
+    let source = match sources.as_slice() {
+        [] if wants_public => {
+            r.invalid(at, "RS*, PS*, ES* and EdDSA need a key source: \"jwks\", \"jwks_url\" or \"oidc_issuer\"");
+            None
         }
-        Some(_) => r.invalid(
-            ptr(at, "jwks"),
-            "only used with RS*, PS*, ES* or EdDSA algorithms",
-        ),
-        None if wants_public => r.err(ptr(at, "jwks"), ConfigErrorKind::Missing),
-        None => {}
-    }
+        [] => Some(KeySource::None),
+        [one] if !wants_public => {
+            r.invalid(
+                ptr(at, one),
+                "a key source is only used with RS*, PS*, ES* or EdDSA algorithms",
+            );
+            None
+        }
+        ["jwks"] => read_inline_jwks(r, &obj["jwks"], &ptr(at, "jwks"))
+            .map(|keys| KeySource::Inline(keys.into())),
+        [one] => read_remote_keys(r, obj, at, one),
+        [_, second, ..] => {
+            r.invalid(
+                ptr(at, second),
+                "give exactly one key source: \"jwks\", \"jwks_url\" or \"oidc_issuer\"",
+            );
+            None
+        }
+    };
     let mut secret = None;
     match obj.get("secret_env") {
         Some(s) if wants_hmac => {
@@ -520,8 +549,70 @@ fn read_jwt(r: &mut Reader, v: &Value, at: &str, secrets: &dyn Secrets) -> Optio
         audiences: audiences?,
         algorithms,
         leeway_s: leeway_s?,
+        consumer_claim: consumer_claim?,
+        scopes_claim: scopes_claim?,
     };
-    Some(JwtProvider::new(settings, keys, secret))
+    Some(JwtProvider::new(settings, source?, secret))
+}
+
+fn read_inline_jwks(r: &mut Reader, jwks: &Value, at: &str) -> Option<Vec<Jwk>> {
+    let set = r.object(jwks, at, &["keys"])?;
+    let list = r
+        .required(set, at, "keys")
+        .and_then(|k| r.array(k, &ptr(at, "keys")))?;
+    if list.is_empty() {
+        r.invalid(ptr(at, "keys"), "must hold at least one key");
+    }
+    let before = r.errors.len();
+    let mut keys = Vec::with_capacity(list.len());
+    for (i, jwk) in list.iter().enumerate() {
+        match crate::jwt::parse_jwk(jwk) {
+            Ok(key) => keys.push(key),
+            Err(why) => r.invalid(ptr(&ptr(at, "keys"), &i.to_string()), why),
+        }
+    }
+    (r.errors.len() == before && !keys.is_empty()).then_some(keys)
+}
+
+fn read_remote_keys(
+    r: &mut Reader,
+    obj: &Map<String, Value>,
+    at: &str,
+    field: &str,
+) -> Option<KeySource> {
+    let before = r.errors.len();
+    let url = r.string(&obj[field], &ptr(at, field))?;
+    let checked = if field == "oidc_issuer" {
+        crate::jwks::check_key_url(&crate::jwks::discovery_url(url))
+    } else {
+        crate::jwks::check_key_url(url)
+    };
+    if let Err(why) = checked {
+        r.invalid(ptr(at, field), why);
+    }
+    let mut seconds = |name: &str, default: u64, min: u64, max: u64| match obj.get(name) {
+        Some(v) => r.integer(v, &ptr(at, name), min, max),
+        None => Some(default),
+    };
+    let refresh_s = seconds("jwks_refresh_s", 300, 10, 86_400);
+    let max_stale_s = seconds("jwks_max_stale_s", 86_400, 60, 30 * 86_400);
+    let min_refresh_interval_s = seconds("jwks_min_refresh_interval_s", 10, 1, 3_600);
+    let timeout_ms = seconds("jwks_fetch_timeout_ms", 5_000, 100, 60_000);
+    if r.errors.len() != before {
+        return None;
+    }
+    let source = if field == "oidc_issuer" {
+        RemoteSource::OidcIssuer(url.to_owned())
+    } else {
+        RemoteSource::JwksUrl(url.to_owned())
+    };
+    Some(KeySource::Remote(RemoteKeys {
+        source,
+        refresh_s: refresh_s?,
+        max_stale_s: max_stale_s?,
+        min_refresh_interval_s: min_refresh_interval_s?,
+        fetch_timeout: Duration::from_millis(timeout_ms?),
+    }))
 }
 
 fn read_api_key(r: &mut Reader, v: &Value, at: &str) -> Option<ApiKeyProvider> {

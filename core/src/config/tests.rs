@@ -137,7 +137,7 @@ fn jwt_providers_are_checked() {
     );
     assert_eq!(
         with(|d| d["auth"]["idp"]["algorithms"] = json!(["RS256"])),
-        ["/auth/idp/jwks", "/auth/idp/secret_env"]
+        ["/auth/idp", "/auth/idp/secret_env"]
     );
     assert_eq!(
         with(|d| d["auth"]["idp"]["jwks"] = json!({ "keys": [{ "kty": "oct", "k": "c2VjcmV0" }] })),
@@ -264,4 +264,65 @@ fn syntax_errors_and_duplicate_keys_are_reported_with_a_position() {
 fn pointers_escape_slash_and_tilde() {
     let found = with(|d| d["origins"]["a/b~c"] = json!({ "url": "http://x" }));
     assert_eq!(found, ["/origins/a~1b~0c"]);
+}
+
+#[test]
+fn remote_key_sources_are_checked() {
+    let rs = |patch: Value| {
+        with(|d| {
+            d["auth"]["idp"] = json!({ "type": "jwt", "issuer": "https://idp/", "audiences": ["api"], "algorithms": ["RS256"] });
+            for (k, v) in patch.as_object().unwrap() {
+                d["auth"]["idp"][k] = v.clone();
+            }
+        })
+    };
+    assert!(rs(json!({ "jwks_url": "https://idp.example/.well-known/jwks.json" })).is_empty());
+    assert!(
+        rs(json!({ "jwks_url": "http://127.0.0.1:9/jwks" })).is_empty(),
+        "loopback may use http"
+    );
+    assert!(rs(json!({ "jwks_url": "http://localhost:9/jwks" })).is_empty());
+    assert!(rs(json!({ "oidc_issuer": "https://tenant.eu.auth0.com/" })).is_empty());
+    assert_eq!(
+        rs(json!({ "jwks_url": "http://idp.example/jwks" })),
+        ["/auth/idp/jwks_url"]
+    );
+    assert_eq!(
+        rs(json!({ "oidc_issuer": "http://10.0.0.1" })),
+        ["/auth/idp/oidc_issuer"]
+    );
+    assert_eq!(
+        rs(json!({ "jwks_url": "ftp://x/y" })),
+        ["/auth/idp/jwks_url"]
+    );
+    assert_eq!(
+        rs(json!({ "jwks_url": "https://a/jwks", "oidc_issuer": "https://a" })),
+        ["/auth/idp/oidc_issuer"],
+        "exactly one key source"
+    );
+    assert_eq!(
+        rs(json!({ "jwks_url": "https://a/jwks", "jwks_refresh_s": 1 })),
+        ["/auth/idp/jwks_refresh_s"]
+    );
+    assert_eq!(
+        rs(json!({ "jwks_url": "https://a/jwks", "jwks_max_stale_s": "1d" })),
+        ["/auth/idp/jwks_max_stale_s"]
+    );
+    assert_eq!(
+        rs(json!({ "jwks_url": "https://a/jwks", "jwks_min_refresh_interval_s": 0 })),
+        ["/auth/idp/jwks_min_refresh_interval_s"]
+    );
+    assert_eq!(
+        rs(json!({ "jwks_url": "https://a/jwks", "consumer_claim": "" })),
+        ["/auth/idp/consumer_claim"]
+    );
+    assert!(rs(json!({ "jwks_url": "https://a/jwks", "consumer_claim": "email", "scopes_claim": "permissions" })).is_empty());
+}
+
+#[test]
+fn discovery_lets_the_issuer_default_to_the_oidc_issuer() {
+    let found = with(|d| {
+        d["auth"]["idp"] = json!({ "type": "jwt", "oidc_issuer": "https://idp.example", "audiences": ["api"], "algorithms": ["ES256"] });
+    });
+    assert!(found.is_empty(), "{found:?}");
 }

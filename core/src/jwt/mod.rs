@@ -11,6 +11,7 @@ mod es384;
 mod jwk;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
 use jwt_compact::{AlgorithmExt, Claims, TimeOptions, UntrustedToken, ValidationError};
@@ -19,6 +20,7 @@ use serde_json::{Map, Value};
 pub use es384::{Es384, Es384Signature};
 pub use jwk::{parse_jwk, Jwk, KeyMaterial};
 
+use crate::jwks::RemoteKeys;
 use crate::time::UnixTime;
 
 /// Longest token accepted, in bytes. Real tokens are well under 8 KiB.
@@ -99,14 +101,55 @@ pub struct JwtSettings {
     pub algorithms: Vec<Algorithm>,
     /// Clock skew tolerated on `exp` and `nbf`, seconds.
     pub leeway_s: u64,
+    /// The claim that names the consumer (`sub` by default).
+    pub consumer_claim: String,
+    /// The claim that lists scopes; `None` reads both `scope` and `scp`.
+    pub scopes_claim: Option<String>,
 }
 
 /// A JWT identity provider with its verification keys.
 #[derive(Debug)]
 pub struct JwtProvider {
     settings: JwtSettings,
-    keys: Vec<Jwk>,
+    source: KeySource,
     hmac: Option<HmacKeys>,
+}
+
+/// Where a provider's public keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// No public keys: HS* algorithms only.
+    None,
+    /// Keys listed in the policy file.
+    Inline(Arc<[Jwk]>),
+    /// Keys fetched from a JWKS URL or through OIDC discovery (see [`crate::jwks`]).
+    Remote(RemoteKeys),
+}
+
+/// Header members beyond the registered ones that the gateway looks at.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct HeaderExtras {
+    /// RFC 7515 §4.1.11: extensions the recipient must understand. Portcullis understands none,
+    /// so a token that lists any is invalid.
+    crit: Option<serde_json::Value>,
+}
+
+/// A token whose header has been read but whose signature has not been checked yet.
+pub struct Unverified<'t> {
+    token: UntrustedToken<'t, HeaderExtras>,
+    alg: Algorithm,
+}
+
+impl Unverified<'_> {
+    /// The header's `alg`, already known to be one the provider accepts.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The header's `kid`.
+    pub fn key_id(&self) -> Option<&str> {
+        self.token.header().key_id.as_deref()
+    }
 }
 
 struct HmacKeys {
@@ -185,7 +228,7 @@ impl TokenError {
             NotYetValid => "The token is not valid yet (nbf).",
             WrongIssuer => "The token's issuer is not accepted.",
             WrongAudience => "The token's audience is not accepted.",
-            MissingSubject => "The token has no subject (sub).",
+            MissingSubject => "The token does not name a consumer (sub).",
         }
     }
 }
@@ -194,8 +237,8 @@ impl TokenError {
 pub type VerifiedClaims = Map<String, Value>;
 
 impl JwtProvider {
-    /// A provider with public `keys` and, for HS* algorithms, the shared `secret`.
-    pub fn new(settings: JwtSettings, keys: Vec<Jwk>, secret: Option<Vec<u8>>) -> Self {
+    /// A provider with its public key `source` and, for HS* algorithms, the shared `secret`.
+    pub fn new(settings: JwtSettings, source: KeySource, secret: Option<Vec<u8>>) -> Self {
         let hmac = secret.map(|s| HmacKeys {
             hs256: Hs256Key::new(&s),
             hs384: Hs384Key::new(&s),
@@ -203,9 +246,14 @@ impl JwtProvider {
         });
         JwtProvider {
             settings,
-            keys,
+            source,
             hmac,
         }
+    }
+
+    /// A provider with inline `keys` (a convenience for tests and benchmarks).
+    pub fn with_keys(settings: JwtSettings, keys: Vec<Jwk>, secret: Option<Vec<u8>>) -> Self {
+        Self::new(settings, KeySource::Inline(keys.into()), secret)
     }
 
     /// The provider's settings.
@@ -213,81 +261,63 @@ impl JwtProvider {
         &self.settings
     }
 
-    /// Verify `token` at `now`: signature first, then the registered claims.
-    pub fn verify(&self, token: &str, now: UnixTime) -> Result<VerifiedClaims, TokenError> {
+    /// Where the provider's public keys come from.
+    pub fn source(&self) -> &KeySource {
+        &self.source
+    }
+
+    /// Read a token's header: its shape, and whether its `alg` is one this provider accepts.
+    /// Nothing is fetched for a token that fails here.
+    pub fn parse<'t>(&self, token: &'t str) -> Result<Unverified<'t>, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
-        let untrusted = UntrustedToken::new(token).map_err(|_| TokenError::Malformed)?;
+        let untrusted =
+            UntrustedToken::<HeaderExtras>::try_from(token).map_err(|_| TokenError::Malformed)?;
+        if untrusted.header().other_fields.crit.is_some() {
+            return Err(TokenError::Malformed);
+        }
         let alg =
             Algorithm::from_name(untrusted.algorithm()).ok_or(TokenError::AlgorithmNotAllowed)?;
         if !self.settings.algorithms.contains(&alg) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
-        let claims = if alg.is_hmac() {
-            let keys = self.hmac.as_ref().ok_or(TokenError::NoKeyForAlgorithm)?;
-            match alg {
-                Algorithm::HS256 => check(Hs256.validator(&keys.hs256).validate(&untrusted)),
-                Algorithm::HS384 => check(Hs384.validator(&keys.hs384).validate(&untrusted)),
-                _ => check(Hs512.validator(&keys.hs512).validate(&untrusted)),
+        Ok(Unverified {
+            token: untrusted,
+            alg,
+        })
+    }
+
+    /// Verify a parsed token against `keys` (ignored for HS* tokens) at `now`: signature first,
+    /// then the registered claims.
+    pub fn verify_parsed(
+        &self,
+        token: &Unverified<'_>,
+        keys: &[Jwk],
+        now: UnixTime,
+    ) -> Result<VerifiedClaims, TokenError> {
+        let untrusted = &token.token;
+        let claims = if token.alg.is_hmac() {
+            let hmac = self.hmac.as_ref().ok_or(TokenError::NoKeyForAlgorithm)?;
+            match token.alg {
+                Algorithm::HS256 => check(Hs256.validator(&hmac.hs256).validate(untrusted)),
+                Algorithm::HS384 => check(Hs384.validator(&hmac.hs384).validate(untrusted)),
+                _ => check(Hs512.validator(&hmac.hs512).validate(untrusted)),
             }?
         } else {
-            self.verify_public(&untrusted, alg)?
+            verify_public(keys, untrusted, token.alg)?
         };
         self.check_claims(claims, now)
     }
 
-    fn verify_public(
-        &self,
-        untrusted: &UntrustedToken<'_>,
-        alg: Algorithm,
-    ) -> Result<Claims<VerifiedClaims>, TokenError> {
-        let kid = untrusted.header().key_id.as_deref();
-        let mut kid_known = kid.is_none();
-        let mut last = TokenError::NoKeyForAlgorithm;
-        for key in &self.keys {
-            if kid.is_some() && key.kid.as_deref() != kid {
-                continue;
-            }
-            kid_known = true;
-            if !key.fits(alg) {
-                continue;
-            }
-            let result = match (&key.material, alg) {
-                (KeyMaterial::Rsa(k), Algorithm::RS256) => {
-                    Rsa::rs256().validator(k).validate(untrusted)
-                }
-                (KeyMaterial::Rsa(k), Algorithm::RS384) => {
-                    Rsa::rs384().validator(k).validate(untrusted)
-                }
-                (KeyMaterial::Rsa(k), Algorithm::RS512) => {
-                    Rsa::rs512().validator(k).validate(untrusted)
-                }
-                (KeyMaterial::Rsa(k), Algorithm::PS256) => {
-                    Rsa::ps256().validator(k).validate(untrusted)
-                }
-                (KeyMaterial::Rsa(k), Algorithm::PS384) => {
-                    Rsa::ps384().validator(k).validate(untrusted)
-                }
-                (KeyMaterial::Rsa(k), Algorithm::PS512) => {
-                    Rsa::ps512().validator(k).validate(untrusted)
-                }
-                (KeyMaterial::P256(k), Algorithm::ES256) => Es256.validator(k).validate(untrusted),
-                (KeyMaterial::P384(k), Algorithm::ES384) => Es384.validator(k).validate(untrusted),
-                (KeyMaterial::Ed25519(k), Algorithm::EdDSA) => {
-                    Ed25519.validator(k).validate(untrusted)
-                }
-                _ => continue,
-            };
-            match check(result) {
-                Ok(claims) => return Ok(claims),
-                Err(e) => last = e,
-            }
-        }
-        if !kid_known {
-            return Err(TokenError::UnknownKeyId);
-        }
-        Err(last)
+    /// Verify `token` with inline keys (remote key sets need [`crate::jwks::KeyRing`]).
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<VerifiedClaims, TokenError> {
+        let parsed = self.parse(token)?;
+        let keys: &[Jwk] = match &self.source {
+            KeySource::Inline(keys) => keys,
+            KeySource::None | KeySource::Remote(_) => &[],
+        };
+        self.verify_parsed(&parsed, keys, now)
     }
 
     fn check_claims(
@@ -325,7 +355,7 @@ impl JwtProvider {
         if !audience_ok {
             return Err(TokenError::WrongAudience);
         }
-        match map.get("sub") {
+        match map.get(&self.settings.consumer_claim) {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => {}
             _ => return Err(TokenError::MissingSubject),
         }
@@ -339,8 +369,60 @@ impl JwtProvider {
     }
 }
 
+/// Try every key that may verify `alg` (only the `kid`'s key when the token names one).
+fn verify_public(
+    keys: &[Jwk],
+    untrusted: &UntrustedToken<'_, HeaderExtras>,
+    alg: Algorithm,
+) -> Result<Claims<VerifiedClaims>, TokenError> {
+    let kid = untrusted.header().key_id.as_deref();
+    let mut kid_known = kid.is_none();
+    let mut last = TokenError::NoKeyForAlgorithm;
+    for key in keys {
+        if kid.is_some() && key.kid.as_deref() != kid {
+            continue;
+        }
+        kid_known = true;
+        if !key.fits(alg) {
+            continue;
+        }
+        let result = match (&key.material, alg) {
+            (KeyMaterial::Rsa(k), Algorithm::RS256) => {
+                Rsa::rs256().validator(k).validate(untrusted)
+            }
+            (KeyMaterial::Rsa(k), Algorithm::RS384) => {
+                Rsa::rs384().validator(k).validate(untrusted)
+            }
+            (KeyMaterial::Rsa(k), Algorithm::RS512) => {
+                Rsa::rs512().validator(k).validate(untrusted)
+            }
+            (KeyMaterial::Rsa(k), Algorithm::PS256) => {
+                Rsa::ps256().validator(k).validate(untrusted)
+            }
+            (KeyMaterial::Rsa(k), Algorithm::PS384) => {
+                Rsa::ps384().validator(k).validate(untrusted)
+            }
+            (KeyMaterial::Rsa(k), Algorithm::PS512) => {
+                Rsa::ps512().validator(k).validate(untrusted)
+            }
+            (KeyMaterial::P256(k), Algorithm::ES256) => Es256.validator(k).validate(untrusted),
+            (KeyMaterial::P384(k), Algorithm::ES384) => Es384.validator(k).validate(untrusted),
+            (KeyMaterial::Ed25519(k), Algorithm::EdDSA) => Ed25519.validator(k).validate(untrusted),
+            _ => continue,
+        };
+        match check(result) {
+            Ok(claims) => return Ok(claims),
+            Err(e) => last = e,
+        }
+    }
+    if !kid_known {
+        return Err(TokenError::UnknownKeyId);
+    }
+    Err(last)
+}
+
 fn check(
-    result: Result<jwt_compact::Token<VerifiedClaims>, ValidationError>,
+    result: Result<jwt_compact::Token<VerifiedClaims, HeaderExtras>, ValidationError>,
 ) -> Result<Claims<VerifiedClaims>, TokenError> {
     match result {
         Ok(token) => Ok(token.into_parts().1),

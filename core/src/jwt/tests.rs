@@ -19,12 +19,14 @@ fn provider(algorithms: Vec<Algorithm>) -> JwtProvider {
         .iter()
         .map(|k| parse_jwk(k).unwrap())
         .collect();
-    JwtProvider::new(
+    JwtProvider::with_keys(
         JwtSettings {
             issuer: "https://idp.test/".into(),
             audiences: vec!["api".into()],
             algorithms,
             leeway_s: 30,
+            consumer_claim: "sub".into(),
+            scopes_claim: None,
         },
         jwks,
         Some(HS_SECRET.as_bytes().to_vec()),
@@ -100,12 +102,14 @@ fn rsa_public_key_is_never_an_hmac_secret() {
             )
             .unwrap()
     };
-    let rs_only = JwtProvider::new(
+    let rs_only = JwtProvider::with_keys(
         JwtSettings {
             issuer: "https://idp.test/".into(),
             audiences: vec!["api".into()],
             algorithms: vec![Algorithm::RS256],
             leeway_s: 0,
+            consumer_claim: "sub".into(),
+            scopes_claim: None,
         },
         vec![parse_jwk(&keys().jwks()["keys"][0]).unwrap()],
         None,
@@ -263,12 +267,14 @@ fn jwk_parsing_refuses_what_it_should() {
 fn a_key_that_pins_its_alg_is_used_for_that_alg_only() {
     let mut rsa = keys().jwks()["keys"][0].clone();
     rsa["alg"] = json!("RS256");
-    let p = JwtProvider::new(
+    let p = JwtProvider::with_keys(
         JwtSettings {
             issuer: "https://idp.test/".into(),
             audiences: vec!["api".into()],
             algorithms: vec![Algorithm::RS256, Algorithm::PS256],
             leeway_s: 0,
+            consumer_claim: "sub".into(),
+            scopes_claim: None,
         },
         vec![parse_jwk(&rsa).unwrap()],
         None,

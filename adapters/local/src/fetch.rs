@@ -1,0 +1,221 @@
+//! The core's outbound GETs (JWKS documents, OIDC discovery), sent through the same pooled client
+//! as requests to origins, so key fetches reuse its connections, TLS setup and roots.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Uri};
+use portcullis_core::fetch::{Fetch, FetchError, FetchResponse, MAX_FETCH_BYTES};
+use portcullis_core::BodyError;
+
+use crate::body;
+use crate::client::Upstream;
+
+/// `User-Agent` on every fetch, so an IdP's logs can tell the gateway's requests apart.
+const USER_AGENT: &str = concat!("portcullis/", env!("CARGO_PKG_VERSION"));
+
+/// [`Fetch`] on the gateway's pooled client (`http://` and `https://`).
+#[derive(Clone)]
+pub struct HyperFetch {
+    client: Upstream,
+}
+
+impl HyperFetch {
+    /// Fetch through `client` (a clone of the origin client shares its connection pool).
+    pub fn new(client: Upstream) -> Self {
+        HyperFetch { client }
+    }
+
+    /// The whole exchange: request, head, body. The caller bounds it with the timeout.
+    async fn exchange(&self, url: &str) -> Result<FetchResponse, FetchError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| FetchError::Failed(format!("{url:?} is not a valid URL")))?;
+        let request = Request::get(uri)
+            .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT))
+            .header(header::ACCEPT, HeaderValue::from_static("application/json"))
+            .body(body::full(Bytes::new()))
+            .map_err(|e| FetchError::Failed(format!("cannot build the request: {e}")))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| FetchError::Failed(crate::serve::causes(&e)))?;
+        let (parts, incoming) = response.into_parts();
+        // A declared length over the cap is refused before a byte of the body is read.
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_FETCH_BYTES as u64) {
+            return Err(FetchError::TooLarge);
+        }
+        let cache_control = cache_control(&parts.headers);
+        let body = body::read_limited(incoming, MAX_FETCH_BYTES as u64)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => FetchError::TooLarge,
+                BodyError::Aborted => {
+                    FetchError::Failed("the connection failed while reading the body".into())
+                }
+            })?;
+        Ok(FetchResponse {
+            status: parts.status.as_u16(),
+            body,
+            cache_control,
+        })
+    }
+}
+
+impl Fetch for HyperFetch {
+    async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
+        // One deadline for connecting, the head and the body: a server that answers its head
+        // quickly and then trickles the body still times out.
+        tokio::time::timeout(timeout, self.exchange(url))
+            .await
+            .unwrap_or(Err(FetchError::Timeout))
+    }
+}
+
+/// Every `Cache-Control` field, joined as HTTP allows; fields that are not text are ignored.
+fn cache_control(headers: &http::HeaderMap) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A one-connection-at-a-time server on 127.0.0.1 that reads a request head and writes
+    /// `answer` (then, if `stall`, keeps the connection open without writing more).
+    async fn server(answer: Vec<u8>, stall: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = stream.write_all(&answer).await;
+                    if stall {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn fetcher() -> HyperFetch {
+        HyperFetch::new(crate::client::build().unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn returns_status_body_and_cache_control() {
+        let addr = server(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nCache-Control: public\r\nCache-Control: max-age=600\r\nConnection: close\r\n\r\n{\"keys\":[]}".to_vec(),
+            false,
+        )
+        .await;
+        let got = fetcher()
+            .get(&format!("http://{addr}/jwks.json"), SECOND)
+            .await;
+        assert_eq!(
+            got,
+            Ok(FetchResponse {
+                status: 200,
+                body: b"{\"keys\":[]}".to_vec(),
+                cache_control: Some("public, max-age=600".into()),
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_status_is_a_response_not_a_failure() {
+        let addr = server(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_vec(),
+            false,
+        )
+        .await;
+        let got = fetcher().get(&format!("http://{addr}/"), SECOND).await;
+        assert_eq!(got.map(|r| (r.status, r.cache_control)), Ok((503, None)));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_times_out() {
+        // The head arrives at once; the promised body never does.
+        let addr = server(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"keys\"".to_vec(),
+            true,
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let got = fetcher()
+            .get(&format!("http://{addr}/"), Duration::from_millis(300))
+            .await;
+        assert_eq!(got, Err(FetchError::Timeout));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_declared_oversized_body_is_too_large() {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_FETCH_BYTES + 1
+        );
+        let addr = server(head.into_bytes(), true).await;
+        let got = fetcher().get(&format!("http://{addr}/"), SECOND).await;
+        assert_eq!(got, Err(FetchError::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn an_undeclared_oversized_body_is_too_large() {
+        let mut answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        answer.resize(answer.len() + MAX_FETCH_BYTES + 1, b' ');
+        let addr = server(answer, false).await;
+        let got = fetcher()
+            .get(&format!("http://{addr}/"), Duration::from_secs(10))
+            .await;
+        assert_eq!(got, Err(FetchError::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_with_the_cause() {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        drop(listener);
+        match fetcher().get(&format!("http://{addr}/"), SECOND).await {
+            Err(FetchError::Failed(why)) => assert!(why.contains("onnect"), "{why}"),
+            other => panic!("expected a connection failure, got {other:?}"),
+        }
+    }
+}

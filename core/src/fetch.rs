@@ -1,0 +1,71 @@
+//! Outbound HTTP GET, the one kind of outbound request the core asks for (JWKS and OIDC
+//! discovery). Adapters implement it with their runtime's client: hyper natively, `fetch` on
+//! Workers, `wasi:http` on Spin.
+
+use std::time::Duration;
+
+/// Largest response body the core asks for; larger ones are a [`FetchError::TooLarge`].
+pub const MAX_FETCH_BYTES: usize = 1 << 20;
+
+/// A response to a [`Fetch::get`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// The body (at most [`MAX_FETCH_BYTES`]).
+    pub body: Vec<u8>,
+    /// The `Cache-Control` header, if any.
+    pub cache_control: Option<String>,
+}
+
+/// Why a fetch failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// No complete response within the timeout.
+    Timeout,
+    /// The body was larger than [`MAX_FETCH_BYTES`].
+    TooLarge,
+    /// Connection, TLS or protocol failure; the text is for the operator's log.
+    Failed(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Timeout => f.write_str("timed out"),
+            FetchError::TooLarge => write!(f, "response larger than {MAX_FETCH_BYTES} bytes"),
+            FetchError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Outbound GET. Not required to be `Send`: wasm runtimes cannot offer that.
+#[allow(async_fn_in_trait)]
+pub trait Fetch {
+    /// GET `url`, giving up after `timeout` (for the whole response, body included).
+    async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError>;
+}
+
+/// For policies with no remote key sources: every fetch fails.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoFetch;
+
+impl Fetch for NoFetch {
+    async fn get(&self, _: &str, _: Duration) -> Result<FetchResponse, FetchError> {
+        Err(FetchError::Failed(
+            "this runtime has no outbound fetch".into(),
+        ))
+    }
+}
+
+impl<T: Fetch + ?Sized> Fetch for std::sync::Arc<T> {
+    async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
+        (**self).get(url, timeout).await
+    }
+}
+
+impl<T: Fetch + ?Sized> Fetch for &T {
+    async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
+        (**self).get(url, timeout).await
+    }
+}

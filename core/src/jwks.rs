@@ -1,0 +1,418 @@
+//! Remote key sets: JWKS URLs and OIDC discovery, as a state machine every runtime shares.
+//!
+//! What users rely on, and where it is decided:
+//! - **Rotation**: a token whose `kid` is not in the current set triggers a refetch, at most one
+//!   per `jwks_min_refresh_interval_s` ([`KeySetState::plan`]). Concurrent requests wait on the same
+//!   refetch ([`KeyRing`] holds one async lock per provider) and then verify against the new set.
+//!   Keys the IdP still publishes keep working, because a refetch replaces the set with what the
+//!   IdP publishes now.
+//! - **Floods of unknown `kid`s** cost the IdP at most one fetch per interval; the rest get 401.
+//! - **IdP down, slow or serving garbage**: a bad response never replaces a good set
+//!   ([`KeySetState::apply`]); the last good set stays in use until `jwks_max_stale_s`, after which
+//!   tokens for that provider get 503: the gateway cannot decide, so it does not guess.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::fetch::{Fetch, FetchError, FetchResponse};
+use crate::jwt::{parse_jwk, Jwk};
+use crate::time::UnixTime;
+
+/// Where a provider's keys come from, and how often to look again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteKeys {
+    /// The JWKS URL, or the issuer whose discovery document names it.
+    pub source: RemoteSource,
+    /// Refetch after this long, unless the response's `Cache-Control: max-age` says otherwise
+    /// (honoured between [`MIN_MAX_AGE_S`] and [`MAX_MAX_AGE_S`]).
+    pub refresh_s: u64,
+    /// Keep using the last good set this long after it was fetched when refreshes fail.
+    pub max_stale_s: u64,
+    /// Never fetch more often than this, whatever tokens arrive.
+    pub min_refresh_interval_s: u64,
+    /// Give up on one fetch after this long.
+    pub fetch_timeout: Duration,
+}
+
+/// A remote key source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteSource {
+    /// A JWKS URL.
+    JwksUrl(String),
+    /// An OIDC issuer: `{issuer}/.well-known/openid-configuration` names the JWKS URL.
+    OidcIssuer(String),
+}
+
+/// Shortest `Cache-Control: max-age` honoured, seconds.
+pub const MIN_MAX_AGE_S: u64 = 60;
+/// Longest `Cache-Control: max-age` honoured, seconds.
+pub const MAX_MAX_AGE_S: u64 = 86_400;
+
+/// Something the operator should hear about. The core does not log; adapters print these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyEvent {
+    /// A new key set is in use.
+    Refreshed {
+        /// Keys in the new set.
+        keys: usize,
+    },
+    /// A refresh failed; the previous set (if any) stays in use.
+    RefreshFailed {
+        /// Why, for the operator.
+        reason: String,
+    },
+    /// A key in a fetched set was skipped.
+    SkippedKey {
+        /// Its index in `keys`.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for KeyEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyEvent::Refreshed { keys } => write!(f, "key set refreshed ({keys} keys)"),
+            KeyEvent::RefreshFailed { reason } => write!(
+                f,
+                "key set refresh failed, keeping the last good set: {reason}"
+            ),
+            KeyEvent::SkippedKey { index, reason } => {
+                write!(f, "skipped key /keys/{index}: {reason}")
+            }
+        }
+    }
+}
+
+/// What to do for a token, given the current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Verify with the keys held now.
+    Use,
+    /// Fetch first (no usable set, a stale set, or an unknown `kid`), then verify.
+    Fetch,
+    /// No usable set and fetching is not allowed yet: 503.
+    Unavailable,
+}
+
+/// One provider's key-set state. Serialisable, so runtimes without memory between requests
+/// (Spin) can keep it in their key-value store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeySetState {
+    /// The last good JWKS document, as fetched.
+    jwks: Option<String>,
+    /// When it was fetched, µs since the epoch.
+    fetched_at: Option<u64>,
+    /// How long it is fresh, seconds.
+    fresh_for_s: u64,
+    /// When the last fetch was attempted, µs since the epoch, good or bad.
+    last_attempt: Option<u64>,
+    /// The JWKS URL found by discovery.
+    jwks_uri: Option<String>,
+    /// The parsed keys of `jwks`.
+    #[serde(skip)]
+    parsed: Option<Arc<[Jwk]>>,
+}
+
+impl KeySetState {
+    /// The usable keys at `now`: the last good set, unless it is older than `max_stale_s`.
+    pub fn keys(&self, cfg: &RemoteKeys, now: UnixTime) -> Option<Arc<[Jwk]>> {
+        let fetched = self.fetched_at?;
+        if now.as_micros() >= fetched.saturating_add(cfg.max_stale_s * 1_000_000) {
+            return None;
+        }
+        self.parsed.clone()
+    }
+
+    fn may_fetch(&self, cfg: &RemoteKeys, now: UnixTime) -> bool {
+        self.last_attempt.is_none_or(|t| {
+            now.as_micros() >= t.saturating_add(cfg.min_refresh_interval_s * 1_000_000)
+        })
+    }
+
+    /// Whether the set is due for a scheduled refresh at `now`.
+    pub fn due(&self, now: UnixTime) -> bool {
+        self.fetched_at
+            .is_none_or(|t| now.as_micros() >= t.saturating_add(self.fresh_for_s * 1_000_000))
+    }
+
+    /// The pure decision: what a token with `kid` needs at `now`.
+    pub fn plan(&self, cfg: &RemoteKeys, kid: Option<&str>, now: UnixTime) -> Plan {
+        let may_fetch = self.may_fetch(cfg, now);
+        let Some(keys) = self.keys(cfg, now) else {
+            return if may_fetch {
+                Plan::Fetch
+            } else {
+                Plan::Unavailable
+            };
+        };
+        let kid_unknown = kid.is_some_and(|k| !keys.iter().any(|j| j.kid.as_deref() == Some(k)));
+        if (kid_unknown || self.due(now)) && may_fetch {
+            Plan::Fetch
+        } else {
+            Plan::Use
+        }
+    }
+
+    /// Fold a JWKS response into the state. A response that is not a usable key set never
+    /// replaces a good one.
+    pub fn apply(
+        &mut self,
+        cfg: &RemoteKeys,
+        response: Result<FetchResponse, FetchError>,
+        now: UnixTime,
+    ) -> Vec<KeyEvent> {
+        self.last_attempt = Some(now.as_micros());
+        let response = match response {
+            Ok(r) if (200..300).contains(&r.status) => r,
+            Ok(r) => return vec![failed(format!("JWKS answered HTTP {}", r.status))],
+            Err(e) => return vec![failed(format!("JWKS fetch: {e}"))],
+        };
+        let Ok(text) = String::from_utf8(response.body) else {
+            return vec![failed("JWKS is not UTF-8".into())];
+        };
+        let (keys, mut events) = match parse_jwks(&text) {
+            Ok(parsed) => parsed,
+            Err(why) => return vec![failed(why)],
+        };
+        if keys.is_empty() {
+            events.push(failed("JWKS holds no usable keys".into()));
+            return events;
+        }
+        self.fresh_for_s = response
+            .cache_control
+            .as_deref()
+            .and_then(max_age)
+            .filter(|s| (MIN_MAX_AGE_S..=MAX_MAX_AGE_S).contains(s))
+            .unwrap_or(cfg.refresh_s);
+        events.push(KeyEvent::Refreshed { keys: keys.len() });
+        self.parsed = Some(keys.into());
+        self.jwks = Some(text);
+        self.fetched_at = Some(now.as_micros());
+        events
+    }
+
+    /// Rebuild the parsed keys after deserialising a stored state.
+    pub fn restore(&mut self) {
+        self.parsed = self
+            .jwks
+            .as_deref()
+            .and_then(|t| parse_jwks(t).ok())
+            .map(|(k, _)| k.into());
+    }
+
+    /// Fetch (discovering the JWKS URL first for OIDC issuers) and apply the result.
+    pub async fn refresh<F: Fetch + ?Sized>(
+        &mut self,
+        cfg: &RemoteKeys,
+        fetch: &F,
+        now: UnixTime,
+    ) -> Vec<KeyEvent> {
+        let url = match &cfg.source {
+            RemoteSource::JwksUrl(url) => url.clone(),
+            RemoteSource::OidcIssuer(issuer) => match &self.jwks_uri {
+                Some(uri) => uri.clone(),
+                None => match discover(issuer, cfg, fetch).await {
+                    Ok(uri) => {
+                        self.jwks_uri = Some(uri.clone());
+                        uri
+                    }
+                    Err(why) => {
+                        self.last_attempt = Some(now.as_micros());
+                        return vec![failed(why)];
+                    }
+                },
+            },
+        };
+        let response = fetch.get(&url, cfg.fetch_timeout).await;
+        let events = self.apply(cfg, response, now);
+        // A failing JWKS URL may have moved: discover it again next time.
+        if matches!(cfg.source, RemoteSource::OidcIssuer(_))
+            && events
+                .iter()
+                .any(|e| matches!(e, KeyEvent::RefreshFailed { .. }))
+        {
+            self.jwks_uri = None;
+        }
+        events
+    }
+}
+
+fn failed(reason: String) -> KeyEvent {
+    KeyEvent::RefreshFailed { reason }
+}
+
+/// Parse a JWKS document. Keys that cannot be used (`use` other than `sig`, unknown `kty`, `oct`,
+/// missing or ill-formed members) are skipped, each with an event; only a document that is not a
+/// JWKS at all is an error.
+pub fn parse_jwks(text: &str) -> Result<(Vec<Jwk>, Vec<KeyEvent>), String> {
+    let doc: Value =
+        crate::json::parse_strict(text.as_bytes()).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+    let list = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("JWKS has no \"keys\" array")?;
+    let mut keys = Vec::with_capacity(list.len());
+    let mut events = Vec::new();
+    for (index, jwk) in list.iter().enumerate() {
+        match parse_jwk(jwk) {
+            Ok(k) => keys.push(k),
+            Err(why) => events.push(KeyEvent::SkippedKey {
+                index,
+                reason: why.into_owned(),
+            }),
+        }
+    }
+    Ok((keys, events))
+}
+
+/// `max-age` from a `Cache-Control` value (`no-store` and `no-cache` mean "no advice").
+pub fn max_age(cache_control: &str) -> Option<u64> {
+    let mut age = None;
+    for directive in cache_control.split(',') {
+        let d = directive.trim().to_ascii_lowercase();
+        if d == "no-store" || d == "no-cache" {
+            return None;
+        }
+        if let Some(v) = d.strip_prefix("max-age=") {
+            age = v.trim_matches('"').parse().ok();
+        }
+    }
+    age
+}
+
+/// The OIDC discovery document's URL for `issuer`.
+pub fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+async fn discover<F: Fetch + ?Sized>(
+    issuer: &str,
+    cfg: &RemoteKeys,
+    fetch: &F,
+) -> Result<String, String> {
+    let url = discovery_url(issuer);
+    let response = fetch
+        .get(&url, cfg.fetch_timeout)
+        .await
+        .map_err(|e| format!("OIDC discovery: {e}"))?;
+    if !(200..300).contains(&response.status) {
+        return Err(format!("OIDC discovery answered HTTP {}", response.status));
+    }
+    let doc: Value = crate::json::parse_strict(&response.body)
+        .map_err(|_| "OIDC discovery document is not JSON".to_owned())?;
+    if doc.get("issuer").and_then(Value::as_str) != Some(issuer) {
+        return Err("OIDC discovery document names a different issuer".into());
+    }
+    let uri = doc
+        .get("jwks_uri")
+        .and_then(Value::as_str)
+        .ok_or("OIDC discovery document has no jwks_uri")?;
+    check_key_url(uri).map_err(|why| format!("OIDC jwks_uri {why}"))?;
+    Ok(uri.to_owned())
+}
+
+/// Key URLs must be `https://`, except on loopback hosts (for local development and tests).
+pub fn check_key_url(url: &str) -> Result<(), &'static str> {
+    let uri: http::Uri = url.parse().map_err(|_| "is not a valid URL")?;
+    let host = uri.host().ok_or("has no host")?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if is_loopback(host) => Ok(()),
+        Some("http") => Err("must use https:// (http:// is allowed for loopback hosts only)"),
+        _ => Err("must be an https:// URL"),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Every remote provider's key-set state, one async lock each: the lock is what makes concurrent
+/// requests share one refetch instead of each starting their own.
+#[derive(Debug)]
+pub struct KeyRing {
+    slots: Vec<Option<futures_util::lock::Mutex<KeySetState>>>,
+}
+
+/// Why no keys could be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeysUnavailable;
+
+impl KeyRing {
+    /// A ring with an empty state for each of `remote` (indexed by provider; `false` = no remote keys).
+    pub fn new(remote: impl IntoIterator<Item = bool>) -> Self {
+        KeyRing {
+            slots: remote
+                .into_iter()
+                .map(|r| r.then(Default::default))
+                .collect(),
+        }
+    }
+
+    /// The keys provider `index` should verify a token with `kid` against at `now`, fetching
+    /// first when the plan says so. Events go to `events` for the adapter to log.
+    pub async fn keys_for<F: Fetch + ?Sized>(
+        &self,
+        index: usize,
+        cfg: &RemoteKeys,
+        kid: Option<&str>,
+        now: UnixTime,
+        fetch: &F,
+        events: &mut Vec<KeyEvent>,
+    ) -> Result<Arc<[Jwk]>, KeysUnavailable> {
+        let slot = self
+            .slots
+            .get(index)
+            .and_then(Option::as_ref)
+            .ok_or(KeysUnavailable)?;
+        let mut state = slot.lock().await;
+        if state.plan(cfg, kid, now) == Plan::Fetch {
+            events.extend(state.refresh(cfg, fetch, now).await);
+        }
+        state.keys(cfg, now).ok_or(KeysUnavailable)
+    }
+
+    /// Refresh provider `index` now if it is due (or `force`), respecting the minimum interval.
+    /// For runtimes that refresh in the background and at start-up.
+    pub async fn refresh<F: Fetch + ?Sized>(
+        &self,
+        index: usize,
+        cfg: &RemoteKeys,
+        now: UnixTime,
+        fetch: &F,
+        force: bool,
+    ) -> Vec<KeyEvent> {
+        let Some(slot) = self.slots.get(index).and_then(Option::as_ref) else {
+            return Vec::new();
+        };
+        let mut state = slot.lock().await;
+        if (force || state.due(now)) && state.may_fetch(cfg, now) {
+            state.refresh(cfg, fetch, now).await
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Whether provider `index` holds a usable set at `now`.
+    pub async fn ready(&self, index: usize, cfg: &RemoteKeys, now: UnixTime) -> bool {
+        match self.slots.get(index).and_then(Option::as_ref) {
+            Some(slot) => slot.lock().await.keys(cfg, now).is_some(),
+            None => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
