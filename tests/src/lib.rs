@@ -6,6 +6,7 @@
 //! - [`client`]: a raw HTTP/1.1 client that sends request targets byte-exact.
 //! - [`target`]: how a gateway is started for a config ([`target::NativeTarget`] for the binary).
 //! - [`runner`]: placeholders, comparison and reports.
+//! - [`idp`]: the test identity provider (JWKS, OIDC discovery) that scenarios switch.
 //! - [`jose`]: test keys and token signing, used by the `mint` binary.
 //!
 //! Typical use (see `tests/native.rs`):
@@ -20,6 +21,7 @@
 //! ```
 
 pub mod client;
+pub mod idp;
 pub mod jose;
 pub mod origin;
 pub mod runner;

@@ -11,9 +11,10 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::client::{self, BodyFraming, Exchange, Response, Timed, WireRequest};
+use crate::idp::{IdpMode, IdpServer};
 use crate::origin::{Record, RecordingOrigin, ID_HEADER};
 use crate::target::Target;
-use crate::vector::{Burst, Case, Expect, OriginExpect, Request, VectorFile};
+use crate::vector::{Burst, Case, Expect, OriginExpect, Request, Step, VectorFile};
 
 /// Problem members the gateway may send; anything else would be a leak of internals.
 const PROBLEM_MEMBERS: &[&str] = &["type", "title", "status", "detail", "request_id", "errors"];
@@ -213,6 +214,8 @@ pub struct Placeholders {
     pub dead_origin: String,
     /// `${token:NAME}`.
     pub tokens: BTreeMap<String, String>,
+    /// `${IDP}`: the test IdP's base URL, for files that run one.
+    pub idp: Option<String>,
 }
 
 impl Placeholders {
@@ -231,6 +234,11 @@ impl Placeholders {
                 "ORIGIN" => out.push_str(&self.origin),
                 "ORIGIN_HOST" => out.push_str(self.origin.trim_start_matches("http://")),
                 "DEAD_ORIGIN" => out.push_str(&self.dead_origin),
+                "IDP" => {
+                    out.push_str(self.idp.as_deref().ok_or_else(|| {
+                        anyhow!("${{IDP}} used, but no test IdP runs for this file")
+                    })?)
+                }
                 _ => {
                     if let Some(name) = inner.strip_prefix("token:") {
                         let token = self.tokens.get(name).ok_or_else(|| {
@@ -288,6 +296,7 @@ pub struct Runner {
     origin: Arc<RecordingOrigin>,
     placeholders: Placeholders,
     xfail: XFail,
+    idp_listen: String,
 }
 
 impl Runner {
@@ -302,12 +311,20 @@ impl Runner {
             origin: origin.url(),
             dead_origin,
             tokens,
+            idp: None,
         };
         Ok(Runner {
             origin: Arc::new(origin),
             placeholders,
             xfail,
+            idp_listen: "127.0.0.1:0".to_owned(),
         })
+    }
+
+    /// Where files that need the test IdP start it (default `127.0.0.1:0`, any free port). A
+    /// fixed port lets a config printed beforehand name it as `${IDP}`.
+    pub fn set_idp_listen(&mut self, listen: &str) {
+        listen.clone_into(&mut self.idp_listen);
     }
 
     /// The placeholder values (for printing a config, say).
@@ -317,11 +334,29 @@ impl Runner {
 
     /// The config of `file` with placeholders replaced, as the gateway should load it.
     pub fn config_text(&self, file: &VectorFile) -> anyhow::Result<String> {
-        let text = serde_json::to_string_pretty(&file.config)?;
-        if text.contains("${jwk:") {
-            bail!("config has a ${{jwk:...}} placeholder: run `cargo run -p portcullis-conformance --bin mint`");
+        config_text(&self.placeholders, file)
+    }
+
+    /// Start the test IdP for `file` if it needs one, in its initial mode.
+    async fn start_idp(&self, file: &VectorFile) -> anyhow::Result<Option<IdpServer>> {
+        if !file.needs_idp() {
+            return Ok(None);
         }
-        self.placeholders.expand(&text)
+        let initial = file
+            .idp_initial
+            .clone()
+            .unwrap_or_else(|| IdpMode::Short("serve:A".into()));
+        // The discovery issuer may name `${IDP}`, which is only known once the server listens:
+        // start it in the mode's behaviour, then apply the expanded settings.
+        let settings = initial.settings(&key_dir())?;
+        let mut server = IdpServer::start(&self.idp_listen, settings.clone()).await?;
+        let ph = Placeholders {
+            idp: Some(server.url()),
+            ..self.placeholders.clone()
+        };
+        server.set(expand_idp_settings(&ph, settings)?).await?;
+        server.reset_counts();
+        Ok(Some(server))
     }
 
     /// Run one vector file: start a gateway for its config, run every case in order, stop it.
@@ -348,7 +383,22 @@ impl Runner {
                 return report;
             }
         };
-        let started = self.config_text(&file).and_then(|config| {
+        let mut idp = match self.start_idp(&file).await {
+            Ok(idp) => idp,
+            Err(e) => {
+                report.cases.push(CaseResult {
+                    name: "(test IdP)".into(),
+                    verdict: Verdict::Fail(vec![format!("could not start the test IdP: {e:#}")]),
+                    observed: String::new(),
+                });
+                return report;
+            }
+        };
+        let ph = Placeholders {
+            idp: idp.as_ref().map(IdpServer::url),
+            ..self.placeholders.clone()
+        };
+        let started = config_text(&ph, &file).and_then(|config| {
             tokio::task::block_in_place(|| target.start(&config, &file.secrets))
         });
         let base = match started {
@@ -372,7 +422,7 @@ impl Runner {
             .trim_end_matches('/')
             .to_owned();
         for case in &file.cases {
-            let (failures, observed) = match self.run_case(&addr, case).await {
+            let (failures, observed) = match self.run_case(&ph, &mut idp, &addr, case).await {
                 Ok(r) => r,
                 Err(e) => (
                     vec![format!("could not run the case: {e:#}")],
@@ -404,6 +454,7 @@ impl Runner {
             report.diagnostics = target.diagnostics();
         }
         tokio::task::block_in_place(|| target.stop());
+        drop(idp);
         report
     }
 
@@ -421,9 +472,18 @@ impl Runner {
         }
     }
 
-    async fn run_case(&self, addr: &str, case: &Case) -> anyhow::Result<(Vec<String>, String)> {
+    async fn run_case(
+        &self,
+        ph: &Placeholders,
+        idp: &mut Option<IdpServer>,
+        addr: &str,
+        case: &Case,
+    ) -> anyhow::Result<(Vec<String>, String)> {
+        if let Some(steps) = &case.steps {
+            return self.run_scenario(ph, idp, addr, steps).await;
+        }
         if let (Some(burst), Some(statuses)) = (&case.burst, &case.expect_statuses) {
-            return self.run_burst(addr, burst, statuses).await;
+            return self.run_burst(ph, addr, burst, statuses).await;
         }
         let request = case
             .request
@@ -433,11 +493,96 @@ impl Runner {
             .expect
             .as_ref()
             .ok_or_else(|| anyhow!("case has no expect"))?;
-        let times = case.repeat.unwrap_or(1).max(1);
+        self.run_request(ph, addr, request, expect, case.repeat.unwrap_or(1))
+            .await
+    }
+
+    /// Run a scenario's steps in order; the first step with a difference ends it.
+    async fn run_scenario(
+        &self,
+        ph: &Placeholders,
+        idp: &mut Option<IdpServer>,
+        addr: &str,
+        steps: &[Step],
+    ) -> anyhow::Result<(Vec<String>, String)> {
+        for (i, step) in steps.iter().enumerate() {
+            let (what, (mut failures, observed)) = if let Some(mode) = &step.idp {
+                let server = idp
+                    .as_mut()
+                    .ok_or_else(|| anyhow!("step {i}: no test IdP runs for this file"))?;
+                let settings = expand_idp_settings(ph, mode.settings(&key_dir())?)?;
+                server
+                    .set(settings)
+                    .await
+                    .with_context(|| format!("step {i}: switching the IdP"))?;
+                let name = match mode {
+                    IdpMode::Short(m) => m.clone(),
+                    IdpMode::Full(s) => s.mode.clone(),
+                };
+                (format!("idp {name}"), (Vec::new(), format!("idp {name}")))
+            } else if let (Some(request), Some(expect)) = (&step.request, &step.expect) {
+                (
+                    format!("{} {}", request.method, request.target),
+                    self.run_request(ph, addr, request, expect, 1).await?,
+                )
+            } else if let (Some(burst), Some(statuses)) = (&step.burst, &step.expect_statuses) {
+                (
+                    format!("burst of {}", burst.count),
+                    self.run_burst(ph, addr, burst, statuses).await?,
+                )
+            } else if let Some(want) = &step.expect_idp_fetches {
+                let server = idp
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("step {i}: no test IdP runs for this file"))?;
+                let got = server.count(&want.path);
+                let mut f = Vec::new();
+                if got < want.min || got > want.max {
+                    f.push(format!(
+                        "the IdP got {got} request(s) for {} since the last reset, expected {}..={} (all paths: {:?})",
+                        want.path,
+                        want.min,
+                        want.max,
+                        server.counts()
+                    ));
+                }
+                (
+                    format!("idp fetches {}", want.path),
+                    (f, format!("{} fetch(es) of {}", got, want.path)),
+                )
+            } else if step.idp_reset_count == Some(true) {
+                let server = idp
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("step {i}: no test IdP runs for this file"))?;
+                server.reset_counts();
+                ("reset".to_owned(), (Vec::new(), "reset".to_owned()))
+            } else if let Some(ms) = step.sleep_ms {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                (format!("sleep {ms} ms"), (Vec::new(), format!("{ms} ms")))
+            } else {
+                bail!("step {i} does nothing");
+            };
+            if !failures.is_empty() {
+                failures.insert(0, format!("step {i} ({what}), observed {observed}:"));
+                return Ok((failures, format!("failed at step {i} of {}", steps.len())));
+            }
+        }
+        Ok((Vec::new(), format!("{} steps", steps.len())))
+    }
+
+    /// Send `request` `times` times in sequence; every response must meet `expect`.
+    async fn run_request(
+        &self,
+        ph: &Placeholders,
+        addr: &str,
+        request: &Request,
+        expect: &Expect,
+        times: u32,
+    ) -> anyhow::Result<(Vec<String>, String)> {
+        let times = times.max(1);
         let mut observed = String::new();
         for i in 0..times {
             let id = next_id();
-            let wire = self.wire(request, &id, addr)?;
+            let wire = self.wire(ph, request, &id, addr)?;
             let outcome = client::send(addr, &wire).await;
             let records = self.origin.take(&id);
             observed = match &outcome {
@@ -459,7 +604,7 @@ impl Runner {
                 observed = format!("×{times}, last {observed}");
             }
             let mut failures = match outcome {
-                Ok(timed) => self.check(expect, &timed, &records)?,
+                Ok(timed) => self.check(ph, expect, &timed, &records)?,
                 Err(e) => vec![format!("{e:#}")],
             };
             if !failures.is_empty() {
@@ -474,14 +619,20 @@ impl Runner {
 
     async fn run_burst(
         &self,
+        ph: &Placeholders,
         addr: &str,
         burst: &Burst,
         want: &BTreeMap<String, u32>,
     ) -> anyhow::Result<(Vec<String>, String)> {
+        let members = burst.members();
+        if members.is_empty() {
+            bail!("a burst needs a request");
+        }
         let ids: Vec<String> = (0..burst.count).map(|_| next_id()).collect();
         let wires = ids
             .iter()
-            .map(|id| self.wire(&burst.request, id, addr))
+            .enumerate()
+            .map(|(i, id)| self.wire(ph, &members[i % members.len()], id, addr))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let semaphore = Arc::new(tokio::sync::Semaphore::new(burst.concurrency as usize));
         let mut tasks = Vec::new();
@@ -532,8 +683,13 @@ impl Runner {
     }
 
     /// Build the bytes for `request`, tagged with correlation `id`, for a gateway at `addr`.
-    fn wire(&self, request: &Request, id: &str, addr: &str) -> anyhow::Result<WireRequest> {
-        let ph = &self.placeholders;
+    fn wire(
+        &self,
+        ph: &Placeholders,
+        request: &Request,
+        id: &str,
+        addr: &str,
+    ) -> anyhow::Result<WireRequest> {
         if request.raw.is_some() || request.raw_base64.is_some() {
             let bytes = match (&request.raw, &request.raw_base64) {
                 (Some(text), _) => ph.expand(text)?.into_bytes(),
@@ -626,11 +782,11 @@ impl Runner {
     /// Compare one exchange with `expect`; one line per difference.
     fn check(
         &self,
+        ph: &Placeholders,
         expect: &Expect,
         timed: &Timed,
         records: &[Record],
     ) -> anyhow::Result<Vec<String>> {
-        let ph = &self.placeholders;
         let mut f = Vec::new();
         if let Some(max) = expect.max_ms {
             if timed.elapsed.as_millis() > u128::from(max) {
@@ -1038,6 +1194,32 @@ fn check_origin(
     Ok(())
 }
 
+/// The config of `file` with placeholders replaced by `ph`.
+fn config_text(ph: &Placeholders, file: &VectorFile) -> anyhow::Result<String> {
+    let text = serde_json::to_string_pretty(&file.config)?;
+    if text.contains("${jwk:") {
+        bail!("config has a ${{jwk:...}} placeholder: run `cargo run -p portcullis-conformance --bin mint`");
+    }
+    ph.expand(&text)
+}
+
+/// Where the test IdP finds public keys for its key sets.
+fn key_dir() -> PathBuf {
+    crate::suite_dir().join("keys")
+}
+
+/// Replace placeholders in the parts of IdP settings that may hold them.
+fn expand_idp_settings(
+    ph: &Placeholders,
+    mut settings: crate::idp::Settings,
+) -> anyhow::Result<crate::idp::Settings> {
+    settings.discovery_issuer = settings
+        .discovery_issuer
+        .map(|i| ph.expand(&i))
+        .transpose()?;
+    Ok(settings)
+}
+
 /// A loopback address with nothing listening (bound, then released).
 fn dead_address() -> anyhow::Result<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -1055,6 +1237,17 @@ pub fn run_files(
     xfail: &XFail,
     origin_listen: &str,
 ) -> anyhow::Result<Vec<FileReport>> {
+    run_files_with_idp(target, files, xfail, origin_listen, "127.0.0.1:0")
+}
+
+/// [`run_files`], with the test IdP (for files that need one) listening on `idp_listen`.
+pub fn run_files_with_idp(
+    target: &mut dyn Target,
+    files: &[PathBuf],
+    xfail: &XFail,
+    origin_listen: &str,
+    idp_listen: &str,
+) -> anyhow::Result<Vec<FileReport>> {
     let dir = files
         .first()
         .and_then(|f| f.parent())
@@ -1067,7 +1260,8 @@ pub fn run_files(
         .build()?;
     runtime.block_on(async {
         let origin = RecordingOrigin::start(origin_listen).await?;
-        let runner = Runner::new(origin, tokens, xfail.clone())?;
+        let mut runner = Runner::new(origin, tokens, xfail.clone())?;
+        runner.set_idp_listen(idp_listen);
         let mut reports = Vec::new();
         for file in files {
             let report = runner.run_file(target, file).await;
@@ -1087,6 +1281,7 @@ mod tests {
             origin: "http://127.0.0.1:1234".into(),
             dead_origin: "http://127.0.0.1:9".into(),
             tokens: [("t".to_owned(), "a.b.c".to_owned())].into_iter().collect(),
+            idp: None,
         }
     }
 
@@ -1130,7 +1325,7 @@ mod tests {
         rt.block_on(async {
             let origin = RecordingOrigin::start("127.0.0.1:0").await.unwrap();
             let runner = Runner::new(origin, ph().tokens, XFail::none()).unwrap();
-            runner.wire(request, "ID", "gw:1").unwrap()
+            runner.wire(&ph(), request, "ID", "gw:1").unwrap()
         })
     }
 

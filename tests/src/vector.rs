@@ -6,7 +6,8 @@
 //!
 //! Strings in requests and expectations may hold placeholders, replaced by the runner:
 //! `${ORIGIN}`, `${ORIGIN_HOST}` (its `host:port`) and `${DEAD_ORIGIN}`, `${token:NAME}` (a token from
-//! `tokens.generated.json`), `${repeat:N:TEXT}` (TEXT repeated N times).
+//! `tokens.generated.json`), `${repeat:N:TEXT}` (TEXT repeated N times), `${IDP}` (the test
+//! identity provider's base URL, for files that use it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+
+use crate::idp::IdpMode;
 
 /// One vector file.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +29,10 @@ pub struct VectorFile {
     /// Secrets (`secret_env` names and values) the gateway needs for this config.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// The test IdP's mode when the gateway starts (default `serve:A`). The IdP runs for a file
+    /// whose config uses `${IDP}`, whose scenarios switch it, or that sets this.
+    #[serde(default)]
+    pub idp_initial: Option<IdpMode>,
     /// The cases, run in order against one gateway.
     pub cases: Vec<Case>,
 }
@@ -53,14 +60,110 @@ pub struct Case {
     /// For bursts: how many responses of each status (keys are status codes as strings).
     #[serde(default)]
     pub expect_statuses: Option<BTreeMap<String, u32>>,
+    /// A scenario: steps run in order (requests, bursts, IdP switches, fetch-count checks).
+    #[serde(default)]
+    pub steps: Option<Vec<Step>>,
 }
 
-/// A concurrent burst of identical requests.
+/// One step of a scenario; exactly one kind per step.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Switch the test IdP to this mode.
+    #[serde(default)]
+    pub idp: Option<IdpMode>,
+    /// Send a request (with `expect`), as a case does.
+    #[serde(default)]
+    pub request: Option<Request>,
+    /// What the request's response must be.
+    #[serde(default)]
+    pub expect: Option<Expect>,
+    /// Send a burst (with `expect_statuses`), as a case does.
+    #[serde(default)]
+    pub burst: Option<Burst>,
+    /// For a burst: how many responses of each status.
+    #[serde(default)]
+    pub expect_statuses: Option<BTreeMap<String, u32>>,
+    /// How many requests the IdP got for a path since the file started or the last reset.
+    #[serde(default)]
+    pub expect_idp_fetches: Option<FetchCount>,
+    /// `true`: count IdP requests from zero again.
+    #[serde(default)]
+    pub idp_reset_count: Option<bool>,
+    /// Wait this long (keep it short: a second or so).
+    #[serde(default)]
+    pub sleep_ms: Option<u64>,
+}
+
+/// Bounds on the IdP's request count for one path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchCount {
+    /// The path, without query (`/jwks`, `/.well-known/openid-configuration`).
+    pub path: String,
+    /// At least this many.
+    #[serde(default)]
+    pub min: u64,
+    /// At most this many.
+    pub max: u64,
+}
+
+/// Scenario steps longer than this are refused (files must stay fast).
+pub const MAX_SLEEP_MS: u64 = 5_000;
+
+impl Step {
+    fn validate(&self) -> anyhow::Result<()> {
+        let kinds = [
+            self.idp.is_some(),
+            self.request.is_some() || self.expect.is_some(),
+            self.burst.is_some() || self.expect_statuses.is_some(),
+            self.expect_idp_fetches.is_some(),
+            self.idp_reset_count.is_some(),
+            self.sleep_ms.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            bail!("a step is exactly one of idp, request+expect, burst+expect_statuses, expect_idp_fetches, idp_reset_count, sleep_ms");
+        }
+        match (&self.request, &self.expect) {
+            (Some(r), Some(e)) => {
+                r.validate()?;
+                if e.status.is_none() && e.status_any.is_none() {
+                    bail!("expect needs status or status_any");
+                }
+            }
+            (None, None) => {}
+            _ => bail!("a request step needs both request and expect"),
+        }
+        match (&self.burst, &self.expect_statuses) {
+            (Some(b), Some(_)) => b.validate()?,
+            (None, None) => {}
+            _ => bail!("a burst step needs both burst and expect_statuses"),
+        }
+        if let Some(f) = &self.expect_idp_fetches {
+            if f.min > f.max || !f.path.starts_with('/') {
+                bail!("expect_idp_fetches needs a path starting with / and min <= max");
+            }
+        }
+        if self.idp_reset_count == Some(false) {
+            bail!("idp_reset_count is only ever true");
+        }
+        if self.sleep_ms.is_some_and(|ms| ms > MAX_SLEEP_MS) {
+            bail!("sleep_ms is at most {MAX_SLEEP_MS}");
+        }
+        Ok(())
+    }
+}
+
+/// A concurrent burst of identical requests (or of a list of requests, taken in turn).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Burst {
     /// The request every member of the burst sends.
-    pub request: Request,
+    #[serde(default)]
+    pub request: Option<Request>,
+    /// Instead of `request`: member `i` sends `requests[i % len]`.
+    #[serde(default)]
+    pub requests: Option<Vec<Request>>,
     /// How many requests in all.
     pub count: u32,
     /// How many in flight at once.
@@ -267,20 +370,29 @@ impl VectorFile {
                     if case.repeat.is_some() {
                         bail!("case {:?}: a burst has no repeat", case.name);
                     }
-                    if b.count == 0 || b.concurrency == 0 {
-                        bail!(
-                            "case {:?}: burst count and concurrency must be positive",
-                            case.name
-                        );
-                    }
-                    b.request
-                        .validate()
+                    b.validate()
                         .with_context(|| format!("case {:?}", case.name))?
                 }
+                (None, None, None, None) if case.steps.is_some() => {
+                    if case.repeat.is_some() {
+                        bail!("case {:?}: a scenario has no repeat", case.name);
+                    }
+                    let steps = case.steps.as_deref().unwrap_or_default();
+                    if steps.is_empty() {
+                        bail!("case {:?}: a scenario needs steps", case.name);
+                    }
+                    for (i, step) in steps.iter().enumerate() {
+                        step.validate()
+                            .with_context(|| format!("case {:?}, step {i}", case.name))?;
+                    }
+                }
                 _ => bail!(
-                    "case {:?} needs either request+expect or burst+expect_statuses",
+                    "case {:?} needs exactly one of request+expect, burst+expect_statuses or steps",
                     case.name
                 ),
+            }
+            if case.steps.is_some() && (case.request.is_some() || case.burst.is_some()) {
+                bail!("case {:?}: a scenario has only steps", case.name);
             }
             if let Some(e) = &case.expect {
                 if e.status.is_none() && e.status_any.is_none() {
@@ -289,6 +401,46 @@ impl VectorFile {
             }
         }
         Ok(())
+    }
+}
+
+impl Burst {
+    /// The requests members send in turn.
+    pub fn members(&self) -> &[Request] {
+        match (&self.request, &self.requests) {
+            (Some(r), None) => std::slice::from_ref(r),
+            (None, Some(list)) => list,
+            _ => &[],
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.count == 0 || self.concurrency == 0 {
+            bail!("burst count and concurrency must be positive");
+        }
+        if self.members().is_empty() {
+            bail!("a burst needs exactly one of request or a non-empty requests list");
+        }
+        for r in self.members() {
+            r.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl VectorFile {
+    /// Whether this file needs the test IdP: its config names `${IDP}`, a scenario switches the
+    /// IdP or counts its requests, or it sets `idp_initial`.
+    pub fn needs_idp(&self) -> bool {
+        self.idp_initial.is_some()
+            || self.config.to_string().contains("${IDP}")
+            || self
+                .cases
+                .iter()
+                .flat_map(|c| c.steps.iter().flatten())
+                .any(|s| {
+                    s.idp.is_some() || s.expect_idp_fetches.is_some() || s.idp_reset_count.is_some()
+                })
     }
 }
 

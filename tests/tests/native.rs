@@ -86,6 +86,11 @@ vector_tests! {
     vectors_origin => "origin",
     vectors_problem => "problem",
     vectors_robustness => "robustness",
+    vectors_remote_keys => "remote_keys",
+    vectors_remote_keys_flood => "remote_keys_flood",
+    vectors_remote_keys_unavailable => "remote_keys_unavailable",
+    vectors_remote_keys_oidc => "remote_keys_oidc",
+    vectors_remote_keys_oidc_wrong_issuer => "remote_keys_oidc_wrong_issuer",
 }
 
 #[test]

@@ -45,6 +45,9 @@ impl<F: Fn(&str) -> Option<String>> Secrets for F {
 /// A validated, compiled policy.
 #[derive(Debug)]
 pub struct Policy {
+    /// How long runtimes that load the policy from a store (Workers KV) may keep using it before
+    /// reading the store again.
+    pub(crate) config_ttl: Duration,
     pub(crate) origins: Vec<Origin>,
     pub(crate) providers: Vec<Provider>,
     pub(crate) quotas: Vec<Quota>,
@@ -62,6 +65,12 @@ impl Policy {
     /// Origins by name and URL, for adapters that warm connection pools or list them.
     pub fn origins(&self) -> impl Iterator<Item = &Origin> {
         self.origins.iter()
+    }
+
+    /// How long a runtime that reads the policy from a store may use it before reading again
+    /// (`config_ttl_s`, default 30 s).
+    pub fn config_ttl(&self) -> Duration {
+        self.config_ttl
     }
 
     /// Route ids in match order.

@@ -202,8 +202,20 @@ fn read_policy(r: &mut Reader, doc: &Value, secrets: &dyn Secrets) -> Option<Pol
     let top = r.object(
         doc,
         "",
-        &["$schema", "version", "origins", "auth", "quotas", "routes"],
+        &[
+            "$schema",
+            "version",
+            "config_ttl_s",
+            "origins",
+            "auth",
+            "quotas",
+            "routes",
+        ],
     )?;
+    let config_ttl_s = match top.get("config_ttl_s") {
+        Some(v) => r.integer(v, "/config_ttl_s", 1, 3_600).unwrap_or(30),
+        None => 30,
+    };
     if let Some(v) = r.required(top, "", "version") {
         if v.as_u64() != Some(1) {
             r.invalid(
@@ -264,6 +276,7 @@ fn read_policy(r: &mut Reader, doc: &Value, secrets: &dyn Secrets) -> Option<Pol
         })
         .collect();
     Some(Policy {
+        config_ttl: Duration::from_secs(config_ttl_s),
         origins,
         providers,
         quotas,

@@ -326,3 +326,11 @@ fn discovery_lets_the_issuer_default_to_the_oidc_issuer() {
     });
     assert!(found.is_empty(), "{found:?}");
 }
+
+#[test]
+fn config_ttl_defaults_to_30_seconds_and_is_bounded() {
+    let policy = Policy::from_json(&valid().to_string(), &secrets).unwrap();
+    assert_eq!(policy.config_ttl().as_secs(), 30);
+    assert_eq!(with(|d| d["config_ttl_s"] = json!(0)), ["/config_ttl_s"]);
+    assert!(with(|d| d["config_ttl_s"] = json!(5)).is_empty());
+}
