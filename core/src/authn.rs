@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::config::{Policy, ProviderKind, Route, RouteAuth};
 use crate::fetch::Fetch;
 use crate::jwks::{KeyEvent, KeyRing};
-use crate::jwt::{Jwk, JwtSettings, KeySource, TokenError, VerifiedClaims};
+use crate::jwt::{Jwk, JwtSettings, KeySource, VerifiedClaims};
 use crate::problem::{Reject, RejectKind};
 use crate::time::UnixTime;
 
@@ -254,6 +254,3 @@ fn challenges(policy: &Policy, providers: &[usize], presented: bool, reason: &st
     }
     out
 }
-
-/// Keep `TokenError` reachable for adapters that want to match on it.
-pub type JwtError = TokenError;

@@ -16,7 +16,7 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, Request, Response};
+use http::Request;
 
 use crate::authn::{self, Principal};
 use crate::body::{self, BodyPlan, RequestBody};
@@ -234,13 +234,4 @@ impl Gateway {
             ctx,
         ))
     }
-
-    /// The response for a request the adapter could not even hand to [`Gateway::decide`]
-    /// (for instance, a header that is not valid UTF-8 where the runtime demands it).
-    pub fn reject_response(reject: &Reject, request_id: &str) -> Response<String> {
-        reject.to_response(request_id)
-    }
 }
-
-/// Headers the adapter adds to the origin's response (see [`forward::prepare_response`]).
-pub type ResponseHeaders = HeaderMap;
