@@ -113,38 +113,52 @@ fn decision(c: &mut Criterion) {
     });
     let secrets = |n: &str| (n == "HS").then(|| HS_SECRET.to_owned());
     let gateway = Gateway::new(Policy::from_json(&config.to_string(), &secrets).unwrap());
+    let mut uncached_config = config.clone();
+    uncached_config["token_cache_entries"] = json!(0);
+    let uncached = Gateway::new(Policy::from_json(&uncached_config.to_string(), &secrets).unwrap());
     let store = MemoryStore::new();
     let mut group = c.benchmark_group("decide");
     let mut t = NOW * 1_000_000;
-    let mut run = |b: &mut criterion::Bencher, path: &str, auth: Option<&str>| {
-        b.iter(|| {
-            t += 1;
-            let mut req = Request::get(path);
-            if let Some(token) = auth {
-                req = req.header("authorization", format!("Bearer {token}"));
-            }
-            let ctx = RequestContext {
-                now: UnixTime::from_micros(t),
-                request_id: "0123456789abcdef".into(),
-                client_ip: None,
-            };
-            let outcome = block_on(gateway.decide(
-                req.body(Empty).unwrap(),
-                &ctx,
-                &store,
-                &portcullis_core::NoFetch,
-            ));
-            assert!(matches!(
-                outcome.decision,
-                portcullis_core::Decision::Forward(_)
-            ));
-        })
-    };
-    group.bench_function("public", |b| run(b, "/health", None));
+    let mut run =
+        |b: &mut criterion::Bencher, gateway: &Gateway, path: &str, auth: Option<&str>| {
+            b.iter(|| {
+                t += 1;
+                let mut req = Request::get(path);
+                if let Some(token) = auth {
+                    req = req.header("authorization", format!("Bearer {token}"));
+                }
+                let ctx = RequestContext {
+                    now: UnixTime::from_micros(t),
+                    request_id: "0123456789abcdef".into(),
+                    client_ip: None,
+                };
+                let outcome = block_on(gateway.decide(
+                    req.body(Empty).unwrap(),
+                    &ctx,
+                    &store,
+                    &portcullis_core::NoFetch,
+                ));
+                assert!(matches!(
+                    outcome.decision,
+                    portcullis_core::Decision::Forward(_)
+                ));
+            })
+        };
+    group.bench_function("public", |b| run(b, &gateway, "/health", None));
     let hs = token(Algorithm::HS256, &claims());
-    group.bench_function("HS256+scope+quota", |b| run(b, "/v1/orders/42", Some(&hs)));
     let es = token(Algorithm::ES256, &claims());
-    group.bench_function("ES256+scope+quota", |b| run(b, "/v1/orders/42", Some(&es)));
+    group.bench_function("HS256 cached+scope+quota", |b| {
+        run(b, &gateway, "/v1/orders/42", Some(&hs))
+    });
+    group.bench_function("ES256 cached+scope+quota", |b| {
+        run(b, &gateway, "/v1/orders/42", Some(&es))
+    });
+    group.bench_function("HS256 uncached+scope+quota", |b| {
+        run(b, &uncached, "/v1/orders/42", Some(&hs))
+    });
+    group.bench_function("ES256 uncached+scope+quota", |b| {
+        run(b, &uncached, "/v1/orders/42", Some(&es))
+    });
     group.finish();
 }
 

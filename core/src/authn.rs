@@ -5,6 +5,8 @@
 //! accepts the credential names the consumer. If none does, the request gets a 401 that says why
 //! the first presented credential failed, with one challenge per scheme the route accepts.
 
+use std::sync::Arc;
+
 use http::{header, HeaderMap};
 use serde_json::Value;
 
@@ -14,6 +16,7 @@ use crate::jwks::{KeyEvent, KeyRing};
 use crate::jwt::{Jwk, JwtSettings, KeySource, VerifiedClaims};
 use crate::problem::{Reject, RejectKind};
 use crate::time::UnixTime;
+use crate::token_cache::TokenCache;
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -28,15 +31,17 @@ pub struct Principal {
     pub claims: Option<VerifiedClaims>,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn authenticate<F: Fetch + ?Sized>(
     policy: &Policy,
     ring: &KeyRing,
+    cache: &TokenCache,
     route: &Route,
     headers: &HeaderMap,
     now: UnixTime,
     fetch: &F,
     key_events: &mut Vec<(String, KeyEvent)>,
-) -> Result<Option<Principal>, Reject> {
+) -> Result<Option<Arc<Principal>>, Reject> {
     let RouteAuth::Required { providers, .. } = &route.auth else {
         return Ok(None);
     };
@@ -61,6 +66,17 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
                     Bearer::Token(t) => *t,
                 };
                 presented = true;
+                // The generation the cache must match: the provider's current usable key set.
+                let current = match jwt.source() {
+                    KeySource::Remote(cfg) => ring.usable_generation(index, cfg, now),
+                    KeySource::Inline(_) | KeySource::None => Some(0),
+                };
+                let lookup = cache.enabled().then(|| TokenCache::lookup(index, token));
+                if let (Some(at), Some(generation)) = (&lookup, current) {
+                    if let Some(principal) = cache.get(at, generation, now) {
+                        return Ok(Some(principal));
+                    }
+                }
                 let parsed = match jwt.parse(token) {
                     Ok(p) => p,
                     Err(e) => {
@@ -69,6 +85,7 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
                     }
                 };
                 let fetched;
+                let mut generation = current;
                 let keys: &[Jwk] = match jwt.source() {
                     KeySource::Inline(keys) => keys,
                     KeySource::Remote(cfg) if !parsed.algorithm().is_hmac() => {
@@ -78,7 +95,8 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
                             .await;
                         key_events.extend(events.into_iter().map(|e| (provider.name.clone(), e)));
                         match result {
-                            Ok(keys) => {
+                            Ok((keys, g)) => {
+                                generation = Some(g);
                                 fetched = keys;
                                 &fetched
                             }
@@ -92,11 +110,20 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
                 };
                 match jwt.verify_parsed(&parsed, keys, now) {
                     Ok(claims) => {
-                        return Ok(Some(principal_from_claims(
+                        let valid_until = claims.get("exp").and_then(Value::as_u64).map(|exp| {
+                            UnixTime::from_secs(exp.saturating_add(jwt.settings().leeway_s))
+                        });
+                        let principal = Arc::new(principal_from_claims(
                             &provider.name,
                             jwt.settings(),
                             claims,
-                        )))
+                        ));
+                        if let (Some(at), Some(generation), Some(until)) =
+                            (&lookup, generation, valid_until)
+                        {
+                            cache.insert(at, generation, until, Arc::clone(&principal));
+                        }
+                        return Ok(Some(principal));
                     }
                     Err(e) => {
                         failure.get_or_insert((e.reason(), e.detail()));
@@ -120,12 +147,12 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
                 presented = true;
                 match keys.verify(value.as_bytes()) {
                     Some(key) => {
-                        return Ok(Some(Principal {
+                        return Ok(Some(Arc::new(Principal {
                             consumer: key.consumer.clone(),
                             provider: provider.name.clone(),
                             scopes: key.scopes.clone(),
                             claims: None,
-                        }))
+                        })))
                     }
                     None => {
                         failure.get_or_insert(("api_key_invalid", "The API key is not valid."));

@@ -15,6 +15,7 @@
 //! [`Outcome::log`].
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::Request;
 
@@ -29,6 +30,7 @@ use crate::problem::Reject;
 use crate::quota::{self, CounterStore};
 use crate::route::{self, Routed};
 use crate::time::UnixTime;
+use crate::token_cache::TokenCache;
 
 /// What the adapter knows about a request besides the HTTP message itself.
 #[derive(Debug, Clone)]
@@ -93,13 +95,19 @@ pub struct LogFacts {
 pub struct Gateway {
     policy: Policy,
     keys: KeyRing,
+    tokens: TokenCache,
 }
 
 impl Gateway {
     /// Wrap a validated policy, with empty key-set state for its remote key sources.
     pub fn new(policy: Policy) -> Self {
         let keys = KeyRing::new(policy.providers.iter().map(|p| p.remote_keys().is_some()));
-        Gateway { policy, keys }
+        let (entries, bytes) = policy.token_cache;
+        Gateway {
+            policy,
+            keys,
+            tokens: TokenCache::new(entries, bytes),
+        }
     }
 
     /// Refresh the remote key sets that are due (every one when `force`), within each provider's
@@ -201,9 +209,10 @@ impl Gateway {
         let normal = path::normalise(parts.uri.path())?;
         let routed: Routed<'_> = route::select(policy, &normal, &parts.method)?;
         log.route = Some(routed.route.id.clone());
-        let principal: Option<Principal> = authn::authenticate(
+        let principal: Option<Arc<Principal>> = authn::authenticate(
             policy,
             &self.keys,
+            &self.tokens,
             routed.route,
             &parts.headers,
             ctx.now,
@@ -212,7 +221,7 @@ impl Gateway {
         )
         .await?;
         log.consumer = principal.as_ref().map(|p| p.consumer.clone());
-        let permit = crate::authz::check(routed.route, principal.as_ref())?;
+        let permit = crate::authz::check(routed.route, principal.as_deref())?;
         let plan = body::check_head(routed.route, parts)?;
         let body = match plan {
             BodyPlan::Stream => ForwardBody::Stream(body),
@@ -229,7 +238,7 @@ impl Gateway {
             &normal,
             parts,
             body,
-            principal.as_ref(),
+            principal.as_deref(),
             grant,
             ctx,
         ))

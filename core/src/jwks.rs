@@ -11,6 +11,7 @@
 //!   ([`KeySetState::apply`]); the last good set stays in use until `jwks_max_stale_s`, after which
 //!   tokens for that provider get 503: the gateway cannot decide, so it does not guess.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -343,7 +344,25 @@ fn is_loopback(host: &str) -> bool {
 /// requests share one refetch instead of each starting their own.
 #[derive(Debug)]
 pub struct KeyRing {
-    slots: Vec<Option<futures_util::lock::Mutex<KeySetState>>>,
+    slots: Vec<Option<Slot>>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    state: futures_util::lock::Mutex<KeySetState>,
+    /// When the set in use was fetched (µs), readable without the lock: the verified-token cache
+    /// keys its entries to it, so a new key set invalidates every cached token of the provider.
+    generation: AtomicU64,
+}
+
+impl Slot {
+    async fn locked<R>(&self, f: impl AsyncFnOnce(&mut KeySetState) -> R) -> R {
+        let mut state = self.state.lock().await;
+        let out = f(&mut state).await;
+        self.generation
+            .store(state.fetched_at.unwrap_or(0), Ordering::Release);
+        out
+    }
 }
 
 /// Why no keys could be had.
@@ -354,15 +373,17 @@ impl KeyRing {
     /// A ring with an empty state for each of `remote` (indexed by provider; `false` = no remote keys).
     pub fn new(remote: impl IntoIterator<Item = bool>) -> Self {
         KeyRing {
-            slots: remote
-                .into_iter()
-                .map(|r| r.then(Default::default))
-                .collect(),
+            slots: remote.into_iter().map(|r| r.then(Slot::default)).collect(),
         }
     }
 
+    fn slot(&self, index: usize) -> Option<&Slot> {
+        self.slots.get(index).and_then(Option::as_ref)
+    }
+
     /// The keys provider `index` should verify a token with `kid` against at `now`, fetching
-    /// first when the plan says so. Events go to `events` for the adapter to log.
+    /// first when the plan says so, and the generation of that set. Events go to `events` for
+    /// the adapter to log.
     pub async fn keys_for<F: Fetch + ?Sized>(
         &self,
         index: usize,
@@ -371,17 +392,24 @@ impl KeyRing {
         now: UnixTime,
         fetch: &F,
         events: &mut Vec<KeyEvent>,
-    ) -> Result<Arc<[Jwk]>, KeysUnavailable> {
-        let slot = self
-            .slots
-            .get(index)
-            .and_then(Option::as_ref)
-            .ok_or(KeysUnavailable)?;
-        let mut state = slot.lock().await;
-        if state.plan(cfg, kid, now) == Plan::Fetch {
-            events.extend(state.refresh(cfg, fetch, now).await);
-        }
-        state.keys(cfg, now).ok_or(KeysUnavailable)
+    ) -> Result<(Arc<[Jwk]>, u64), KeysUnavailable> {
+        let slot = self.slot(index).ok_or(KeysUnavailable)?;
+        slot.locked(async |state: &mut KeySetState| {
+            if state.plan(cfg, kid, now) == Plan::Fetch {
+                events.extend(state.refresh(cfg, fetch, now).await);
+            }
+            let keys = state.keys(cfg, now).ok_or(KeysUnavailable)?;
+            Ok((keys, state.fetched_at.unwrap_or(0)))
+        })
+        .await
+    }
+
+    /// The generation of provider `index`'s key set if it is usable at `now` (see [`Slot`]).
+    pub fn usable_generation(&self, index: usize, cfg: &RemoteKeys, now: UnixTime) -> Option<u64> {
+        let generation = self.slot(index)?.generation.load(Ordering::Acquire);
+        (generation != 0
+            && now.as_micros() < generation.saturating_add(cfg.max_stale_s * 1_000_000))
+        .then_some(generation)
     }
 
     /// Refresh provider `index` now if it is due (or `force`), respecting the minimum interval.
@@ -394,21 +422,23 @@ impl KeyRing {
         fetch: &F,
         force: bool,
     ) -> Vec<KeyEvent> {
-        let Some(slot) = self.slots.get(index).and_then(Option::as_ref) else {
+        let Some(slot) = self.slot(index) else {
             return Vec::new();
         };
-        let mut state = slot.lock().await;
-        if (force || state.due(now)) && state.may_fetch(cfg, now) {
-            state.refresh(cfg, fetch, now).await
-        } else {
-            Vec::new()
-        }
+        slot.locked(async |state: &mut KeySetState| {
+            if (force || state.due(now)) && state.may_fetch(cfg, now) {
+                state.refresh(cfg, fetch, now).await
+            } else {
+                Vec::new()
+            }
+        })
+        .await
     }
 
     /// Whether provider `index` holds a usable set at `now`.
     pub async fn ready(&self, index: usize, cfg: &RemoteKeys, now: UnixTime) -> bool {
-        match self.slots.get(index).and_then(Option::as_ref) {
-            Some(slot) => slot.lock().await.keys(cfg, now).is_some(),
+        match self.slot(index) {
+            Some(slot) => slot.state.lock().await.keys(cfg, now).is_some(),
             None => true,
         }
     }

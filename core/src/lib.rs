@@ -42,6 +42,7 @@ pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
+pub mod token_cache;
 
 pub use body::{BodyError, RequestBody};
 pub use config::{ConfigError, ConfigErrorKind, ConfigErrors, NoSecrets, Policy, Secrets};

@@ -48,6 +48,8 @@ pub struct Policy {
     /// How long runtimes that load the policy from a store (Workers KV) may keep using it before
     /// reading the store again.
     pub(crate) config_ttl: Duration,
+    /// Verified-token cache bounds: entries and bytes (`token_cache_entries`, `token_cache_bytes`).
+    pub(crate) token_cache: (usize, usize),
     pub(crate) origins: Vec<Origin>,
     pub(crate) providers: Vec<Provider>,
     pub(crate) quotas: Vec<Quota>,

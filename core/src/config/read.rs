@@ -206,12 +206,24 @@ fn read_policy(r: &mut Reader, doc: &Value, secrets: &dyn Secrets) -> Option<Pol
             "$schema",
             "version",
             "config_ttl_s",
+            "token_cache_entries",
+            "token_cache_bytes",
             "origins",
             "auth",
             "quotas",
             "routes",
         ],
     )?;
+    let token_cache_entries = match top.get("token_cache_entries") {
+        Some(v) => r
+            .integer(v, "/token_cache_entries", 0, 10_000_000)
+            .unwrap_or(0),
+        None => crate::token_cache::DEFAULT_MAX_ENTRIES as u64,
+    };
+    let token_cache_bytes = match top.get("token_cache_bytes") {
+        Some(v) => r.integer(v, "/token_cache_bytes", 0, 1 << 34).unwrap_or(0),
+        None => crate::token_cache::DEFAULT_MAX_BYTES as u64,
+    };
     let config_ttl_s = match top.get("config_ttl_s") {
         Some(v) => r.integer(v, "/config_ttl_s", 1, 3_600).unwrap_or(30),
         None => 30,
@@ -277,6 +289,10 @@ fn read_policy(r: &mut Reader, doc: &Value, secrets: &dyn Secrets) -> Option<Pol
         .collect();
     Some(Policy {
         config_ttl: Duration::from_secs(config_ttl_s),
+        token_cache: (
+            usize::try_from(token_cache_entries).unwrap_or(usize::MAX),
+            usize::try_from(token_cache_bytes).unwrap_or(usize::MAX),
+        ),
         origins,
         providers,
         quotas,

@@ -334,3 +334,17 @@ fn config_ttl_defaults_to_30_seconds_and_is_bounded() {
     assert_eq!(with(|d| d["config_ttl_s"] = json!(0)), ["/config_ttl_s"]);
     assert!(with(|d| d["config_ttl_s"] = json!(5)).is_empty());
 }
+
+#[test]
+fn token_cache_bounds_are_settable_and_checked() {
+    assert!(with(|d| d["token_cache_entries"] = json!(0)).is_empty());
+    assert!(with(|d| d["token_cache_bytes"] = json!(1_048_576)).is_empty());
+    assert_eq!(
+        with(|d| d["token_cache_entries"] = json!(-1)),
+        ["/token_cache_entries"]
+    );
+    assert_eq!(
+        with(|d| d["token_cache_bytes"] = json!("1MB")),
+        ["/token_cache_bytes"]
+    );
+}

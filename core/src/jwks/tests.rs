@@ -77,7 +77,8 @@ fn kids(
     fetch: &Script,
 ) -> Result<Vec<String>, KeysUnavailable> {
     let mut events = Vec::new();
-    let keys = futures_executor::block_on(ring.keys_for(0, &cfg(), kid, now, fetch, &mut events))?;
+    let (keys, _) =
+        futures_executor::block_on(ring.keys_for(0, &cfg(), kid, now, fetch, &mut events))?;
     Ok(keys.iter().filter_map(|k| k.kid.clone()).collect())
 }
 
