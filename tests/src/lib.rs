@@ -26,6 +26,7 @@ pub mod jose;
 pub mod origin;
 pub mod runner;
 pub mod target;
+pub mod target_workers;
 pub mod vector;
 
 use std::path::PathBuf;

@@ -1,0 +1,136 @@
+//! Quota state in a Durable Object: one object per quota key (`id_from_name(key)`).
+//!
+//! The object applies the core's pure GCRA transition ([`portcullis_core::quota::step`]) to its
+//! stored [`State`]. Durable Object input gates deliver one request at a time while storage
+//! operations are in flight, so read–step–write is atomic per key, and every Worker instance
+//! anywhere counts against the same state. An alarm at [`State::expires_at`] deletes the state,
+//! so storage holds only keys active within their window.
+//!
+//! The Worker side ([`DurableStore`]) posts `{rate, now}` and gets the [`Verdict`] back. A call
+//! that fails or takes longer than [`STORE_TIMEOUT`] is a [`StoreError`]; the core then fails
+//! closed with 503 unless the quota says `on_store_error: allow`.
+
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
+use portcullis_core::quota::{self, CounterStore, Rate, State, StoreError, Verdict};
+use portcullis_core::UnixTime;
+use serde::{Deserialize, Serialize};
+use worker::{
+    durable_object, Delay, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit,
+    Response, ScheduledTime,
+};
+
+/// The Durable Object binding.
+pub const DO_BINDING: &str = "PORTCULLIS_QUOTAS";
+/// How long the Worker waits for the object before giving up with [`StoreError::Timeout`].
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The storage key of the object's state.
+const STATE_KEY: &str = "gcra";
+
+/// What the Worker asks the object.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StepRequest {
+    /// The quota's rate.
+    pub rate: Rate,
+    /// The Worker's clock, µs since the epoch (the core decides with one `now` per request).
+    pub now: u64,
+}
+
+/// The [`CounterStore`] backed by the `PORTCULLIS_QUOTAS` namespace.
+pub struct DurableStore {
+    namespace: Result<ObjectNamespace, String>,
+}
+
+impl DurableStore {
+    /// The store for this request's `env`. A missing binding surfaces as a [`StoreError`] only
+    /// when a quota is actually checked.
+    pub fn new(env: &worker::Env) -> Self {
+        DurableStore {
+            namespace: env.durable_object(DO_BINDING).map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn call(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
+        let failed = |e: worker::Error| StoreError::Failed(e.to_string());
+        let namespace = self
+            .namespace
+            .as_ref()
+            .map_err(|e| StoreError::Failed(format!("Durable Object binding {DO_BINDING}: {e}")))?;
+        let stub = namespace
+            .id_from_name(key)
+            .and_then(|id| id.get_stub())
+            .map_err(failed)?;
+        let body = serde_json::to_string(&StepRequest {
+            rate,
+            now: now.as_micros(),
+        })
+        .map_err(|e| StoreError::Failed(e.to_string()))?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(body.into()));
+        let request =
+            Request::new_with_init("https://quota.portcullis/step", &init).map_err(failed)?;
+        let mut response = stub.fetch_with_request(request).await.map_err(failed)?;
+        if response.status_code() != 200 {
+            let text = response.text().await.unwrap_or_default();
+            return Err(StoreError::Failed(format!(
+                "quota object answered {}: {text}",
+                response.status_code()
+            )));
+        }
+        response.json::<Verdict>().await.map_err(failed)
+    }
+}
+
+impl CounterStore for DurableStore {
+    async fn apply(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
+        let call = std::pin::pin!(self.call(key, rate, now));
+        match select(call, Delay::from(STORE_TIMEOUT)).await {
+            Either::Left((result, _)) => result,
+            Either::Right(_) => Err(StoreError::Timeout),
+        }
+    }
+}
+
+/// One quota key's GCRA state.
+#[durable_object]
+pub struct QuotaCounter {
+    state: worker::State,
+}
+
+impl DurableObject for QuotaCounter {
+    fn new(state: worker::State, _env: Env) -> Self {
+        QuotaCounter { state }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let Ok(ask) = req.json::<StepRequest>().await else {
+            return Response::error("expected {rate, now}", 400);
+        };
+        let storage = self.state.storage();
+        let current: Option<State> = storage.get(STATE_KEY).await?;
+        let (verdict, next) = quota::step(current, UnixTime::from_micros(ask.now), ask.rate);
+        if current != Some(next) {
+            storage.put(STATE_KEY, next).await?;
+            storage.set_alarm(alarm_at(next)).await?;
+        }
+        Response::from_json(&verdict)
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        let storage = self.state.storage();
+        let current: Option<State> = storage.get(STATE_KEY).await?;
+        match current {
+            // Still meaningful (a later request pushed it out): look again when it expires.
+            Some(s) if s.expires_at() > crate::now() => storage.set_alarm(alarm_at(s)).await?,
+            _ => storage.delete_all().await?,
+        }
+        Response::empty()
+    }
+}
+
+/// The alarm time for `state`: the instant it expires (rounded up to the next millisecond).
+fn alarm_at(state: State) -> ScheduledTime {
+    let millis = state.expires_at().as_micros().div_ceil(1000) as f64;
+    ScheduledTime::new(js_sys::Date::new(&js_sys::Number::from(millis).into()))
+}

@@ -1,0 +1,429 @@
+//! [`WorkersTarget`]: the Cloudflare Workers adapter in the real Workers runtime (`workerd`, via
+//! `wrangler dev --local`), no mocks.
+//!
+//! The Worker is built once with `worker-build --release` (or taken prebuilt from
+//! `$PORTCULLIS_WORKER_BUILD`, a directory holding worker-build's `index.js`). Each start gets its
+//! own directory with a `wrangler.toml` naming that build (the same bindings as the repository's
+//! `wrangler.toml`, without its `[build]` step), a `.dev.vars` holding the secrets, and a persist
+//! directory; the policy goes into local KV with `wrangler kv key put --local`. Tools are the
+//! repository's pinned ones: `node_modules/.bin/wrangler` (`npm ci` at the repository root),
+//! `node_modules/binaryen/bin/wasm-opt`, and `wasm-bindgen` 0.2.130 (`$WASM_BINDGEN_BIN`, else
+//! `~/.cargo/bin/wasm-bindgen`).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::target::{drain_lines, Target};
+
+/// How long `wrangler dev` may take to report ready.
+pub const WORKERS_START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The repository root (the directory holding `wrangler.toml` and `package.json`).
+pub fn repo_root() -> PathBuf {
+    crate::suite_dir().join("..")
+}
+
+/// Build the Worker with `worker-build --release` in `adapters/cloudflare` (or use
+/// `$PORTCULLIS_WORKER_BUILD`) and return the directory holding `index.js`.
+pub fn build_worker() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("PORTCULLIS_WORKER_BUILD") {
+        let dir = PathBuf::from(dir);
+        if !dir.join("index.js").is_file() {
+            bail!("PORTCULLIS_WORKER_BUILD={} has no index.js", dir.display());
+        }
+        return Ok(dir);
+    }
+    let root = repo_root();
+    let crate_dir = root.join("adapters").join("cloudflare");
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let wasm_bindgen = std::env::var_os("WASM_BINDGEN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cargo/bin/wasm-bindgen"));
+    let worker_build = std::env::var_os("WORKER_BUILD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cargo/bin/worker-build"));
+    let mut command = Command::new(&worker_build);
+    command
+        .arg("--release")
+        .current_dir(&crate_dir)
+        .env("WASM_BINDGEN_BIN", &wasm_bindgen)
+        .env(
+            "WASM_OPT_BIN",
+            root.join("node_modules/binaryen/bin/wasm-opt"),
+        )
+        .env(
+            "ESBUILD_BIN",
+            root.join("node_modules/@esbuild/linux-x64/bin/esbuild"),
+        )
+        .stdin(Stdio::null());
+    let status = command
+        .status()
+        .with_context(|| format!("running {}", worker_build.display()))?;
+    if !status.success() {
+        bail!("worker-build --release failed ({status})");
+    }
+    let dir = crate_dir.join("build");
+    if !dir.join("index.js").is_file() {
+        bail!(
+            "worker-build succeeded but {} has no index.js",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// The Worker under `wrangler dev --local`, one process (and by default one fresh persist
+/// directory, so quota state never leaks) per [`Target::start`].
+#[derive(Debug)]
+pub struct WorkersTarget {
+    build: PathBuf,
+    wrangler: PathBuf,
+    dir: PathBuf,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+    started: usize,
+    /// The directory of the current run (config, `.dev.vars`, persisted state).
+    run_dir: Option<PathBuf>,
+    port: Option<u16>,
+}
+
+impl WorkersTarget {
+    /// A target serving the Worker in `build` (see [`build_worker`]).
+    pub fn new(build: PathBuf) -> anyhow::Result<WorkersTarget> {
+        let wrangler = repo_root().join("node_modules/.bin/wrangler");
+        if !wrangler.is_file() {
+            bail!(
+                "{} is missing: run `npm ci` in the repository root",
+                wrangler.display()
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("portcullis-workers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(WorkersTarget {
+            build,
+            wrangler,
+            dir,
+            child: None,
+            log: Arc::default(),
+            started: 0,
+            run_dir: None,
+            port: None,
+        })
+    }
+
+    fn wrangler(&self, run_dir: &Path) -> Command {
+        let mut command = Command::new(&self.wrangler);
+        command
+            .current_dir(run_dir)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "1")
+            .env("NO_COLOR", "1")
+            .env("WRANGLER_LOG_PATH", run_dir.join("wrangler-logs"))
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Write `config_json` as the policy in the current run's local KV (while the Worker runs:
+    /// it sees the new text within `config_ttl_s`).
+    pub fn put_config(&self, config_json: &str) -> anyhow::Result<()> {
+        let run_dir = self
+            .run_dir
+            .as_ref()
+            .ok_or_else(|| anyhow!("not started"))?;
+        self.put_config_in(run_dir, config_json)
+    }
+
+    fn put_config_in(&self, run_dir: &Path, config_json: &str) -> anyhow::Result<()> {
+        let file = run_dir.join("policy.json");
+        std::fs::write(&file, config_json)?;
+        let out = self
+            .wrangler(run_dir)
+            .args([
+                "kv",
+                "key",
+                "put",
+                "--local",
+                "--binding",
+                "PORTCULLIS_CONFIG",
+                "config",
+            ])
+            .arg("--path")
+            .arg(&file)
+            .arg("--persist-to")
+            .arg(run_dir.join("state"))
+            .output()
+            .context("running wrangler kv key put")?;
+        if !out.status.success() {
+            bail!(
+                "wrangler kv key put failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Delete the policy from the current run's local KV.
+    pub fn delete_config(&self) -> anyhow::Result<()> {
+        let run_dir = self
+            .run_dir
+            .as_ref()
+            .ok_or_else(|| anyhow!("not started"))?;
+        let out = self
+            .wrangler(run_dir)
+            .args([
+                "kv",
+                "key",
+                "delete",
+                "--local",
+                "--binding",
+                "PORTCULLIS_CONFIG",
+                "config",
+            ])
+            .arg("--persist-to")
+            .arg(run_dir.join("state"))
+            .output()
+            .context("running wrangler kv key delete")?;
+        if !out.status.success() {
+            bail!("wrangler kv key delete failed ({})", out.status);
+        }
+        Ok(())
+    }
+
+    /// Start on a fresh run directory. `config_json` of `None` leaves KV empty (no policy).
+    pub fn start_with(
+        &mut self,
+        config_json: Option<&str>,
+        secrets: &BTreeMap<String, String>,
+    ) -> anyhow::Result<String> {
+        self.stop();
+        self.started += 1;
+        let run_dir = self.dir.join(format!("run-{}", self.started));
+        std::fs::create_dir_all(&run_dir)?;
+        std::fs::write(run_dir.join("wrangler.toml"), self.wrangler_toml())?;
+        let mut vars = String::new();
+        for (name, value) in secrets {
+            vars.push_str(&format!("{name}={}\n", dotenv_quote(value)));
+        }
+        std::fs::write(run_dir.join(".dev.vars"), vars)?;
+        if let Some(config) = config_json {
+            self.put_config_in(&run_dir, config)?;
+        }
+        self.run_dir = Some(run_dir);
+        self.port = None;
+        self.spawn()
+    }
+
+    /// Stop `wrangler dev` and start it again on the same state, port and config.
+    pub fn restart(&mut self) -> anyhow::Result<String> {
+        self.stop();
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<String> {
+        let run_dir = self.run_dir.clone().ok_or_else(|| anyhow!("not started"))?;
+        let port = match self.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let inspector = free_port()?;
+        let mut command = self.wrangler(&run_dir);
+        command
+            .args(["dev", "--local", "--ip", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--inspector-port")
+            .arg(inspector.to_string())
+            .arg("--persist-to")
+            .arg(run_dir.join("state"))
+            .args(["--show-interactive-dev-session=false", "--log-level", "log"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so that stopping it also stops workerd.
+            .process_group(0);
+        let mut child = command.spawn().context("spawning wrangler dev")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        self.log = log.clone();
+        drain_lines(stderr, log.clone());
+        let ready = wait_for_ready(stdout, log);
+        self.child = Some(child);
+        self.port = Some(port);
+        let base = format!("http://127.0.0.1:{port}");
+        if let Err(e) = ready
+            .and_then(|()| wait_for_port(port))
+            .and_then(|()| warm_up(port))
+        {
+            self.stop();
+            bail!("{e}; output:\n{}", self.diagnostics());
+        }
+        Ok(base)
+    }
+
+    fn wrangler_toml(&self) -> String {
+        let main = self.build.join("index.js");
+        format!(
+            r#"name = "portcullis-test"
+main = {main:?}
+compatibility_date = "2026-04-20"
+
+[[kv_namespaces]]
+binding = "PORTCULLIS_CONFIG"
+id = "portcullis-test-config"
+
+[durable_objects]
+bindings = [{{ name = "PORTCULLIS_QUOTAS", class_name = "QuotaCounter" }}]
+
+[[migrations]]
+tag = "v1"
+new_sqlite_classes = ["QuotaCounter"]
+"#,
+            main = main.display().to_string()
+        )
+    }
+}
+
+impl Target for WorkersTarget {
+    fn start(
+        &mut self,
+        config_json: &str,
+        secrets: &BTreeMap<String, String>,
+    ) -> anyhow::Result<String> {
+        self.start_with(Some(config_json), secrets)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pgid = child.id();
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{pgid}")])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stderr(Stdio::null())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    fn name(&self) -> &str {
+        "workers"
+    }
+
+    fn diagnostics(&self) -> String {
+        let lines = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        let skip = lines.len().saturating_sub(40);
+        lines[skip..].join("\n")
+    }
+}
+
+impl Drop for WorkersTarget {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `.dev.vars` value, double-quoted with `\` and `"` escaped and no newlines.
+fn dotenv_quote(value: &str) -> String {
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Keep every line of `stdout` and return once wrangler says `Ready on`.
+fn wait_for_ready(
+    stdout: impl Read + Send + 'static,
+    log: Arc<Mutex<Vec<String>>>,
+) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("Ready on") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            if let Ok(mut l) = log.lock() {
+                if l.len() >= 400 {
+                    l.remove(0);
+                }
+                l.push(line);
+            }
+        }
+    });
+    match rx.recv_timeout(WORKERS_START_TIMEOUT) {
+        Ok(()) => Ok(()),
+        Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+            "wrangler dev not ready within {} s",
+            WORKERS_START_TIMEOUT.as_secs()
+        ),
+        Err(mpsc::RecvTimeoutError::Disconnected) => bail!("wrangler dev exited before ready"),
+    }
+}
+
+/// One request no route can act on (`OPTIONS /` is a 404 or 405: decided before authentication,
+/// quotas and the origin), so that the isolate loads the policy and fetches remote key sets
+/// before the first vector, as `portcullis serve` does before it reports ready.
+fn warm_up(port: u16) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(
+        format!("OPTIONS / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .context("warm-up request to the Worker")?;
+    if !answer.starts_with(b"HTTP/1.1 ") {
+        bail!("warm-up request got no HTTP response");
+    }
+    Ok(())
+}
+
+fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("nothing listens on 127.0.0.1:{port}")
+}

@@ -1,0 +1,299 @@
+//! The conformance vectors, and behaviour particular to Workers (policy from KV, quotas in a
+//! Durable Object), against the Cloudflare Workers adapter in `wrangler dev --local` (workerd).
+//!
+//! Ignored by default: they need the pinned npm tools (`npm ci` at the repository root),
+//! `worker-build` and `wasm-bindgen` 0.2.130. Run them with
+//! `cargo test -p portcullis-conformance --test workers -- --ignored --test-threads 1`.
+//! `$PORTCULLIS_WORKER_BUILD` names a prebuilt worker-build output directory to skip the build.
+//! Expected failures are listed, with reasons, in `tests/xfail/workers.json`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use portcullis_conformance::origin::RecordingOrigin;
+use portcullis_conformance::runner::{self, XFail};
+use portcullis_conformance::target::Target;
+use portcullis_conformance::target_workers::{build_worker, WorkersTarget};
+use portcullis_conformance::{suite_dir, vector, vectors_dir};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn build() -> PathBuf {
+    static BUILD: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BUILD.get_or_init(|| build_worker().map_err(|e| format!("{e:#}"))) {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("cannot build the Worker: {e}"),
+    }
+}
+
+fn xfail() -> XFail {
+    XFail::load(&suite_dir().join("xfail").join("workers.json"))
+        .expect("tests/xfail/workers.json is valid")
+}
+
+/// Every vector file, one `wrangler dev` (with fresh state) per file.
+#[test]
+#[ignore = "needs wrangler (npm ci), worker-build and wasm-bindgen 0.2.130"]
+fn vectors() {
+    let _guard = serial();
+    let mut target = WorkersTarget::new(build()).expect("workers target");
+    let only = std::env::var("PORTCULLIS_VECTORS").ok();
+    let files: Vec<PathBuf> = vector::vector_files(&vectors_dir())
+        .expect("vectors dir")
+        .into_iter()
+        .filter(|f| {
+            let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|s| s == stem))
+        })
+        .collect();
+    let xfail = xfail();
+    let reports = runner::run_files(&mut target, &files, &xfail, "127.0.0.1:0").expect("runner");
+    let mut failed = Vec::new();
+    let mut total = runner::Summary::default();
+    for report in &reports {
+        let summary = report.summary();
+        println!("{}", summary.line());
+        if summary.failed > 0 {
+            failed.push(report.stem.clone());
+        }
+        total.add(summary);
+    }
+    println!("all files: {}", total.line());
+    assert!(failed.is_empty(), "failing files: {failed:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers-only behaviour. Each test starts its own origin and `wrangler dev`.
+
+/// A tokio runtime holding a recording origin for the test's life.
+struct Origin {
+    _runtime: tokio::runtime::Runtime,
+    origin: RecordingOrigin,
+}
+
+fn origin() -> Origin {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let origin = runtime
+        .block_on(RecordingOrigin::start("127.0.0.1:0"))
+        .expect("origin");
+    Origin {
+        _runtime: runtime,
+        origin,
+    }
+}
+
+/// A policy with routes `/a/*` (open) and, when `quota` is set, `/q` (API key `k1` of consumer
+/// `c1`, `quota` requests per hour).
+fn policy(origin: &str, ttl_s: u64, route_prefix: &str, quota: Option<u32>) -> String {
+    let mut routes = vec![serde_json::json!({
+        "id": "open", "path": format!("/{route_prefix}/{{*rest}}"), "methods": ["GET"],
+        "origin": "o", "auth": "none"
+    })];
+    let mut doc = serde_json::json!({
+        "version": 1,
+        "config_ttl_s": ttl_s,
+        "origins": {"o": {"url": origin}},
+    });
+    if let Some(limit) = quota {
+        doc["auth"] = serde_json::json!({
+            "keys": {"type": "api_key", "header": "x-api-key",
+                     "keys": [{"sha256": sha256_hex("k1-TEST-ONLY-key"), "consumer": "c1"}]}
+        });
+        doc["quotas"] = serde_json::json!({"per-consumer": {"limit": limit, "window_s": 3600, "by": "consumer"}});
+        routes.push(serde_json::json!({
+            "id": "quota", "path": "/q", "methods": ["GET"], "origin": "o",
+            "auth": {"providers": ["keys"]}, "quota": "per-consumer"
+        }));
+    }
+    doc["routes"] = serde_json::Value::Array(routes);
+    doc.to_string()
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(s.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `GET path` with extra headers; returns (status, body). Panics only on transport failure.
+fn get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+/// Poll `check` every 250 ms until it holds or `limit` passes.
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+#[ignore = "needs wrangler (npm ci), worker-build and wasm-bindgen 0.2.130"]
+fn config_hot_reload_within_ttl_and_broken_policy_keeps_last_good() {
+    let _guard = serial();
+    let o = origin();
+    let mut target = WorkersTarget::new(build()).expect("target");
+    let base = target
+        .start(&policy(&o.origin.url(), 2, "a", None), &BTreeMap::new())
+        .expect("start");
+    assert_eq!(get(&base, "/a/x", &[]).0, 200);
+    assert_eq!(get(&base, "/b/x", &[]).0, 404);
+
+    // A new policy in KV: served within config_ttl_s (2 s), plus KV's own propagation.
+    target
+        .put_config(&policy(&o.origin.url(), 2, "b", None))
+        .expect("put");
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || get(&base, "/b/x", &[]).0 == 200),
+        "the new policy was not picked up; {}",
+        target.diagnostics()
+    );
+    println!("hot reload took {:?}", started.elapsed());
+    assert_eq!(get(&base, "/a/x", &[]).0, 404);
+
+    // A broken policy never replaces the good one, and its problems are logged with pointers.
+    target
+        .put_config(r#"{"version": 1, "origins": {}, "routes": [], "bogus": true}"#)
+        .expect("put");
+    std::thread::sleep(Duration::from_secs(5));
+    for _ in 0..5 {
+        assert_eq!(get(&base, "/b/x", &[]).0, 200, "last good policy kept");
+    }
+    let logs = target.diagnostics();
+    assert!(
+        logs.contains("/bogus"),
+        "problems logged with pointers:\n{logs}"
+    );
+
+    // And a deleted key keeps the last good policy too.
+    target.delete_config().expect("delete");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(get(&base, "/b/x", &[]).0, 200);
+    target.stop();
+}
+
+#[test]
+#[ignore = "needs wrangler (npm ci), worker-build and wasm-bindgen 0.2.130"]
+fn no_policy_answers_503_and_forwards_nothing() {
+    let _guard = serial();
+    let o = origin();
+    let mut target = WorkersTarget::new(build()).expect("target");
+
+    // Missing key.
+    let base = target.start_with(None, &BTreeMap::new()).expect("start");
+    let (status, body) = get(&base, "/a/x", &[("x-conformance-id", "np1")]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("urn:portcullis:problem:no-policy"), "{body}");
+    assert_eq!(o.origin.count("np1"), 0);
+
+    // Invalid policy, never a good one.
+    let base = target
+        .start_with(Some(r#"{"version": 2}"#), &BTreeMap::new())
+        .expect("start");
+    let (status, body) = get(&base, "/a/x", &[("x-conformance-id", "np2")]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no-policy"), "{body}");
+    assert_eq!(o.origin.count("np2"), 0);
+
+    // A good policy arriving later is picked up (retried about every second).
+    target
+        .put_config(&policy(&o.origin.url(), 30, "a", None))
+        .expect("put");
+    assert!(eventually(Duration::from_secs(10), || get(
+        &base,
+        "/a/x",
+        &[]
+    )
+    .0 == 200));
+    target.stop();
+}
+
+#[test]
+#[ignore = "needs wrangler (npm ci), worker-build and wasm-bindgen 0.2.130"]
+fn quota_is_exact_under_concurrency_and_survives_a_restart() {
+    let _guard = serial();
+    let o = origin();
+    let mut target = WorkersTarget::new(build()).expect("target");
+    let base = target
+        .start(
+            &policy(&o.origin.url(), 30, "a", Some(12)),
+            &BTreeMap::new(),
+        )
+        .expect("start");
+    // 20 at once for one consumer: exactly 12 admitted.
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                let id = format!("burst-{i}");
+                get(
+                    &base,
+                    "/q",
+                    &[("x-api-key", "k1-TEST-ONLY-key"), ("x-conformance-id", &id)],
+                )
+                .0
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (ok, limited),
+        (12, 8),
+        "statuses: {statuses:?}\n{}",
+        target.diagnostics()
+    );
+    let arrived: usize = (0..20).map(|i| o.origin.count(&format!("burst-{i}"))).sum();
+    assert_eq!(arrived, 12);
+
+    // The state is in the SQLite-backed Durable Object: a restart does not reset it.
+    let base = target.restart().expect("restart");
+    let (status, body) = get(&base, "/q", &[("x-api-key", "k1-TEST-ONLY-key")]);
+    assert_eq!(status, 429, "quota state lost across a restart: {body}");
+    target.stop();
+}
