@@ -71,6 +71,7 @@ pub(crate) fn check_head(route: &Route, parts: &Parts) -> Result<BodyPlan, Rejec
         }
     }
     if let Some(schema) = &rules.query_schema {
+        let schema = schema.get().map_err(|_| broken_schema())?;
         let query = parse_query(parts.uri.query().unwrap_or(""))?;
         let errors = schema.errors(&query);
         if !errors.is_empty() {
@@ -88,6 +89,16 @@ pub(crate) fn check_head(route: &Route, parts: &Parts) -> Result<BodyPlan, Rejec
         (false, Some(limit)) => BodyPlan::Inspect { limit },
         (false, None) => BodyPlan::Stream,
     })
+}
+
+/// The refusal for a route whose schema did not compile when first used: the gateway cannot
+/// check the request, so it does not forward it (503 `no-policy`).
+pub(crate) fn broken_schema() -> Reject {
+    Reject::new(
+        RejectKind::NoPolicy,
+        "invalid_schema",
+        "The gateway's policy cannot be applied to this route.",
+    )
 }
 
 /// Body limit for schema-checked routes that set no `max_body_bytes`.
@@ -161,6 +172,7 @@ pub(crate) fn check_body(route: &Route, bytes: &[u8]) -> Result<(), Reject> {
     let Some(schema) = &route.request.body_schema else {
         return Ok(());
     };
+    let schema = schema.get().map_err(|_| broken_schema())?;
     let value = json::parse_strict(bytes).map_err(|e| {
         Reject::new(
             RejectKind::InvalidBody {

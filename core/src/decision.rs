@@ -24,7 +24,7 @@ use crate::body::{self, BodyPlan, RequestBody};
 use crate::config::Policy;
 use crate::fetch::Fetch;
 use crate::forward::{self, Forward, ForwardBody};
-use crate::jwks::{KeyEvent, KeyRing};
+use crate::jwks::{KeyEvent, KeyRing, KeySetState};
 use crate::path;
 use crate::problem::Reject;
 use crate::quota::{self, CounterStore};
@@ -78,6 +78,10 @@ pub struct LogFacts {
     pub key_events: Vec<(String, KeyEvent)>,
     /// The authenticated consumer, when there is one.
     pub consumer: Option<String>,
+    /// Problems found in the policy while deciding: a schema compiled on first use
+    /// ([`crate::config::SchemaCompilation::OnFirstUse`]) that turned out broken. Adapters log
+    /// them, with their JSON pointers, for the operator.
+    pub policy_problems: Vec<crate::ConfigError>,
 }
 
 /// A compiled policy, ready to decide requests. Cheap to share: it is immutable.
@@ -156,6 +160,48 @@ impl Gateway {
         out
     }
 
+    /// Names of the remote key sets, one per provider with a `jwks_url` or `oidc_issuer`:
+    /// `{provider}:{source fingerprint}`, so a name changes whenever the provider's key source
+    /// does. Runtimes that keep no memory between requests keep each [`KeySetState`] in a store
+    /// under its name ([`Gateway::key_sets`], [`Gateway::restore_key_set`]).
+    pub fn key_set_names(&self) -> Vec<String> {
+        self.remote_providers().map(|(_, name)| name).collect()
+    }
+
+    /// Every remote key set's current state, by name (see [`Gateway::key_set_names`]).
+    pub async fn key_sets(&self) -> Vec<(String, KeySetState)> {
+        let mut out = Vec::new();
+        for (index, name) in self.remote_providers() {
+            if let Some(state) = self.keys.state(index).await {
+                out.push((name, state));
+            }
+        }
+        out
+    }
+
+    /// Start from a key-set state kept in a store, so a fresh instance does not fetch keys
+    /// another one already has. A name this policy does not have is ignored (returns `false`).
+    pub async fn restore_key_set(&self, name: &str, state: KeySetState) -> bool {
+        match self.remote_providers().find(|(_, n)| n == name) {
+            Some((index, _)) => self.keys.set_state(index, state).await,
+            None => false,
+        }
+    }
+
+    fn remote_providers(&self) -> impl Iterator<Item = (usize, String)> + '_ {
+        self.policy
+            .providers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, provider)| {
+                let cfg = provider.remote_keys()?;
+                Some((
+                    index,
+                    format!("{}:{}", provider.name, cfg.source.fingerprint()),
+                ))
+            })
+    }
+
     /// The policy this gateway enforces.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -183,6 +229,7 @@ impl Gateway {
             path: crate::log::clip(raw_path),
             consumer: None,
             key_events: Vec::new(),
+            policy_problems: Vec::new(),
         };
         let decision = match self.run(&parts, body, ctx, store, fetch, &mut log).await {
             Ok(forward) => Decision::Forward(Box::new(forward)),
@@ -222,6 +269,10 @@ impl Gateway {
         .await?;
         log.consumer = principal.as_ref().map(|p| p.consumer.clone());
         let permit = crate::authz::check(routed.route, principal.as_deref())?;
+        if let Err(problem) = routed.route.request.compile_schemas() {
+            log.policy_problems.push(problem);
+            return Err(body::broken_schema());
+        }
         let plan = body::check_head(routed.route, parts)?;
         let body = match plan {
             BodyPlan::Stream => ForwardBody::Stream(body),

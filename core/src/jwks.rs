@@ -47,6 +47,19 @@ pub enum RemoteSource {
     OidcIssuer(String),
 }
 
+impl RemoteSource {
+    /// A short, stable digest of the source (its kind and URL). State kept under a name that
+    /// includes it is never applied to a provider whose source has changed.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let text = match self {
+            RemoteSource::JwksUrl(url) => format!("jwks_url {url}"),
+            RemoteSource::OidcIssuer(issuer) => format!("oidc_issuer {issuer}"),
+        };
+        hex::encode(&Sha256::digest(text.as_bytes())[..16])
+    }
+}
+
 /// Shortest `Cache-Control: max-age` honoured, seconds.
 pub const MIN_MAX_AGE_S: u64 = 60;
 /// Longest `Cache-Control: max-age` honoured, seconds.
@@ -433,6 +446,25 @@ impl KeyRing {
             }
         })
         .await
+    }
+
+    /// A copy of provider `index`'s state, once no fetch for it is in progress.
+    pub async fn state(&self, index: usize) -> Option<KeySetState> {
+        Some(self.slot(index)?.state.lock().await.clone())
+    }
+
+    /// Replace provider `index`'s state with one kept outside this ring (see [`KeySetState`]),
+    /// rebuilding its parsed keys. Returns whether the provider has a remote key source.
+    pub async fn set_state(&self, index: usize, mut state: KeySetState) -> bool {
+        let Some(slot) = self.slot(index) else {
+            return false;
+        };
+        state.restore();
+        let mut held = slot.state.lock().await;
+        *held = state;
+        slot.generation
+            .store(held.fetched_at.unwrap_or(0), Ordering::Release);
+        true
     }
 
     /// Whether provider `index` holds a usable set at `now`.

@@ -45,11 +45,14 @@ pub mod time;
 pub mod token_cache;
 
 pub use body::{BodyError, RequestBody};
-pub use config::{ConfigError, ConfigErrorKind, ConfigErrors, NoSecrets, Policy, Secrets};
+pub use config::{
+    ConfigError, ConfigErrorKind, ConfigErrors, NoSecrets, Policy, SchemaCompilation, Secrets,
+};
 pub use decision::{Decision, Gateway, LogFacts, Outcome, RequestContext};
 pub use fetch::{Fetch, FetchError, FetchResponse, NoFetch};
 pub use forward::{Forward, ForwardBody};
 pub use json::parse_strict as parse_json_strict;
+pub use jwks::KeySetState;
 pub use problem::{FieldError, Reject, RejectKind};
 pub use quota::{CounterStore, MemoryStore, Rate, State, StoreError, Verdict};
 pub use time::UnixTime;

@@ -17,7 +17,7 @@ use crate::api_key::ApiKeyProvider;
 use crate::jwt::JwtProvider;
 use crate::quota::Rate;
 use crate::route::Template;
-use crate::schema::Schema;
+use crate::schema::RouteSchema;
 
 /// Where `secret_env` values come from: environment variables natively, Worker secrets,
 /// Spin variables. The core never reads the environment itself.
@@ -58,10 +58,34 @@ pub struct Policy {
     pub(crate) api_key_headers: Vec<HeaderName>,
 }
 
+/// When a policy's JSON Schemas (`body_schema`, `query_schema`) are compiled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SchemaCompilation {
+    /// Every schema, at load: a broken one is reported with every other problem. For runtimes
+    /// that load a policy once and keep it.
+    #[default]
+    AtLoad,
+    /// Each route's schemas when a request first needs them; everything else is still checked at
+    /// load. For runtimes that compile the policy on every request (Spin), where compiling every
+    /// route's schemas would dominate each request, and which have already validated this exact
+    /// text once with [`SchemaCompilation::AtLoad`]. Should a schema still fail to compile, its
+    /// requests get 503 `no-policy` and the problem is in [`crate::LogFacts::policy_problems`].
+    OnFirstUse,
+}
+
 impl Policy {
     /// Parse, validate and compile a policy file. `secrets` resolves `secret_env` names.
     pub fn from_json(text: &str, secrets: &dyn Secrets) -> Result<Policy, ConfigErrors> {
-        read::policy(text, secrets)
+        read::policy(text, secrets, SchemaCompilation::AtLoad)
+    }
+
+    /// [`Policy::from_json`], choosing when JSON Schemas are compiled.
+    pub fn from_json_with(
+        text: &str,
+        secrets: &dyn Secrets,
+        schemas: SchemaCompilation,
+    ) -> Result<Policy, ConfigErrors> {
+        read::policy(text, secrets, schemas)
     }
 
     /// Origins by name and URL, for adapters that warm connection pools or list them.
@@ -192,8 +216,21 @@ pub(crate) struct RequestRules {
     pub(crate) max_body_bytes: Option<u64>,
     /// Accepted media types, lower case, without parameters.
     pub(crate) content_types: Vec<String>,
-    pub(crate) body_schema: Option<Schema>,
-    pub(crate) query_schema: Option<Schema>,
+    pub(crate) body_schema: Option<RouteSchema>,
+    pub(crate) query_schema: Option<RouteSchema>,
+}
+
+impl RequestRules {
+    /// Compile this route's schemas if they were deferred; the first problem if one is broken.
+    pub(crate) fn compile_schemas(&self) -> Result<(), ConfigError> {
+        for schema in [&self.body_schema, &self.query_schema]
+            .into_iter()
+            .flatten()
+        {
+            schema.get().map_err(Clone::clone)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

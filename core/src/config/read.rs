@@ -10,18 +10,19 @@ use serde_json::{Map, Value};
 
 use super::{
     ConfigError, ConfigErrorKind, ConfigErrors, OnStoreError, Origin, Policy, Provider,
-    ProviderKind, Quota, QuotaBy, RequestRules, Route, RouteAuth, Secrets,
+    ProviderKind, Quota, QuotaBy, RequestRules, Route, RouteAuth, SchemaCompilation, Secrets,
 };
 use crate::api_key::{ApiKey, ApiKeyProvider};
 use crate::jwks::{RemoteKeys, RemoteSource};
 use crate::jwt::{Algorithm, Jwk, JwtProvider, JwtSettings, KeySource};
 use crate::quota::Rate;
 use crate::route::Template;
-use crate::schema::Schema;
+use crate::schema::RouteSchema;
 
 /// Collects problems while walking the document.
 struct Reader {
     errors: Vec<ConfigError>,
+    schemas: SchemaCompilation,
 }
 
 /// `base` + `/` + escaped `token` (RFC 6901).
@@ -165,7 +166,11 @@ impl Reader {
     }
 }
 
-pub(super) fn policy(text: &str, secrets: &dyn Secrets) -> Result<Policy, ConfigErrors> {
+pub(super) fn policy(
+    text: &str,
+    secrets: &dyn Secrets,
+    schemas: SchemaCompilation,
+) -> Result<Policy, ConfigErrors> {
     let doc = crate::json::parse_strict(text.as_bytes()).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             pointer: String::new(),
@@ -176,7 +181,10 @@ pub(super) fn policy(text: &str, secrets: &dyn Secrets) -> Result<Policy, Config
             },
         }])
     })?;
-    let mut r = Reader { errors: Vec::new() };
+    let mut r = Reader {
+        errors: Vec::new(),
+        schemas,
+    };
     let policy = read_policy(&mut r, &doc, secrets);
     match policy {
         Some(p) if r.errors.is_empty() => Ok(p),
@@ -1048,12 +1056,15 @@ fn read_request_rules(r: &mut Reader, v: &Value, at: &str) -> Option<RequestRule
     })
 }
 
-fn compile_schema(r: &mut Reader, v: &Value, at: &str) -> Option<Schema> {
-    match Schema::compile(v) {
-        Ok(s) => Some(s),
-        Err((pointer, why)) => {
-            r.invalid(format!("{at}{pointer}"), why);
-            None
-        }
+fn compile_schema(r: &mut Reader, v: &Value, at: &str) -> Option<RouteSchema> {
+    match r.schemas {
+        SchemaCompilation::OnFirstUse => Some(RouteSchema::deferred(v.clone(), at)),
+        SchemaCompilation::AtLoad => match RouteSchema::compile_now(v, at) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                r.errors.push(e);
+                None
+            }
+        },
     }
 }
