@@ -44,6 +44,20 @@ impl std::fmt::Display for FetchError {
 pub trait Fetch {
     /// GET `url`, giving up after `timeout` (for the whole response, body included).
     async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError>;
+
+    /// Sleep for `step` on the calling request's own timer and return `true`, or return `false`
+    /// at once if the runtime has no such need (the default).
+    ///
+    /// Why it exists: requests that need a provider's key set while another request is fetching
+    /// it wait for that fetch rather than start their own (see `jwks::KeyRing`). By default they
+    /// queue on the provider's lock and the fetching request wakes them. Some runtimes cannot do
+    /// that: workerd binds I/O to the request that started it, and a request woken from another
+    /// request's fetch would run on inside that request's context. There the waiter polls the
+    /// lock instead, sleeping with this between tries, and is never woken by anyone else.
+    async fn pause(&self, step: Duration) -> bool {
+        let _ = step;
+        false
+    }
 }
 
 /// For policies with no remote key sources: every fetch fails.
@@ -62,10 +76,18 @@ impl<T: Fetch + ?Sized> Fetch for std::sync::Arc<T> {
     async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
         (**self).get(url, timeout).await
     }
+
+    async fn pause(&self, step: Duration) -> bool {
+        (**self).pause(step).await
+    }
 }
 
 impl<T: Fetch + ?Sized> Fetch for &T {
     async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
         (**self).get(url, timeout).await
+    }
+
+    async fn pause(&self, step: Duration) -> bool {
+        (**self).pause(step).await
     }
 }

@@ -354,7 +354,9 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// Every remote provider's key-set state, one async lock each: the lock is what makes concurrent
-/// requests share one refetch instead of each starting their own.
+/// requests share one refetch instead of each starting their own. A request waits for the lock
+/// either queued on it or, where the runtime asks for that ([`Fetch::pause`]), by polling it on
+/// its own timer.
 #[derive(Debug)]
 pub struct KeyRing {
     slots: Vec<Option<Slot>>,
@@ -368,9 +370,23 @@ struct Slot {
     generation: AtomicU64,
 }
 
+/// How often a request that may not queue on the lock (see [`Fetch::pause`]) tries it again.
+const LOCK_POLL_STEP: Duration = Duration::from_millis(2);
+
 impl Slot {
-    async fn locked<R>(&self, f: impl AsyncFnOnce(&mut KeySetState) -> R) -> R {
-        let mut state = self.state.lock().await;
+    async fn locked<R, F: Fetch + ?Sized>(
+        &self,
+        fetch: &F,
+        f: impl AsyncFnOnce(&mut KeySetState) -> R,
+    ) -> R {
+        let mut state = loop {
+            if let Some(state) = self.state.try_lock() {
+                break state;
+            }
+            if !fetch.pause(LOCK_POLL_STEP).await {
+                break self.state.lock().await;
+            }
+        };
         let out = f(&mut state).await;
         self.generation
             .store(state.fetched_at.unwrap_or(0), Ordering::Release);
@@ -407,7 +423,7 @@ impl KeyRing {
         events: &mut Vec<KeyEvent>,
     ) -> Result<(Arc<[Jwk]>, u64), KeysUnavailable> {
         let slot = self.slot(index).ok_or(KeysUnavailable)?;
-        slot.locked(async |state: &mut KeySetState| {
+        slot.locked(fetch, async |state: &mut KeySetState| {
             if state.plan(cfg, kid, now) == Plan::Fetch {
                 events.extend(state.refresh(cfg, fetch, now).await);
             }
@@ -438,7 +454,7 @@ impl KeyRing {
         let Some(slot) = self.slot(index) else {
             return Vec::new();
         };
-        slot.locked(async |state: &mut KeySetState| {
+        slot.locked(fetch, async |state: &mut KeySetState| {
             if (force || state.due(now)) && state.may_fetch(cfg, now) {
                 state.refresh(cfg, fetch, now).await
             } else {

@@ -1,7 +1,6 @@
 //! Outbound `fetch`: key sets for the core ([`WorkerFetch`]) and forwarded requests for the
 //! origin ([`send_to_origin`]), each with a timeout; redirects are never followed.
 
-use std::cell::Cell;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
@@ -28,49 +27,8 @@ pub enum OriginError {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WorkerFetch;
 
-thread_local! {
-    static KEY_FETCHES: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Whether a key-set fetch is in flight in this isolate.
-///
-/// Why it matters: workerd binds I/O to the request whose code started it. A request that waited
-/// on the core's key-set lock would be woken, and run on, inside the fetching request's context,
-/// and its own origin response would then belong to the wrong request (a 500). So requests wait
-/// for in-flight key fetches on their own timers ([`wait_for_key_fetches`]) before deciding, and
-/// never queue on the lock itself.
-pub fn key_fetch_in_flight() -> bool {
-    KEY_FETCHES.get() > 0
-}
-
-/// Wait, on this request's own timers, until no key-set fetch is in flight (at most `limit`).
-pub async fn wait_for_key_fetches(limit: Duration) {
-    let mut waited = Duration::ZERO;
-    let step = Duration::from_millis(2);
-    while key_fetch_in_flight() && waited < limit {
-        Delay::from(step).await;
-        waited += step;
-    }
-}
-
-struct InFlight;
-
-impl InFlight {
-    fn start() -> Self {
-        KEY_FETCHES.set(KEY_FETCHES.get().saturating_add(1));
-        InFlight
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        KEY_FETCHES.set(KEY_FETCHES.get().saturating_sub(1));
-    }
-}
-
 impl Fetch for WorkerFetch {
     async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
-        let _in_flight = InFlight::start();
         let controller = web_sys::AbortController::new().map_err(|e| failed(&e))?;
         let whole = async {
             let init = web_sys::RequestInit::new();
@@ -107,6 +65,14 @@ impl Fetch for WorkerFetch {
                 Err(FetchError::Timeout)
             }
         }
+    }
+
+    /// workerd binds I/O, and wake-ups, to the request that started them: a request queued on
+    /// the core's key-set lock would be woken from the fetching request and run on in its
+    /// context (its own origin response would then fail). So it polls on its own timer instead.
+    async fn pause(&self, step: Duration) -> bool {
+        Delay::from(step).await;
+        true
     }
 }
 

@@ -32,9 +32,6 @@ pub mod quota;
 /// the edge overwrites whatever the client sent; behind any other proxy it is client-controlled.
 pub const CLIENT_IP_HEADER: &str = "cf-connecting-ip";
 
-/// Longest a request waits for another request's key-set fetch before deciding anyway.
-const KEY_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
-
 #[event(fetch)]
 async fn main(
     request: worker::Request,
@@ -56,8 +53,6 @@ async fn main(
         client_ip: client_ip(request.headers()),
     };
     let id = request_ctx.request_id.clone();
-    // Never queue on another request's key fetch (see `fetch::key_fetch_in_flight`).
-    fetch::wait_for_key_fetches(KEY_WAIT_LIMIT).await;
     let Some((gateway, fresh)) = policy::current(&env, started).await else {
         let reject = Reject::new(
             RejectKind::NoPolicy,

@@ -292,3 +292,83 @@ fn key_urls_must_be_https_except_loopback() {
     assert!(check_key_url("http://127.0.0.1.evil.example/jwks").is_err());
     assert!(check_key_url("file:///etc/passwd").is_err());
 }
+
+/// A fetcher whose answers take one scheduler turn, so a second request finds the fetch in
+/// flight; with `polls`, it is a runtime whose requests may not queue on each other.
+#[derive(Default)]
+struct SlowScript {
+    script: Script,
+    polls: bool,
+    pauses: RefCell<usize>,
+}
+
+/// Pending once, then ready: one turn of a single-threaded executor.
+struct Turn(bool);
+
+impl std::future::Future for Turn {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+impl Fetch for SlowScript {
+    async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
+        Turn(false).await;
+        self.script.get(url, timeout).await
+    }
+
+    async fn pause(&self, _: Duration) -> bool {
+        if !self.polls {
+            return false;
+        }
+        *self.pauses.borrow_mut() += 1;
+        Turn(false).await;
+        true
+    }
+}
+
+fn two_concurrent_requests(fetch: &SlowScript) -> [Vec<String>; 2] {
+    let ring = KeyRing::new([true]);
+    let one = || async {
+        let mut events = Vec::new();
+        let (keys, _) = ring
+            .keys_for(0, &cfg(), Some("ec-256"), at(0), fetch, &mut events)
+            .await
+            .unwrap();
+        keys.iter()
+            .filter_map(|k| k.kid.clone())
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = futures_executor::block_on(futures_util::future::join(one(), one()));
+    [a, b]
+}
+
+#[test]
+fn concurrent_requests_share_one_fetch_by_queueing_on_the_lock() {
+    let f = SlowScript::default();
+    f.script.push(ok(jwks(&["ec-256"]), None));
+    assert_eq!(two_concurrent_requests(&f), [["ec-256"], ["ec-256"]]);
+    assert_eq!(f.script.count(), 1);
+    assert_eq!(*f.pauses.borrow(), 0);
+}
+
+#[test]
+fn concurrent_requests_share_one_fetch_by_polling_where_they_may_not_queue() {
+    let f = SlowScript {
+        polls: true,
+        ..SlowScript::default()
+    };
+    f.script.push(ok(jwks(&["ec-256"]), None));
+    assert_eq!(two_concurrent_requests(&f), [["ec-256"], ["ec-256"]]);
+    assert_eq!(f.script.count(), 1, "the waiter must not fetch again");
+    assert!(*f.pauses.borrow() > 0, "the waiter must have polled");
+}
