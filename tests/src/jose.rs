@@ -466,6 +466,19 @@ pub struct TokenSpec {
     pub tamper: Option<String>,
 }
 
+/// A plain compact JWS of `claims`, signed by `key` with its own algorithm and `kid` (for load
+/// generation, where each request may need a fresh token).
+pub fn signed(key: &Key, claims: &Value) -> anyhow::Result<String> {
+    let header = serde_json::json!({"alg": key.alg, "typ": "JWT", "kid": key.name});
+    let input = format!(
+        "{}.{}",
+        b64(serde_json::to_string(&header)?.as_bytes()),
+        b64(serde_json::to_string(claims)?.as_bytes())
+    );
+    let signature = key.sign(&key.alg, input.as_bytes())?;
+    Ok(format!("{input}.{}", b64(&signature)))
+}
+
 /// Make every token in `source` with `keys`.
 pub fn mint_all(
     source: &TokenSource,

@@ -23,6 +23,7 @@
 pub mod client;
 pub mod idp;
 pub mod jose;
+pub mod latency;
 pub mod origin;
 pub mod runner;
 pub mod target;

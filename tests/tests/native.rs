@@ -297,3 +297,18 @@ fn valid_configs_are_accepted() {
         failures.join("\n")
     );
 }
+
+/// The latency measurement the edge targets report (`portcullis_conformance::latency`), run
+/// against the native gateway with few requests: it checks that every case gets its 200 (a
+/// signature or policy problem in the measuring setup would otherwise only show on the edge).
+/// The figures are printed, not judged: speed is measured in benchmarks, not asserted in tests.
+#[test]
+fn latency_measurement_cases_are_admitted() {
+    let _guard = serial();
+    let mut native = NativeTarget::new(binary()).expect("temp dir");
+    let (figures, table) =
+        portcullis_conformance::latency::run_standard(&mut native, 2, 20).expect("measure");
+    println!("{table}");
+    assert_eq!(figures.len(), 6);
+    assert!(figures.iter().all(|f| f.requests == 20));
+}

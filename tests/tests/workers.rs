@@ -297,3 +297,18 @@ fn quota_is_exact_under_concurrency_and_survives_a_restart() {
     assert_eq!(status, 429, "quota state lost across a restart: {body}");
     target.stop();
 }
+
+/// The README's Workers figures: latency added by the Worker under `wrangler dev --local`
+/// against the origin called directly, and the cost of an uncached RS256 and ES256 check (the
+/// p50 of that case minus the public route's, requests sent one at a time, so workerd's single
+/// thread does nothing else meanwhile). Printed, not judged; every request must get its 200.
+#[test]
+#[ignore = "needs wrangler (npm ci), worker-build and wasm-bindgen 0.2.130"]
+fn latency_and_signature_cost_figures() {
+    let _guard = serial();
+    let mut target = WorkersTarget::new(build()).expect("target");
+    let (figures, table) =
+        portcullis_conformance::latency::run_standard(&mut target, 20, 300).expect("measure");
+    println!("workers (wrangler dev --local), sequential requests on one connection:\n{table}");
+    assert_eq!(figures.len(), 6);
+}
