@@ -1,0 +1,58 @@
+//! The client's request body as the core sees it: `wasi:http`'s incoming body stream, spliced to
+//! the origin untouched, or read up to a limit when the route inspects it.
+
+use portcullis_core::{BodyError, RequestBody};
+use spin_sdk::http::IncomingRequest;
+use spin_sdk::wit::wasi::http0_2_0::types::IncomingBody;
+use wasi::io::streams::InputStream;
+
+use crate::io;
+
+/// The client's body. Empty when the host gave none.
+pub struct ClientBody {
+    // Declared before `_body`: the stream is a child resource and must be dropped first.
+    stream: Option<InputStream>,
+    _body: Option<IncomingBody>,
+}
+
+impl ClientBody {
+    /// Take the body out of `request` (its head has been read already).
+    pub fn of(request: &IncomingRequest) -> Self {
+        let body = request.consume().ok();
+        let stream = body.as_ref().and_then(|b| b.stream().ok());
+        ClientBody {
+            stream,
+            _body: body,
+        }
+    }
+
+    /// The stream to splice to the origin, if there is a body at all.
+    pub fn stream(&self) -> Option<&InputStream> {
+        self.stream.as_ref()
+    }
+}
+
+impl std::fmt::Debug for ClientBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientBody")
+    }
+}
+
+impl RequestBody for ClientBody {
+    async fn read_to_limit(self, limit: u64) -> Result<Vec<u8>, BodyError> {
+        let Some(stream) = &self.stream else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        while let Some(chunk) = io::read_chunk(stream)
+            .await
+            .map_err(|_| BodyError::Aborted)?
+        {
+            if (out.len() as u64).saturating_add(chunk.len() as u64) > limit {
+                return Err(BodyError::TooLarge);
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,144 @@
+//! Waiting without blocking the instance: WASI pollables as futures, deadlines, and body streams.
+//!
+//! One request runs per instance, but within it several things wait at once (the origin's
+//! response, the client's body going up, a deadline), so nothing here uses the blocking WASI
+//! calls. Every wait registers a pollable with Spin's executor (`spin_executor`), which polls them
+//! all with `wasi:io/poll` and re-polls the request's future when one is ready.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
+use spin_executor::CancelOnDropToken;
+use wasi::clocks::monotonic_clock;
+use wasi::io::poll::Pollable;
+use wasi::io::streams::{InputStream, OutputStream, StreamError};
+
+/// Largest chunk read or spliced at once.
+const CHUNK: u64 = 64 * 1024;
+
+/// Resolve once the pollable `subscribe` returns is ready. `subscribe` is called on every poll,
+/// since the executor consumes the pollables it finds ready.
+pub async fn ready(subscribe: impl Fn() -> Pollable) {
+    // Dropping a registration's token withdraws it: replacing it on every poll keeps them from
+    // piling up, and it is dropped with this future when a caller stops waiting.
+    let mut registration: Option<CancelOnDropToken> = None;
+    std::future::poll_fn(move |cx| {
+        let pollable = subscribe();
+        if pollable.ready() {
+            drop(registration.take());
+            return Poll::Ready(());
+        }
+        let token = spin_executor::push_waker_and_get_token(pollable, cx.waker().clone());
+        drop(registration.replace(token.into()));
+        Poll::Pending
+    })
+    .await
+}
+
+/// Resolve after `duration` on the monotonic clock.
+pub async fn sleep(duration: Duration) {
+    let deadline = monotonic_clock::now().saturating_add(nanos(duration));
+    ready(|| monotonic_clock::subscribe_instant(deadline)).await
+}
+
+/// `future`'s output, or `None` if `timeout` passes first (the future is then dropped, which
+/// cancels whatever it was waiting on).
+pub async fn within<F: Future>(timeout: Duration, future: F) -> Option<F::Output> {
+    match select(pin!(future), pin!(sleep(timeout))).await {
+        Either::Left((output, _)) => Some(output),
+        Either::Right(_) => None,
+    }
+}
+
+/// `duration` in nanoseconds, saturating (WASI durations are `u64` nanoseconds).
+pub fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Why a stream copy stopped early.
+#[derive(Debug)]
+pub enum CopyError {
+    /// Reading the source failed (the peer went away or sent a malformed body).
+    Read(String),
+    /// Writing the destination failed.
+    Write(String),
+}
+
+/// Read the next chunk, or `None` at the end of the stream.
+pub async fn read_chunk(input: &InputStream) -> Result<Option<Vec<u8>>, String> {
+    loop {
+        match input.read(CHUNK) {
+            Ok(chunk) if chunk.is_empty() => ready(|| input.subscribe()).await,
+            Ok(chunk) => return Ok(Some(chunk)),
+            Err(StreamError::Closed) => return Ok(None),
+            Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+        }
+    }
+}
+
+/// Write all of `bytes`, waiting for the stream to accept them, then flush.
+pub async fn write_all(output: &OutputStream, mut bytes: &[u8]) -> Result<(), String> {
+    let failed = |e: StreamError| match e {
+        StreamError::Closed => "stream closed".to_owned(),
+        StreamError::LastOperationFailed(e) => e.to_debug_string(),
+    };
+    while !bytes.is_empty() {
+        let permitted = output.check_write().map_err(failed)?;
+        if permitted == 0 {
+            ready(|| output.subscribe()).await;
+            continue;
+        }
+        let n = usize::try_from(permitted)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        output.write(&bytes[..n]).map_err(failed)?;
+        bytes = &bytes[n..];
+    }
+    output.flush().map_err(failed)?;
+    // Wait for the flush to complete, so an error in it is seen here.
+    loop {
+        match output.check_write() {
+            Ok(0) => ready(|| output.subscribe()).await,
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(failed(e)),
+        }
+    }
+}
+
+/// Copy `input` to `output` until `input` ends, in the host (`splice`), never holding more than
+/// one chunk. Returns the number of bytes copied.
+pub async fn copy(input: &InputStream, output: &OutputStream) -> Result<u64, CopyError> {
+    let mut total = 0u64;
+    loop {
+        let permitted = match output.check_write() {
+            Ok(0) => {
+                ready(|| output.subscribe()).await;
+                continue;
+            }
+            Ok(n) => n,
+            Err(e) => return Err(CopyError::Write(describe(e))),
+        };
+        match output.splice(input, permitted.min(CHUNK)) {
+            Ok(0) => ready(|| input.subscribe()).await,
+            Ok(n) => total = total.saturating_add(n),
+            // `splice` reports the input's end as `closed`: the copy is complete.
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => {
+                // Either side may have failed; a closed or failing input is the usual cause.
+                return Err(CopyError::Read(e.to_debug_string()));
+            }
+        }
+    }
+    output.flush().map_err(|e| CopyError::Write(describe(e)))?;
+    Ok(total)
+}
+
+fn describe(e: StreamError) -> String {
+    match e {
+        StreamError::Closed => "stream closed".to_owned(),
+        StreamError::LastOperationFailed(e) => e.to_debug_string(),
+    }
+}
