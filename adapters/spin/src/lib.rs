@@ -62,6 +62,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let mut headers = fields::header_map(request.headers().entries());
     let client_ip = client_ip(&headers);
     remove_spin_headers(&mut headers);
+    restore_host(&mut headers, request.authority());
     let facts = LogFacts {
         request_id: id.clone(),
         method: request.method().to_string(),
@@ -253,7 +254,10 @@ async fn refuse(out: ResponseOutparam, facts: &LogFacts, started: UnixTime, reje
 
 /// A response the gateway wrote itself (problem documents).
 async fn answer(out: ResponseOutparam, response: http::Response<String>) {
-    let (parts, text) = response.into_parts();
+    let (mut parts, text) = response.into_parts();
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, text.len().into());
     let response = OutgoingResponse::new(fields::fields(&parts.headers));
     let _ = response.set_status_code(parts.status.as_u16());
     let Ok(body) = response.body() else {
@@ -286,6 +290,17 @@ pub fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
         .map(|a| a.ip())
         .or_else(|_| value.parse::<IpAddr>())
         .ok()
+}
+
+/// A `wasi:http` host may carry the client's `Host` as the request's authority instead of as a
+/// header; put it back, so the policy and the origin (`x-forwarded-host`) see what the client sent.
+fn restore_host(headers: &mut HeaderMap, authority: Option<String>) {
+    if headers.contains_key(http::header::HOST) {
+        return;
+    }
+    if let Some(value) = authority.and_then(|a| http::HeaderValue::try_from(a).ok()) {
+        headers.insert(http::header::HOST, value);
+    }
 }
 
 fn remove_spin_headers(headers: &mut HeaderMap) {
