@@ -276,6 +276,26 @@ impl Key {
         }))
     }
 
+    /// The public key as SPKI PEM (RSA and P-256), for tools that take keys as files.
+    pub fn public_pem(&self) -> anyhow::Result<String> {
+        match &self.key {
+            PrivateKey::Rsa(_) => Ok(String::from_utf8(self.rsa_public(false)?)?),
+            PrivateKey::P256(k) => {
+                use p256::pkcs8::EncodePublicKey;
+                Ok(k.verifying_key().to_public_key_pem(LineEnding::LF)?)
+            }
+            _ => bail!("{}: no PEM form here", self.name),
+        }
+    }
+
+    /// The HMAC secret, for an HMAC fixture.
+    pub fn hmac_secret(&self) -> Option<&str> {
+        match &self.key {
+            PrivateKey::Hmac(secret) => Some(secret),
+            _ => None,
+        }
+    }
+
     /// The RSA public key as SPKI PEM / DER (the bytes an algorithm-confusion attacker would use
     /// as an HMAC secret).
     fn rsa_public(&self, der: bool) -> anyhow::Result<Vec<u8>> {

@@ -1,0 +1,435 @@
+//! The side-by-side benchmark's two Rust halves; `bench/run` does the rest (starting contenders,
+//! driving `wrk`, sampling memory).
+//!
+//! - `portcullis-bench fixtures RUN_DIR ORIGIN_URL`: the Portcullis policies (token cache on and
+//!   off), the keys as PEM and the HMAC secret for HAProxy, token lists and the JSON body.
+//! - `portcullis-bench report RUN_DIR OUT_MD OUT_SVG`: `docs/benchmarks.md` and its chart from the
+//!   run's results, criterion's estimates and the artefact sizes.
+//!
+//! Tokens are signed with the conformance suite's TEST ONLY keys (`tests/keys/`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use portcullis_conformance::jose::{self, Key};
+use serde_json::{json, Value};
+
+/// Unique tokens per algorithm for the cache-miss cases (the Portcullis instance for those runs
+/// has its cache off, so reuse within the list does not turn into hits).
+const UNIQUE_TOKENS: usize = 1000;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["fixtures", run, origin] => fixtures(Path::new(run), origin),
+        ["report", run, md, svg] => report(Path::new(run), Path::new(md), Path::new(svg)),
+        _ => bail!(
+            "usage: portcullis-bench fixtures RUN_DIR ORIGIN_URL | report RUN_DIR OUT_MD OUT_SVG"
+        ),
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Fixtures
+
+fn fixtures(run: &Path, origin: &str) -> anyhow::Result<()> {
+    let keys = jose::load_keys(&portcullis_conformance::suite_dir().join("keys"))?;
+    let key = |name: &str| keys.get(name).ok_or_else(|| anyhow!("no key {name}"));
+    let (rsa, ec, hs) = (key("rsa-1")?, key("ec-p256-1")?, key("hs-1")?);
+    std::fs::create_dir_all(run)?;
+    let write = |name: &str, text: &str| {
+        std::fs::write(run.join(name), text).with_context(|| format!("writing {name}"))
+    };
+    write("policy.json", &policy(origin, rsa, ec, true)?.to_string())?;
+    write(
+        "policy-nocache.json",
+        &policy(origin, rsa, ec, false)?.to_string(),
+    )?;
+    write("rsa.pem", &rsa.public_pem()?)?;
+    write("ec.pem", &ec.public_pem()?)?;
+    write(
+        "hs.secret",
+        hs.hmac_secret()
+            .ok_or_else(|| anyhow!("hs-1 is not HMAC"))?,
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    for (name, key) in [("hs256", hs), ("rs256", rsa), ("es256", ec)] {
+        write(&format!("{name}-one.txt"), &token(key, "user-0", now)?)?;
+        let mut many = String::new();
+        for i in 0..UNIQUE_TOKENS {
+            many.push_str(&token(key, &format!("user-{i}"), now)?);
+            many.push('\n');
+        }
+        write(&format!("{name}-many.txt"), &many)?;
+    }
+    write("over-quota.txt", &token(hs, "over-quota", now)?)?;
+    let note = "x".repeat(900);
+    write(
+        "order.json",
+        &json!({"sku": "ABC-123", "quantity": 2, "note": note}).to_string(),
+    )?;
+    Ok(())
+}
+
+/// The benchmark policy: `/public/*` open; `/jwt/*` for RS256/ES256 (inline JWKS) or HS256
+/// tokens of issuer `https://idp.test` and audience `api`; `POST /orders` with the same tokens
+/// and a JSON Schema; `GET /limited` with a quota of one request per consumer per hour.
+fn policy(origin: &str, rsa: &Key, ec: &Key, cache: bool) -> anyhow::Result<Value> {
+    let mut jwks = Vec::new();
+    for key in [rsa, ec] {
+        let line = key
+            .public_jwk_line()?
+            .ok_or_else(|| anyhow!("no public JWK"))?;
+        jwks.push(serde_json::from_str::<Value>(&line)?);
+    }
+    let providers = json!({"providers": ["idp", "shared"]});
+    Ok(json!({
+        "version": 1,
+        "token_cache_entries": if cache { 10_000 } else { 0 },
+        "origins": {"o": {"url": origin}},
+        "auth": {
+            "idp": {"type": "jwt", "issuer": "https://idp.test", "audiences": ["api"],
+                    "algorithms": ["RS256", "ES256"], "jwks": {"keys": jwks}},
+            "shared": {"type": "jwt", "issuer": "https://idp.test", "audiences": ["api"],
+                       "algorithms": ["HS256"], "secret_env": "BENCH_HS_SECRET"}
+        },
+        "quotas": {"one-per-hour": {"limit": 1, "window_s": 3600, "by": "consumer"}},
+        "routes": [
+            {"id": "public", "path": "/public/{*rest}", "methods": ["GET"], "origin": "o",
+             "auth": "none"},
+            {"id": "jwt", "path": "/jwt/{*rest}", "methods": ["GET"], "origin": "o",
+             "auth": providers},
+            {"id": "orders", "path": "/orders", "methods": ["POST"], "origin": "o",
+             "auth": providers,
+             "request": {
+                "max_body_bytes": 4096,
+                "content_types": ["application/json"],
+                "body_schema": {
+                    "type": "object",
+                    "required": ["sku", "quantity"],
+                    "properties": {
+                        "sku": {"type": "string", "pattern": "^[A-Z0-9-]{3,32}$"},
+                        "quantity": {"type": "integer", "minimum": 1, "maximum": 100},
+                        "note": {"type": "string", "maxLength": 1000}
+                    },
+                    "additionalProperties": false
+                }
+             }},
+            {"id": "limited", "path": "/limited", "methods": ["GET"], "origin": "o",
+             "auth": providers, "quota": "one-per-hour"}
+        ]
+    }))
+}
+
+fn token(key: &Key, sub: &str, now: u64) -> anyhow::Result<String> {
+    jose::signed(
+        key,
+        &json!({"iss": "https://idp.test", "aud": "api", "sub": sub, "iat": now,
+                "exp": now + 86_400}),
+    )
+}
+
+// -------------------------------------------------------------------------------------------
+// Report
+
+/// One `wrk` run: a contender on a case.
+#[derive(Debug, Clone)]
+struct Run {
+    contender: String,
+    case: String,
+    rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    /// Responses whose status was not the one the case expects, plus socket errors.
+    wrong: u64,
+    requests: u64,
+    rss_peak_kb: Option<u64>,
+}
+
+/// Cases in report order, with what each means.
+const CASES: &[(&str, &str)] = &[
+    ("public", "public route, no auth"),
+    ("hs256-cached", "HS256 token, the same on every request"),
+    ("rs256-cached", "RS256 token, the same on every request"),
+    ("es256-cached", "ES256 token, the same on every request"),
+    (
+        "hs256-unique",
+        "HS256, 1000 distinct tokens, token cache off",
+    ),
+    (
+        "rs256-unique",
+        "RS256, 1000 distinct tokens, token cache off",
+    ),
+    (
+        "es256-unique",
+        "ES256, 1000 distinct tokens, token cache off",
+    ),
+    ("body", "HS256 + 1 KB JSON body validated by schema"),
+    ("over-quota", "HS256, consumer over quota: 429"),
+];
+
+const CONTENDERS: &[&str] = &["portcullis", "haproxy", "nginx"];
+
+fn read_runs(dir: &Path) -> anyhow::Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".wrk.json") else {
+            continue;
+        };
+        let Some((contender, case)) = stem.split_once("__") else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path)?;
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .ok_or_else(|| anyhow!("{name}: no result line"))?;
+        let v: Value = serde_json::from_str(line).with_context(|| name.to_owned())?;
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        let expect_429 = case == "over-quota";
+        let status_errors = n("status_errors");
+        let wrong_status = if expect_429 {
+            // wrk counts non-2xx as errors: the quota admits the first request, the rest are 429.
+            n("requests")
+                .saturating_sub(status_errors)
+                .saturating_sub(1)
+        } else {
+            status_errors
+        };
+        let rss = std::fs::read_to_string(dir.join(format!("{stem}.rss")))
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        runs.push(Run {
+            contender: contender.to_owned(),
+            case: case.to_owned(),
+            rps: n("requests") as f64 / (n("duration_us").max(1) as f64 / 1e6),
+            p50_us: n("p50_us"),
+            p99_us: n("p99_us"),
+            p999_us: n("p999_us"),
+            wrong: wrong_status
+                + n("connect_errors")
+                + n("read_errors")
+                + n("write_errors")
+                + n("timeouts"),
+            requests: n("requests"),
+            rss_peak_kb: rss,
+        });
+    }
+    Ok(runs)
+}
+
+/// Criterion medians from `target/criterion`, by benchmark id, in nanoseconds.
+fn criterion(dir: &Path) -> Vec<(String, f64)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.ends_with("new/benchmark.json") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    let mut out = Vec::new();
+    for file in files {
+        let read = |p: &Path| -> Option<Value> {
+            serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
+        };
+        let (Some(meta), Some(est)) = (read(&file), read(&file.with_file_name("estimates.json")))
+        else {
+            continue;
+        };
+        if let (Some(id), Some(ns)) = (
+            meta["full_id"].as_str(),
+            est["median"]["point_estimate"].as_f64(),
+        ) {
+            out.push((id.to_owned(), ns));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn time(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+fn report(run: &Path, md: &Path, svg: &Path) -> anyhow::Result<()> {
+    let runs = read_runs(&run.join("results"))?;
+    if runs.is_empty() {
+        bail!("no results in {}", run.join("results").display());
+    }
+    let meta = std::fs::read_to_string(run.join("meta.md")).unwrap_or_default();
+    let soak = std::fs::read_to_string(run.join("soak.md")).unwrap_or_default();
+    let sizes = std::fs::read_to_string(run.join("sizes.md")).unwrap_or_default();
+    let bench_of = |c: &str, k: &str| runs.iter().find(|r| r.contender == c && r.case == k);
+
+    let mut out = String::new();
+    out.push_str("# Benchmarks\n\n");
+    out.push_str(
+        "Written by `bench/run` (do not edit by hand): every contender on the same machine, in one \
+         run, in front of the same nginx origin on 127.0.0.1, driven by the same `wrk` settings. \
+         Portcullis is the native gateway (`portcullis serve`, release build).\n\n",
+    );
+    out.push_str(&meta);
+    out.push_str("\n## Requests per second and latency\n\n");
+    out.push_str(
+        "Latency columns are milliseconds. *vs best peer* is Portcullis' requests/s divided by \
+         the best other contender's on the same case. *wrong* counts responses with another \
+         status than the case expects, plus socket errors; a run with any is not comparable.\n\n",
+    );
+    out.push_str(
+        "| case | contender | req/s | p50 | p99 | p99.9 | peak RSS | wrong | vs best peer |\n",
+    );
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (case, what) in CASES {
+        let best_peer = runs
+            .iter()
+            .filter(|r| r.case == *case && r.contender != "portcullis")
+            .map(|r| r.rps)
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        for contender in CONTENDERS {
+            let Some(r) = bench_of(contender, case) else {
+                continue;
+            };
+            let ratio = match (contender, best_peer) {
+                (&"portcullis", Some(best)) if best > 0.0 => format!("{:.2}×", r.rps / best),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "| {what} | {contender} | {:.0} | {} | {} | {} | {} | {} | {ratio} |",
+                r.rps,
+                ms(r.p50_us),
+                ms(r.p99_us),
+                ms(r.p999_us),
+                r.rss_peak_kb
+                    .map_or("?".to_owned(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
+                if r.wrong == 0 {
+                    "0".to_owned()
+                } else {
+                    format!("**{} of {}**", r.wrong, r.requests)
+                },
+            );
+        }
+    }
+    out.push_str("\n![requests per second by case and contender](benchmarks.svg)\n\n");
+    out.push_str(&soak);
+    let crit = criterion(&run.join("criterion"));
+    if !crit.is_empty() {
+        out.push_str(
+            "\n## The core alone (criterion)\n\n`cargo bench -p portcullis-core --bench decision`, \
+             median of each benchmark:\n\n| benchmark | median |\n|---|---:|\n",
+        );
+        for (id, ns) in &crit {
+            let _ = writeln!(out, "| {id} | {} |", time(*ns));
+        }
+    }
+    out.push_str(&sizes);
+    let notes = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("notes.md"))
+        .unwrap_or_default();
+    out.push('\n');
+    out.push_str(&notes);
+    std::fs::write(md, out)?;
+    std::fs::write(svg, chart(&runs))?;
+    Ok(())
+}
+
+/// Horizontal bars: requests/s for each case, one bar per contender that ran it.
+fn chart(runs: &[Run]) -> String {
+    let colours: BTreeMap<&str, &str> = [
+        ("portcullis", "#1f6feb"),
+        ("haproxy", "#d29922"),
+        ("nginx", "#8b949e"),
+    ]
+    .into_iter()
+    .collect();
+    let max = runs.iter().map(|r| r.rps).fold(1.0, f64::max);
+    let (label_w, bar_w, row_h, gap) = (330.0, 520.0, 16.0, 12.0);
+    let mut rows = Vec::new();
+    for (case, what) in CASES {
+        let bars: Vec<&Run> = CONTENDERS
+            .iter()
+            .filter_map(|c| runs.iter().find(|r| r.contender == *c && r.case == *case))
+            .collect();
+        if !bars.is_empty() {
+            rows.push((*what, bars));
+        }
+    }
+    let height: f64 = 40.0
+        + rows
+            .iter()
+            .map(|(_, b)| b.len() as f64 * row_h + gap)
+            .sum::<f64>()
+        + 30.0;
+    let width = label_w + bar_w + 120.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" \
+         fill=\"white\"/>\n<text x=\"10\" y=\"20\" font-size=\"14\">requests per second (higher \
+         is better)</text>\n"
+    );
+    let mut y = 40.0;
+    for (what, bars) in rows {
+        let _ = writeln!(
+            s,
+            "<text x=\"10\" y=\"{:.1}\">{}</text>",
+            y + 12.0,
+            xml(what)
+        );
+        for r in bars {
+            let w = (r.rps / max * bar_w).max(1.0);
+            let colour = colours.get(r.contender.as_str()).copied().unwrap_or("#444");
+            let _ = writeln!(
+                s,
+                "<rect x=\"{label_w}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" \
+                 fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{:.1}\">{} {:.0}</text>",
+                row_h - 3.0,
+                label_w + w + 4.0,
+                y + 11.0,
+                r.contender,
+                r.rps
+            );
+            y += row_h;
+        }
+        y += gap;
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
