@@ -32,10 +32,12 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// anyway: a deploy should not wait on a client streaming a huge upload.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Everything a request needs, shared by all connections.
+/// Everything a request needs. The gateway (with its key sets and token cache) and the quota
+/// store are shared by every thread, so decisions and counts are the same whichever thread a
+/// connection lands on; the origin connection pool is one per thread (see [`App::for_thread`]).
 pub struct App {
-    gateway: Gateway,
-    store: MemoryStore,
+    gateway: Arc<Gateway>,
+    store: Arc<MemoryStore>,
     upstream: Upstream,
     fetch: HyperFetch,
 }
@@ -46,8 +48,21 @@ impl App {
     pub fn new(policy: Policy) -> Result<Self, String> {
         let upstream = client::build()?;
         Ok(App {
-            gateway: Gateway::new(policy),
-            store: MemoryStore::new(),
+            gateway: Arc::new(Gateway::new(policy)),
+            store: Arc::new(MemoryStore::new()),
+            fetch: HyperFetch::new(upstream.clone()),
+            upstream,
+        })
+    }
+
+    /// The same gateway and quota store with a connection pool of its own, for one serving
+    /// thread: a pooled origin connection then lives on the thread that uses it, and a request
+    /// never waits on another thread to move its bytes.
+    pub fn for_thread(&self) -> Result<Self, String> {
+        let upstream = client::build()?;
+        Ok(App {
+            gateway: Arc::clone(&self.gateway),
+            store: Arc::clone(&self.store),
             fetch: HyperFetch::new(upstream.clone()),
             upstream,
         })
@@ -124,6 +139,64 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
         () = again.recv() => {}
     }
+}
+
+/// Serve `listener` as [`run`] does, on one accept loop per core, each on a single-threaded
+/// runtime of its own thread (the model of nginx and HAProxy: a connection and its origin
+/// connections stay on one thread, with no hand-offs between threads). The loops share the
+/// listening socket, so the kernel spreads connections among them. Returns once every loop has
+/// drained after `shutdown`.
+pub async fn run_per_core(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let listener = listener
+        .into_std()
+        .map_err(|e| format!("cannot hand the listener to the serving threads: {e}"))?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut loops = Vec::with_capacity(threads);
+    for index in 0..threads {
+        let listener = listener
+            .try_clone()
+            .map_err(|e| format!("cannot share the listener: {e}"))?;
+        let app = Arc::new(app.for_thread()?);
+        let mut stopped = stopped.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("portcullis-serve-{index}"))
+            .spawn(move || -> Result<(), String> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start a serving runtime: {e}"))?;
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)
+                        .map_err(|e| format!("cannot register the listener: {e}"))?;
+                    let shutdown = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    run(listener, app, shutdown).await;
+                    Ok(())
+                })
+            })
+            .map_err(|e| format!("cannot start a serving thread: {e}"))?;
+        loops.push(thread);
+    }
+    drop(listener);
+    shutdown.await;
+    let _ = stop.send(true);
+    tokio::task::spawn_blocking(move || {
+        for thread in loops {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => eprintln!("portcullis: {why}"),
+                Err(_) => eprintln!("portcullis: a serving thread panicked"),
+            }
+        }
+    })
+    .await
+    .map_err(|e| format!("waiting for the serving threads: {e}"))
 }
 
 /// SIGINT and SIGTERM, listened for from the moment of [`Signals::install`].
@@ -329,6 +402,5 @@ pub async fn serve(policy: Policy, listen: &str) -> Result<(), String> {
     // Dropped, and so stopped, when the server returns.
     let _refresher = keys::spawn_refresher(Arc::clone(&app)).await;
     announce(addr);
-    run(listener, app, signals.recv()).await;
-    Ok(())
+    run_per_core(listener, app, signals.recv()).await
 }
