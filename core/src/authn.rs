@@ -15,6 +15,7 @@ use crate::fetch::Fetch;
 use crate::jwks::{KeyEvent, KeyRing};
 use crate::jwt::{Jwk, JwtSettings, KeySource, VerifiedClaims};
 use crate::problem::{Reject, RejectKind};
+use crate::signature::Verify;
 use crate::time::UnixTime;
 use crate::token_cache::TokenCache;
 
@@ -36,6 +37,7 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
     policy: &Policy,
     ring: &KeyRing,
     cache: &TokenCache,
+    verifier: &dyn Verify,
     route: &Route,
     headers: &HeaderMap,
     now: UnixTime,
@@ -108,7 +110,7 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
                     }
                     KeySource::Remote(_) | KeySource::None => &[],
                 };
-                match jwt.verify_parsed(&parsed, keys, now) {
+                match jwt.verify_parsed(&parsed, keys, now, verifier).await {
                     Ok(claims) => {
                         let valid_until = claims.get("exp").and_then(Value::as_u64).map(|exp| {
                             UnixTime::from_secs(exp.saturating_add(jwt.settings().leeway_s))

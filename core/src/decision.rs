@@ -29,6 +29,7 @@ use crate::path;
 use crate::problem::Reject;
 use crate::quota::{self, CounterStore};
 use crate::route::{self, Routed};
+use crate::signature::{PureRust, Verify};
 use crate::time::UnixTime;
 use crate::token_cache::TokenCache;
 
@@ -100,6 +101,7 @@ pub struct Gateway {
     policy: Policy,
     keys: KeyRing,
     tokens: TokenCache,
+    verifier: Box<dyn Verify>,
 }
 
 impl Gateway {
@@ -111,7 +113,20 @@ impl Gateway {
             policy,
             keys,
             tokens: TokenCache::new(entries, bytes),
+            verifier: Box::new(PureRust),
         }
+    }
+
+    /// The same gateway with `verifier` for public-key signatures instead of the pure-Rust
+    /// default (see [`crate::signature`]).
+    pub fn with_verifier(mut self, verifier: impl Verify + 'static) -> Self {
+        self.verifier = Box::new(verifier);
+        self
+    }
+
+    /// The name of the signature backend in use.
+    pub fn verifier_name(&self) -> &'static str {
+        self.verifier.name()
     }
 
     /// Refresh the remote key sets that are due (every one when `force`), within each provider's
@@ -260,6 +275,7 @@ impl Gateway {
             policy,
             &self.keys,
             &self.tokens,
+            self.verifier.as_ref(),
             routed.route,
             &parts.headers,
             ctx.now,

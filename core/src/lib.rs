@@ -39,6 +39,7 @@ pub mod quota;
 pub mod request_id;
 pub mod route;
 pub mod schema;
+pub mod signature;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;

@@ -18,3 +18,4 @@ pub mod keys;
 pub mod log;
 pub mod policy_file;
 pub mod serve;
+pub mod signature;

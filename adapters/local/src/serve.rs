@@ -21,6 +21,7 @@ use crate::body::{self, ClientBody, RelayBody};
 use crate::client::{self, Upstream};
 use crate::fetch::HyperFetch;
 use crate::log;
+use crate::signature::Ring;
 use crate::{context, keys};
 
 /// Largest request head (request line plus headers) accepted. Far above what browsers and API
@@ -43,12 +44,12 @@ pub struct App {
 }
 
 impl App {
-    /// A gateway for `policy` with an empty quota store and a fresh connection pool, which key
-    /// fetches share with requests to origins.
+    /// A gateway for `policy`, checking signatures with `ring`, with an empty quota store and a
+    /// fresh connection pool, which key fetches share with requests to origins.
     pub fn new(policy: Policy) -> Result<Self, String> {
         let upstream = client::build()?;
         Ok(App {
-            gateway: Arc::new(Gateway::new(policy)),
+            gateway: Arc::new(Gateway::new(policy).with_verifier(Ring)),
             store: Arc::new(MemoryStore::new()),
             fetch: HyperFetch::new(upstream.clone()),
             upstream,
@@ -94,7 +95,17 @@ pub fn announce(addr: SocketAddr) {
 
 /// Serve `listener` until `shutdown` completes, then let in-flight requests finish, for up to a
 /// grace period or until another SIGINT or SIGTERM.
+///
+/// Requests are handled as tasks local to the calling thread: the core's futures need not be
+/// `Send` (its traits are shared with WebAssembly runtimes), and a request stays on the thread
+/// that accepted its connection anyway.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    tokio::task::LocalSet::new()
+        .run_until(accept_loop(listener, app, shutdown))
+        .await;
+}
+
+async fn accept_loop(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .max_header_size(MAX_HEAD_BYTES);
@@ -122,11 +133,11 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             // Its own task: hyper drops this future if the client's connection fails, but by
             // then the request may have been counted against a quota and reached the origin;
             // it still runs to the end and gets its log line.
-            let task = tokio::spawn(async move { handle(&app, peer, request).await });
+            let task = tokio::task::spawn_local(async move { handle(&app, peer, request).await });
             async move { Ok::<_, Infallible>(task.await.unwrap_or_else(|_| internal_error())) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        tokio::task::spawn_local(async move {
             // Connection errors (a client hanging up mid-request) concern that client only.
             let _ = connection.await;
         });

@@ -13,7 +13,8 @@ mod jwk;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
+use futures_util::FutureExt;
+use jwt_compact::alg::{Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key};
 use jwt_compact::{AlgorithmExt, Claims, TimeOptions, UntrustedToken, ValidationError};
 use serde_json::{Map, Value};
 
@@ -21,6 +22,7 @@ pub use es384::{Es384, Es384Signature};
 pub use jwk::{parse_jwk, Jwk, KeyMaterial};
 
 use crate::jwks::RemoteKeys;
+use crate::signature::{PureRust, Verify};
 use crate::time::UnixTime;
 
 /// Longest token accepted, in bytes. Real tokens are well under 8 KiB.
@@ -137,6 +139,8 @@ struct HeaderExtras {
 /// A token whose header has been read but whose signature has not been checked yet.
 pub struct Unverified<'t> {
     token: UntrustedToken<'t, HeaderExtras>,
+    /// The JWS signing input: the token up to its last `.`.
+    signing_input: &'t str,
     alg: Algorithm,
 }
 
@@ -282,19 +286,24 @@ impl JwtProvider {
         if !self.settings.algorithms.contains(&alg) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
+        let signing_input = token
+            .rfind('.')
+            .map_or(token, |end| token.get(..end).unwrap_or(token));
         Ok(Unverified {
             token: untrusted,
+            signing_input,
             alg,
         })
     }
 
-    /// Verify a parsed token against `keys` (ignored for HS* tokens) at `now`: signature first,
-    /// then the registered claims.
-    pub fn verify_parsed(
+    /// Verify a parsed token against `keys` (ignored for HS* tokens) at `now`: signature first
+    /// (public-key signatures by `verifier`), then the registered claims.
+    pub async fn verify_parsed(
         &self,
         token: &Unverified<'_>,
         keys: &[Jwk],
         now: UnixTime,
+        verifier: &dyn Verify,
     ) -> Result<VerifiedClaims, TokenError> {
         let untrusted = &token.token;
         let claims = if token.alg.is_hmac() {
@@ -305,19 +314,23 @@ impl JwtProvider {
                 _ => check(Hs512.validator(&hmac.hs512).validate(untrusted)),
             }?
         } else {
-            verify_public(keys, untrusted, token.alg)?
+            verify_public(keys, token, verifier).await?
         };
         self.check_claims(claims, now)
     }
 
-    /// Verify `token` with inline keys (remote key sets need [`crate::jwks::KeyRing`]).
+    /// Verify `token` with inline keys and the pure-Rust backend, synchronously (remote key
+    /// sets need [`crate::jwks::KeyRing`]).
     pub fn verify(&self, token: &str, now: UnixTime) -> Result<VerifiedClaims, TokenError> {
         let parsed = self.parse(token)?;
         let keys: &[Jwk] = match &self.source {
             KeySource::Inline(keys) => keys,
             KeySource::None | KeySource::Remote(_) => &[],
         };
-        self.verify_parsed(&parsed, keys, now)
+        // PureRust's checks are ready at once, so this never yields.
+        self.verify_parsed(&parsed, keys, now, &PureRust)
+            .now_or_never()
+            .unwrap_or(Err(TokenError::BadSignature))
     }
 
     fn check_claims(
@@ -369,12 +382,14 @@ impl JwtProvider {
     }
 }
 
-/// Try every key that may verify `alg` (only the `kid`'s key when the token names one).
-fn verify_public(
+/// Try every key that may verify the token's `alg` (only the `kid`'s key when the token names
+/// one); the claims are read only once a signature has verified.
+async fn verify_public(
     keys: &[Jwk],
-    untrusted: &UntrustedToken<'_, HeaderExtras>,
-    alg: Algorithm,
+    token: &Unverified<'_>,
+    verifier: &dyn Verify,
 ) -> Result<Claims<VerifiedClaims>, TokenError> {
+    let untrusted = &token.token;
     let kid = untrusted.header().key_id.as_deref();
     let mut kid_known = kid.is_none();
     let mut last = TokenError::NoKeyForAlgorithm;
@@ -383,37 +398,23 @@ fn verify_public(
             continue;
         }
         kid_known = true;
-        if !key.fits(alg) {
+        if !key.fits(token.alg) {
             continue;
         }
-        let result = match (&key.material, alg) {
-            (KeyMaterial::Rsa(k), Algorithm::RS256) => {
-                Rsa::rs256().validator(k).validate(untrusted)
-            }
-            (KeyMaterial::Rsa(k), Algorithm::RS384) => {
-                Rsa::rs384().validator(k).validate(untrusted)
-            }
-            (KeyMaterial::Rsa(k), Algorithm::RS512) => {
-                Rsa::rs512().validator(k).validate(untrusted)
-            }
-            (KeyMaterial::Rsa(k), Algorithm::PS256) => {
-                Rsa::ps256().validator(k).validate(untrusted)
-            }
-            (KeyMaterial::Rsa(k), Algorithm::PS384) => {
-                Rsa::ps384().validator(k).validate(untrusted)
-            }
-            (KeyMaterial::Rsa(k), Algorithm::PS512) => {
-                Rsa::ps512().validator(k).validate(untrusted)
-            }
-            (KeyMaterial::P256(k), Algorithm::ES256) => Es256.validator(k).validate(untrusted),
-            (KeyMaterial::P384(k), Algorithm::ES384) => Es384.validator(k).validate(untrusted),
-            (KeyMaterial::Ed25519(k), Algorithm::EdDSA) => Ed25519.validator(k).validate(untrusted),
-            _ => continue,
-        };
-        match check(result) {
-            Ok(claims) => return Ok(claims),
-            Err(e) => last = e,
+        let valid = verifier
+            .verify(
+                token.alg,
+                key,
+                token.signing_input.as_bytes(),
+                untrusted.signature_bytes(),
+            )
+            .await;
+        if valid {
+            return untrusted
+                .deserialize_claims_unchecked::<VerifiedClaims>()
+                .map_err(|_| TokenError::MalformedClaims);
         }
+        last = TokenError::BadSignature;
     }
     if !kid_known {
         return Err(TokenError::UnknownKeyId);
