@@ -108,7 +108,43 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> 
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     SpinImports::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    answer_past_deadlines_as_ready(&mut linker)?;
     Ok(linker)
+}
+
+/// The `wasi:io/poll` version wasmtime-wasi 48 registers (guests importing any 0.2.x reach it).
+const WASI_IO_POLL: &str = "wasi:io/poll@0.2.12";
+
+/// `pollable.ready` as Spin 3.x answers it: a timer whose deadline has passed is ready.
+///
+/// Since bytecodealliance/wasmtime#13085 (not in the wasmtime 42 that Spin 3.6 uses), a
+/// past-deadline pollable yields to tokio once before it reports ready, so that a guest polling
+/// in a busy loop cannot starve the runtime. Through the non-blocking `pollable.ready` that
+/// yield reads as "not ready" on every fresh pollable. A guest that subscribes anew on each poll
+/// of its own executor, and checks `ready()` before waiting (as Portcullis's adapter does), then
+/// never sees its deadline pass and spins, starving every other request on that worker thread.
+/// Asking a second time, after the first ask has recorded its yield, gives Spin 3.x's answer;
+/// `wasi:io/poll.poll` keeps wasmtime's yield.
+fn answer_past_deadlines_as_ready(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi_io::bindings::wasi::io::poll::HostPollable;
+    use wasmtime_wasi_io::poll::DynPollable;
+    linker.allow_shadowing(true);
+    linker.instance(WASI_IO_POLL)?.func_wrap_async(
+        "[method]pollable.ready",
+        |mut store: wasmtime::StoreContextMut<'_, HostState>,
+         (pollable,): (Resource<DynPollable>,)| {
+            Box::new(async move {
+                let table = &mut store.data_mut().table;
+                let again = Resource::<DynPollable>::new_borrow(pollable.rep());
+                if HostPollable::ready(table, pollable).await? {
+                    return Ok((true,));
+                }
+                Ok((HostPollable::ready(table, again).await?,))
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// An open `fermyon:spin/key-value` store.
