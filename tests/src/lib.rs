@@ -27,6 +27,7 @@ pub mod latency;
 pub mod origin;
 pub mod runner;
 pub mod target;
+pub mod target_spin;
 pub mod target_workers;
 pub mod vector;
 
