@@ -10,6 +10,22 @@
 //!                         [--variable NAME=VALUE]... [--state-dir DIR]
 //! ```
 
+/// `println!` that never panics: a closed stdout must not take the host down.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics: a closed stderr must not take the host down.
+macro_rules! warn {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod host;
 mod kv;
 mod manifest;
@@ -236,7 +252,7 @@ fn main() -> ExitCode {
     {
         Ok(a) => a,
         Err(bad) => {
-            eprintln!("portcullis-spin-host: argument {bad:?} is not UTF-8");
+            warn!("portcullis-spin-host: argument {bad:?} is not UTF-8");
             return ExitCode::from(2);
         }
     };
@@ -246,17 +262,17 @@ fn main() -> ExitCode {
             return match apply_kv_edit(edit) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("portcullis-spin-host: {e:#}");
+                    warn!("portcullis-spin-host: {e:#}");
                     ExitCode::FAILURE
                 }
             }
         }
         Ok(Command::Help) => {
-            println!("{USAGE}");
+            say!("{USAGE}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("portcullis-spin-host: {e:#}\n\n{USAGE}");
+            warn!("portcullis-spin-host: {e:#}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -266,14 +282,14 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("portcullis-spin-host: cannot start the async runtime: {e}");
+            warn!("portcullis-spin-host: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(up(opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            warn!("Error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -358,19 +374,19 @@ async fn up(opts: Options) -> anyhow::Result<()> {
         })?;
     let local = listener.local_addr()?;
     let base = format!("http://{local}");
-    println!(
+    say!(
         "Running {} on portcullis-spin-host, a test host (not Spin)",
         app.name
     );
     match &state_dir {
-        Some(dir) => println!(
+        Some(dir) => say!(
             "Storing default key-value data to {}",
             dir.join("sqlite_key_value.db").display()
         ),
-        None => println!("Storing default key-value data in memory"),
+        None => say!("Storing default key-value data in memory"),
     }
-    println!("\nServing {base}");
-    println!("Available Routes:");
+    say!("\nServing {base}");
+    say!("Available Routes:");
     for route in &app.routes {
         let shown = if route.wildcard {
             format!(
@@ -385,7 +401,7 @@ async fn up(opts: Options) -> anyhow::Result<()> {
         } else {
             format!("{base}{}", route.raw)
         };
-        println!("  {}: {shown}", route.component);
+        say!("  {}: {shown}", route.component);
     }
     let server = Arc::new(server::Server {
         app,

@@ -213,7 +213,7 @@ impl WasiHttpHooks for Outbound {
         let waited = self.waited_us.clone();
         Box::new(async move {
             if !allowed {
-                eprintln!(
+                warn!(
                     "portcullis-spin-host: component {component} tried an outbound request to {} \
                      that allowed_outbound_hosts does not allow; refused (HTTP-request-denied)",
                     origin_of(request.uri())

@@ -84,7 +84,7 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        eprintln!("portcullis-spin-host: accept failed: {e}");
+                        warn!("portcullis-spin-host: accept failed: {e}");
                         continue;
                     }
                 },
@@ -130,14 +130,14 @@ impl Server {
             .clone();
         absolutize_uri(&mut req)?;
         let Ok(headers) = spin_headers(&req, route, path_info, peer) else {
-            eprintln!("portcullis-spin-host: request header value is not UTF-8; answering 500 as Spin does");
+            warn!("portcullis-spin-host: request header value is not UTF-8; answering 500 as Spin does");
             return Ok(status(StatusCode::INTERNAL_SERVER_ERROR, b""));
         };
         *req.headers_mut() = headers;
         match self.run(prepared, req).await {
             Ok(response) => Ok(response),
             Err(e) => {
-                eprintln!("portcullis-spin-host: error processing request: {e:#}");
+                warn!("portcullis-spin-host: error processing request: {e:#}");
                 Ok(status(StatusCode::INTERNAL_SERVER_ERROR, b""))
             }
         }
@@ -182,7 +182,7 @@ impl Server {
                 if self.timings {
                     let total = started.elapsed().as_micros();
                     let inst = inst_rx.try_recv().map(|d| d.as_micros()).unwrap_or(0);
-                    eprintln!(
+                    warn!(
                         "spin-host-timing {{\"path\":{path:?},\"status\":{},\"instantiate_us\":{inst},\"head_us\":{total},\"outbound_us\":{}}}",
                         response.status().as_u16(),
                         waited.load(Ordering::Relaxed)
@@ -192,10 +192,10 @@ impl Server {
                 tokio::spawn(async move {
                     match task.await {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => eprintln!(
+                        Ok(Err(e)) => warn!(
                             "portcullis-spin-host: component error after the response started: {e:#}"
                         ),
-                        Err(e) => eprintln!("portcullis-spin-host: handler task failed: {e}"),
+                        Err(e) => warn!("portcullis-spin-host: handler task failed: {e}"),
                     }
                 });
                 Ok(response)
