@@ -344,12 +344,15 @@ fn report(run: &Path, md: &Path, svg: &Path) -> anyhow::Result<()> {
         }
     }
     out.push_str("\n![requests per second by case and contender](benchmarks.svg)\n\n");
-    out.push_str(&soak);
     let crit = criterion(&run.join("criterion"));
+    out.push_str(&targets(&runs, &crit));
+    out.push_str(&soak);
     if !crit.is_empty() {
         out.push_str(
-            "\n## The core alone (criterion)\n\n`cargo bench -p portcullis-core --bench decision`, \
-             median of each benchmark:\n\n| benchmark | median |\n|---|---:|\n",
+            "\n## Criterion\n\n`cargo bench -p portcullis-core --bench decision` (the core, \
+             pure-Rust crypto) and `cargo bench -p portcullis --bench signature` (the native \
+             gateway's `ring` backend against it), median of each benchmark:\n\n\
+             | benchmark | median |\n|---|---:|\n",
         );
         for (id, ns) in &crit {
             let _ = writeln!(out, "| {id} | {} |", time(*ns));
@@ -363,6 +366,54 @@ fn report(run: &Path, md: &Path, svg: &Path) -> anyhow::Result<()> {
     std::fs::write(md, out)?;
     std::fs::write(svg, chart(&runs))?;
     Ok(())
+}
+
+/// The issue's targets, each with where this run stands (computed, so it cannot go stale).
+fn targets(runs: &[Run], crit: &[(String, f64)]) -> String {
+    let find = |c: &str, k: &str| runs.iter().find(|r| r.contender == c && r.case == k);
+    let bench = |id: &str| crit.iter().find(|(i, _)| i == id).map(|(_, ns)| *ns);
+    let verdict = |met: bool| if met { "met" } else { "**missed**" };
+    let mut out = String::from(
+        "## Where we stand against the targets\n\n| target | this run | |\n|---|---|---|\n",
+    );
+    for case in ["hs256-cached", "rs256-cached", "es256-cached"] {
+        if let (Some(p), Some(h)) = (find("portcullis", case), find("haproxy", case)) {
+            let ratio = p.rps / h.rps.max(1.0);
+            let _ = writeln!(
+                out,
+                "| {case}: ≥ 1.0× HAProxy's req/s, p99 no worse | {ratio:.2}×, p99 {} vs {} ms | {} |",
+                ms(p.p99_us),
+                ms(h.p99_us),
+                verdict(ratio >= 1.0 && p.p99_us <= h.p99_us)
+            );
+        }
+    }
+    if let (Some(p), Some(n)) = (find("portcullis", "hs256-cached"), find("nginx", "public")) {
+        let ratio = p.rps / n.rps.max(1.0);
+        let _ = writeln!(
+            out,
+            "| cached token: ≥ 0.8× the bare nginx hop | {ratio:.2}× | {} |",
+            verdict(ratio >= 0.8)
+        );
+    }
+    if let Some(ns) = bench("decide/ES256 cached+scope+quota") {
+        let _ = writeln!(
+            out,
+            "| core decision, cached token: < 5 µs | {} | {} |",
+            time(ns),
+            verdict(ns < 5_000.0)
+        );
+    }
+    if let Some(ns) = bench("signature/ES256 ring") {
+        let _ = writeln!(
+            out,
+            "| uncached ES256 natively: < 100 µs | {} (ring) | {} |",
+            time(ns),
+            verdict(ns < 100_000.0)
+        );
+    }
+    out.push('\n');
+    out
 }
 
 /// Horizontal bars: requests/s for each case, one bar per contender that ran it.
