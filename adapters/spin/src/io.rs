@@ -22,12 +22,18 @@ const CHUNK: u64 = 64 * 1024;
 /// Resolve once the pollable `subscribe` returns is ready. `subscribe` is called on every poll,
 /// since the executor consumes the pollables it finds ready.
 pub async fn ready(subscribe: impl Fn() -> Pollable) {
+    until(subscribe, Pollable::ready).await
+}
+
+/// Resolve once `done` holds for a fresh pollable from `subscribe`, registering that pollable
+/// with the executor to be woken when it may.
+async fn until(subscribe: impl Fn() -> Pollable, done: impl Fn(&Pollable) -> bool) {
     // Dropping a registration's token withdraws it: replacing it on every poll keeps them from
     // piling up, and it is dropped with this future when a caller stops waiting.
     let mut registration: Option<CancelOnDropToken> = None;
     std::future::poll_fn(move |cx| {
         let pollable = subscribe();
-        if pollable.ready() {
+        if done(&pollable) {
             drop(registration.take());
             return Poll::Ready(());
         }
@@ -39,9 +45,17 @@ pub async fn ready(subscribe: impl Fn() -> Pollable) {
 }
 
 /// Resolve after `duration` on the monotonic clock.
+///
+/// The clock decides, not the timer's `ready`: hosts on wasmtime 44 and later answer "not ready"
+/// the first time a timer made after its deadline is asked, and a fresh timer is made on every
+/// poll, so asking the timer would never end the wait.
 pub async fn sleep(duration: Duration) {
     let deadline = monotonic_clock::now().saturating_add(nanos(duration));
-    ready(|| monotonic_clock::subscribe_instant(deadline)).await
+    until(
+        || monotonic_clock::subscribe_instant(deadline),
+        |_| monotonic_clock::now() >= deadline,
+    )
+    .await
 }
 
 /// `future`'s output, or `None` if `timeout` passes first (the future is then dropped, which
