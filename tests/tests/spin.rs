@@ -180,6 +180,19 @@ fn policy(origin: &str, prefix: &str, quota: Option<u32>) -> Value {
 }
 
 /// `GET path` with extra headers; returns (status, body). Panics only on transport failure.
+/// The target's recent output once it mentions `needle`, or after 5 s. Its stdout and stderr are
+/// drained by separate threads, so an event may arrive a moment after the request's own line.
+fn logged(target: &SpinTarget, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let logs = target.diagnostics();
+        if logs.contains(needle) || std::time::Instant::now() > deadline {
+            return logs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let addr = base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(addr).expect("connect");
@@ -271,7 +284,7 @@ fn broken_or_missing_policy_answers_503_and_forwards_nothing() {
     assert_eq!(get(&base, "/a/x", &[]).0, 200);
     target.put_config(r#"{"version": 2}"#).expect("put");
     no_policy(&base, "np-replaced");
-    let logs = target.diagnostics();
+    let logs = logged(&target, "/version");
     assert!(
         logs.contains("/version"),
         "problems logged with pointers:\n{logs}"
@@ -369,7 +382,7 @@ fn an_origin_not_in_allowed_outbound_hosts_is_refused() {
         "nothing may reach a refused host"
     );
     if !target.setup().is_real_spin() {
-        let logs = target.diagnostics();
+        let logs = logged(&target, "allowed_outbound_hosts");
         assert!(
             logs.contains("allowed_outbound_hosts"),
             "the host logs the refusal:\n{logs}"
