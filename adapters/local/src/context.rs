@@ -1,5 +1,6 @@
 //! The facts about a request that only the runtime knows: the clock, a fresh id, the peer.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,17 +28,49 @@ pub fn now() -> UnixTime {
 
 /// 128 random bits from the OS, hex-encoded.
 ///
+/// The bits are drawn from a per-thread pool that one `getrandom` call refills for
+/// [`IDS_PER_REFILL`] ids: one system call per request was a measurable share of a request's cost
+/// (see `docs/benchmarks.md`), and pooling changes nothing about where the bits come from.
+///
 /// Should the OS refuse randomness (it practically never does once booted), the id falls back to
 /// the clock and a process counter: still unique within the process, which is all a log needs,
 /// and answering the request beats failing it.
 pub fn new_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::getrandom(&mut bytes).is_err() {
+    let bytes = POOL.with_borrow_mut(RandomPool::take).unwrap_or_else(|| {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&now().as_micros().to_be_bytes());
         bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-    }
+        bytes
+    });
     request_id::from_random(bytes)
+}
+
+/// Request ids served by one refill of a thread's pool.
+pub const IDS_PER_REFILL: usize = 128;
+
+thread_local! {
+    static POOL: RefCell<RandomPool> = const { RefCell::new(RandomPool { bytes: [0; IDS_PER_REFILL * 16], used: IDS_PER_REFILL * 16 }) };
+}
+
+/// OS randomness fetched ahead; every byte is handed out once, then overwritten by the refill.
+struct RandomPool {
+    bytes: [u8; IDS_PER_REFILL * 16],
+    used: usize,
+}
+
+impl RandomPool {
+    fn take(&mut self) -> Option<[u8; 16]> {
+        if self.used == self.bytes.len() {
+            getrandom::getrandom(&mut self.bytes).ok()?;
+            self.used = 0;
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&self.bytes[self.used..self.used + 16]);
+        self.bytes[self.used..self.used + 16].fill(0);
+        self.used += 16;
+        Some(out)
+    }
 }
 
 #[cfg(test)]
@@ -51,6 +84,15 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    /// Across refills of the pool no id repeats: a refill replaces every byte.
+    #[test]
+    fn ids_stay_distinct_across_refills() {
+        let ids: std::collections::HashSet<String> = (0..IDS_PER_REFILL * 3 + 5)
+            .map(|_| new_request_id())
+            .collect();
+        assert_eq!(ids.len(), IDS_PER_REFILL * 3 + 5);
     }
 
     #[test]

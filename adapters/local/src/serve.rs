@@ -101,8 +101,12 @@ pub fn announce(addr: SocketAddr) {
 /// that accepted its connection anyway.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     tokio::task::LocalSet::new()
-        .run_until(accept_loop(listener, app, shutdown))
+        .run_until(async {
+            log::batch_this_thread();
+            accept_loop(listener, app, shutdown).await;
+        })
         .await;
+    log::unbatch_this_thread();
 }
 
 async fn accept_loop(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
