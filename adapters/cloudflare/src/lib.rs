@@ -7,6 +7,7 @@
 //! - [`quota`]: quota state in a Durable Object, one object per quota key.
 //! - [`fetch`]: outbound `fetch` for key sets and for the origin (timeouts, no redirects).
 //! - [`body`]: the client's body, read up to a limit when the route inspects it.
+//! - [`signature`]: public-key signature checks with WebCrypto instead of WebAssembly.
 //!
 //! Bindings (see `wrangler.toml` at the repository root): KV `PORTCULLIS_CONFIG` (key `config`,
 //! or the var `PORTCULLIS_CONFIG_KEY`), Durable Object `PORTCULLIS_QUOTAS`
@@ -27,6 +28,7 @@ pub mod body;
 pub mod fetch;
 pub mod policy;
 pub mod quota;
+pub mod signature;
 
 /// The header Cloudflare sets to the connecting client's address. Trusted only on Workers, where
 /// the edge overwrites whatever the client sent; behind any other proxy it is client-controlled.

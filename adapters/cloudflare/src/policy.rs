@@ -6,7 +6,8 @@
 //! no good policy at all, [`current`] returns `None` and the caller answers 503 `no-policy`.
 //!
 //! The [`Gateway`] lives as long as its policy text is unchanged, so remote key sets fetched for
-//! it are reused across requests (and across re-reads that find the same text).
+//! it are reused across requests (and across re-reads that find the same text). It checks
+//! public-key signatures with [`WebCrypto`], and the `policy loaded` event names that backend.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -14,6 +15,8 @@ use std::time::Duration;
 
 use portcullis_core::{Gateway, Policy, Secrets, UnixTime};
 use worker::{console_error, Env};
+
+use crate::signature::WebCrypto;
 
 /// The KV binding that holds the policy.
 pub const KV_BINDING: &str = "PORTCULLIS_CONFIG";
@@ -81,10 +84,12 @@ impl Isolate {
                 let ttl = policy.config_ttl();
                 if !same {
                     let fresh = self.good.is_none();
-                    self.good = Some((text, Rc::new(Gateway::new(policy))));
+                    let gateway = Gateway::new(policy).with_verifier(WebCrypto);
+                    let verifier = gateway.verifier_name();
+                    self.good = Some((text, Rc::new(gateway)));
                     crate::event(
                         "info",
-                        &[],
+                        &[("verifier", verifier)],
                         if fresh {
                             "policy loaded"
                         } else {
