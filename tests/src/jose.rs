@@ -31,6 +31,10 @@ pub const KEY_SPECS: &[(&str, KeyKind, &str)] = &[
     ("rsa-1", KeyKind::Rsa, "RS256"),
     ("rsa-2", KeyKind::Rsa, "RS256"),
     ("rsa-ps", KeyKind::Rsa, "PS256"),
+    ("rsa-ps384", KeyKind::Rsa, "PS384"),
+    ("rsa-ps512", KeyKind::Rsa, "PS512"),
+    ("rsa-rs384", KeyKind::Rsa, "RS384"),
+    ("rsa-rs512", KeyKind::Rsa, "RS512"),
     ("rsa-attacker", KeyKind::Rsa, "RS256"),
     ("ec-p256-1", KeyKind::P256, "ES256"),
     ("ec-p256-attacker", KeyKind::P256, "ES256"),
@@ -335,6 +339,18 @@ impl Key {
                     .sign_with_rng(&mut rng, message)
                     .to_vec()
             }
+            (PrivateKey::Rsa(k), "PS384") => {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+                rsa::pss::SigningKey::<sha2::Sha384>::new((**k).clone())
+                    .sign_with_rng(&mut rng, message)
+                    .to_vec()
+            }
+            (PrivateKey::Rsa(k), "PS512") => {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+                rsa::pss::SigningKey::<sha2::Sha512>::new((**k).clone())
+                    .sign_with_rng(&mut rng, message)
+                    .to_vec()
+            }
             (PrivateKey::P256(k), "ES256") => {
                 let sig: p256::ecdsa::Signature = k.sign(message);
                 sig.to_bytes().to_vec()
@@ -480,7 +496,8 @@ pub struct TokenSpec {
     /// For `sign: hmac`: `pem:KEY` or `der:KEY` (an RSA public key's bytes) or `text:...`.
     #[serde(default)]
     pub hmac_secret: Option<String>,
-    /// After signing: `flip_signature_byte`, `flip_payload_byte`, `strip_signature`,
+    /// After signing: `flip_signature_byte`, `truncate_signature` (the last byte dropped),
+    /// `extend_signature` (a zero byte appended), `flip_payload_byte`, `strip_signature`,
     /// `der_signature`, `two_segments`, `four_segments`.
     #[serde(default)]
     pub tamper: Option<String>,
@@ -625,6 +642,12 @@ fn mint(
                 .ok_or_else(|| anyhow!("no signature to flip"))?;
             *byte ^= 0x01;
         }
+        Some("truncate_signature") => {
+            signature
+                .pop()
+                .ok_or_else(|| anyhow!("no signature to truncate"))?;
+        }
+        Some("extend_signature") => signature.push(0),
         Some("strip_signature") => signature.clear(),
         Some("flip_payload_byte") => payload_flip = true,
         Some("two_segments") => return Ok(signing_input),
