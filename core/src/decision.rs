@@ -24,7 +24,7 @@ use crate::body::{self, BodyPlan, RequestBody};
 use crate::config::Policy;
 use crate::fetch::Fetch;
 use crate::forward::{self, Forward, ForwardBody};
-use crate::jwks::{KeyEvent, KeyRing, KeySetState};
+use crate::jwks::{KeyEvent, KeyRing, KeySetState, SharedKeySets};
 use crate::path;
 use crate::problem::Reject;
 use crate::quota::{self, CounterStore};
@@ -121,6 +121,21 @@ impl Gateway {
     /// default (see [`crate::signature`]).
     pub fn with_verifier(mut self, verifier: impl Verify + 'static) -> Self {
         self.verifier = Box::new(verifier);
+        self
+    }
+
+    /// The same gateway coordinating its key-set fetches with other instances through `store`,
+    /// for runtimes whose instances share no memory (Spin): each remote key set's state is kept
+    /// in the store under its name ([`Gateway::key_set_names`]), read when a request needs a
+    /// fetch, and written as soon as a fetch ends, so one fetch serves every instance and the
+    /// minimum refresh interval holds across them (see [`crate::jwks::shared`]). Runtimes whose
+    /// requests share memory need none: their [`KeyRing`] already holds one state per provider.
+    pub fn with_shared_key_sets(mut self, store: impl SharedKeySets + 'static) -> Self {
+        let mut names = vec![None; self.policy.providers.len()];
+        for (index, name) in self.remote_providers() {
+            names[index] = Some(name);
+        }
+        self.keys.share(Box::new(store), names);
         self
     }
 

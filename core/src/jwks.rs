@@ -10,6 +10,9 @@
 //! - **IdP down, slow or serving garbage**: a bad response never replaces a good set
 //!   ([`KeySetState::apply`]); the last good set stays in use until `jwks_max_stale_s`, after which
 //!   tokens for that provider get 503: the gateway cannot decide, so it does not guess.
+//!
+//! Runtimes whose instances share no memory (Spin) keep the state in a store and get the same
+//! single flight across instances through it: see [`shared`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +24,10 @@ use serde_json::Value;
 use crate::fetch::{Fetch, FetchError, FetchResponse};
 use crate::jwt::{parse_jwk, Jwk};
 use crate::time::UnixTime;
+
+pub mod shared;
+
+pub use shared::SharedKeySets;
 
 /// Where a provider's keys come from, and how often to look again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +134,10 @@ pub struct KeySetState {
     last_attempt: Option<u64>,
     /// The JWKS URL found by discovery.
     jwks_uri: Option<String>,
+    /// In a shared store only: an instance is fetching, and others should wait for its result
+    /// until then, µs since the epoch (see [`shared`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fetching_until: Option<u64>,
     /// The parsed keys of `jwks`.
     #[serde(skip)]
     parsed: Option<Arc<[Jwk]>>,
@@ -356,10 +367,19 @@ fn is_loopback(host: &str) -> bool {
 /// Every remote provider's key-set state, one async lock each: the lock is what makes concurrent
 /// requests share one refetch instead of each starting their own. A request waits for the lock
 /// either queued on it or, where the runtime asks for that ([`Fetch::pause`]), by polling it on
-/// its own timer.
+/// its own timer. Instances that share no memory do the lock's job through a store
+/// ([`KeyRing::share`], see [`shared`]).
 #[derive(Debug)]
 pub struct KeyRing {
     slots: Vec<Option<Slot>>,
+    shared: Option<Shared>,
+}
+
+/// A store shared with other instances, and each provider's key-set name in it.
+#[derive(Debug)]
+struct Shared {
+    store: Box<dyn SharedKeySets>,
+    names: Vec<Option<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -403,11 +423,25 @@ impl KeyRing {
     pub fn new(remote: impl IntoIterator<Item = bool>) -> Self {
         KeyRing {
             slots: remote.into_iter().map(|r| r.then(Slot::default)).collect(),
+            shared: None,
         }
+    }
+
+    /// Coordinate fetches with other instances through `store`, provider `index`'s state kept
+    /// under `names[index]` (see [`shared`]). A provider without a name is fetched as before.
+    pub fn share(&mut self, store: Box<dyn SharedKeySets>, names: Vec<Option<String>>) {
+        self.shared = Some(Shared { store, names });
     }
 
     fn slot(&self, index: usize) -> Option<&Slot> {
         self.slots.get(index).and_then(Option::as_ref)
+    }
+
+    /// The shared store and provider `index`'s name in it, if its fetches are coordinated.
+    fn shared(&self, index: usize) -> Option<(&dyn SharedKeySets, &str)> {
+        let shared = self.shared.as_ref()?;
+        let name = shared.names.get(index)?.as_deref()?;
+        Some((shared.store.as_ref(), name))
     }
 
     /// The keys provider `index` should verify a token with `kid` against at `now`, fetching
@@ -423,9 +457,16 @@ impl KeyRing {
         events: &mut Vec<KeyEvent>,
     ) -> Result<(Arc<[Jwk]>, u64), KeysUnavailable> {
         let slot = self.slot(index).ok_or(KeysUnavailable)?;
+        let shared = self.shared(index);
         slot.locked(fetch, async |state: &mut KeySetState| {
             if state.plan(cfg, kid, now) == Plan::Fetch {
-                events.extend(state.refresh(cfg, fetch, now).await);
+                events.extend(match shared {
+                    Some((store, name)) => {
+                        let wants = |s: &KeySetState, at| s.plan(cfg, kid, at) == Plan::Fetch;
+                        shared::refresh(store, name, state, cfg, now, fetch, wants).await
+                    }
+                    None => state.refresh(cfg, fetch, now).await,
+                });
             }
             let keys = state.keys(cfg, now).ok_or(KeysUnavailable)?;
             Ok((keys, state.fetched_at.unwrap_or(0)))
@@ -454,12 +495,14 @@ impl KeyRing {
         let Some(slot) = self.slot(index) else {
             return Vec::new();
         };
-        slot.locked(fetch, async |state: &mut KeySetState| {
-            if (force || state.due(now)) && state.may_fetch(cfg, now) {
-                state.refresh(cfg, fetch, now).await
-            } else {
-                Vec::new()
+        let shared = self.shared(index);
+        let wants = |s: &KeySetState, at| (force || s.due(at)) && s.may_fetch(cfg, at);
+        slot.locked(fetch, async |state: &mut KeySetState| match shared {
+            _ if !wants(state, now) => Vec::new(),
+            Some((store, name)) => {
+                shared::refresh(store, name, state, cfg, now, fetch, wants).await
             }
+            None => state.refresh(cfg, fetch, now).await,
         })
         .await
     }

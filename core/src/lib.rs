@@ -53,6 +53,7 @@ pub use decision::{Decision, Gateway, LogFacts, Outcome, RequestContext};
 pub use fetch::{Fetch, FetchError, FetchResponse, NoFetch};
 pub use forward::{Forward, ForwardBody};
 pub use json::parse_strict as parse_json_strict;
+pub use jwks::shared::{SharedKeySets, SharedStoreError};
 pub use jwks::KeySetState;
 pub use problem::{FieldError, Reject, RejectKind};
 pub use quota::{CounterStore, MemoryStore, Rate, State, StoreError, Verdict};

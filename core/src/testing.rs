@@ -1,7 +1,11 @@
 //! Test keys and a token minter (feature `testing`): deterministic, so vectors and benchmarks
-//! see the same keys on every run. Never use these keys for anything real.
+//! see the same keys on every run. Never use these keys for anything real. Also an in-memory
+//! shared key-set store ([`MemoryKeySets`]) standing in for Spin's key-value store.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::Poll;
+use std::time::Duration;
 
 use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
 use jwt_compact::{AlgorithmExt, Claims, Header};
@@ -9,6 +13,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rsa::traits::PublicKeyParts;
 use serde_json::{json, Map, Value};
 
+use crate::jwks::shared::{Pending, SharedKeySets, SharedStoreError};
 use crate::jwt::{Algorithm, Es384};
 
 /// The HMAC secret for HS* test tokens (48 bytes).
@@ -107,4 +112,122 @@ impl TestKeys {
 /// A token from `keys()` with the usual kid for `alg`.
 pub fn token(alg: Algorithm, claims: &Value) -> String {
     keys().sign(alg, TestKeys::kid_for(alg), claims)
+}
+
+/// An in-memory [`SharedKeySets`] for tests: clones share one map, as instances share a store.
+/// Compare-and-swap is exact; failures and another instance's writes can be injected, and what
+/// the core did with it (pauses, warnings) is recorded. A pause lets every other future on the
+/// executor run once and reports the step as slept, so time is virtual.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryKeySets(Arc<Mutex<Shared>>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    map: HashMap<String, String>,
+    fail_reads: bool,
+    fail_replaces: bool,
+    interleave: Option<(String, String)>,
+    pauses: usize,
+    warnings: Vec<String>,
+}
+
+impl MemoryKeySets {
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Store `text` under `name`.
+    pub fn set(&self, name: &str, text: &str) {
+        self.shared().map.insert(name.into(), text.into());
+    }
+
+    /// The text under `name`.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.shared().map.get(name).cloned()
+    }
+
+    /// Make every read fail (or not).
+    pub fn fail_reads(&self, fail: bool) {
+        self.shared().fail_reads = fail;
+    }
+
+    /// Make every replace fail (or not).
+    pub fn fail_replaces(&self, fail: bool) {
+        self.shared().fail_replaces = fail;
+    }
+
+    /// Write `text` under `name` just before the next replace looks, as another instance would
+    /// between a read and a write.
+    pub fn interleave(&self, name: &str, text: &str) {
+        self.shared().interleave = Some((name.into(), text.into()));
+    }
+
+    /// Pauses so far.
+    pub fn pauses(&self) -> usize {
+        self.shared().pauses
+    }
+
+    /// Warnings so far, each as `name: why`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.shared().warnings.clone()
+    }
+}
+
+impl SharedKeySets for MemoryKeySets {
+    fn read<'a>(&'a self, name: &'a str) -> Pending<'a, Result<Option<String>, SharedStoreError>> {
+        let shared = self.shared();
+        let result = if shared.fail_reads {
+            Err(SharedStoreError::new("store down"))
+        } else {
+            Ok(shared.map.get(name).cloned())
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn replace<'a>(
+        &'a self,
+        name: &'a str,
+        expected: Option<&'a str>,
+        text: &'a str,
+    ) -> Pending<'a, Result<bool, SharedStoreError>> {
+        let mut shared = self.shared();
+        if let Some((other, value)) = shared.interleave.take() {
+            shared.map.insert(other, value);
+        }
+        let result = if shared.fail_replaces {
+            Err(SharedStoreError::new("store read-only"))
+        } else if shared.map.get(name).map(String::as_str) != expected {
+            Ok(false)
+        } else {
+            shared.map.insert(name.into(), text.into());
+            Ok(true)
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn pause(&self, step: Duration) -> Pending<'_, Duration> {
+        self.shared().pauses += 1;
+        Box::pin(async move {
+            yield_now().await;
+            step
+        })
+    }
+
+    fn warn(&self, name: &str, why: &str) {
+        self.shared().warnings.push(format!("{name}: {why}"));
+    }
+}
+
+/// Let every other future on a single-threaded executor run once.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
 }
