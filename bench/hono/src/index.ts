@@ -14,7 +14,8 @@
 // (`hono-config.json` from `portcullis-bench fixtures`: origin, issuer, audiences, JWKS,
 // algorithms, body limit and schema, quota), `BENCH_HS_SECRET` (the secret the Portcullis policy
 // names) and, optionally, `BENCH_LOG` = "1" for one JSON line per request on `console.log`, as
-// the Portcullis Worker writes.
+// the Portcullis Worker writes, and `BENCH_QUOTA_CALL` = "fetch" to call the quota object with
+// `fetch` and a JSON body, as the Portcullis Worker does, instead of by RPC.
 
 import { DurableObject } from "cloudflare:workers";
 import { Validator } from "@cfworker/json-schema";
@@ -29,6 +30,7 @@ type Env = {
   BENCH_CONFIG: string;
   BENCH_HS_SECRET: string;
   BENCH_LOG?: string;
+  BENCH_QUOTA_CALL?: string;
   QUOTAS: DurableObjectNamespace<QuotaCounter>;
 };
 
@@ -107,13 +109,12 @@ const authenticate: MiddlewareHandler<App> = async (c, next) => {
   });
 };
 
-/** The client's request to the origin, same method, path and query; the bearer token stays
- * here and the consumer goes along as a header. The origin's answer is streamed back. */
+/** The client's request to the origin: same method, path, query and headers, plus the consumer
+ * as a header. The origin's answer is streamed back. */
 function forward(c: Context<App>, body?: BodyInit): Promise<Response> {
   const origin = setup(c.env).config.origin.replace(/\/$/, "");
   const url = new URL(c.req.url);
   const headers = new Headers(c.req.raw.headers);
-  headers.delete("authorization");
   const sub = c.get("jwtPayload")?.sub;
   if (typeof sub === "string") headers.set("x-consumer", sub);
   return fetch(origin + url.pathname + url.search, {
@@ -142,6 +143,12 @@ export class QuotaCounter extends DurableObject<Env> {
     return true;
   }
 
+  /** `take` for a `fetch` with the JSON body `{limit, window_ms}`: `{allowed}`. */
+  async fetch(request: Request): Promise<Response> {
+    const { limit, window_ms } = (await request.json()) as { limit: number; window_ms: number };
+    return Response.json({ allowed: await this.take(limit, window_ms) });
+  }
+
   /** The window is over: forget it. */
   async alarm(): Promise<void> {
     await this.ctx.storage.deleteAll();
@@ -152,7 +159,16 @@ const quota: MiddlewareHandler<App> = async (c, next) => {
   const { name, limit, window_s } = setup(c.env).config.quota;
   const sub = String(c.get("jwtPayload").sub);
   const counter = c.env.QUOTAS.get(c.env.QUOTAS.idFromName(`${name}:${sub}`));
-  if (!(await counter.take(limit, window_s * 1000))) {
+  const window_ms = window_s * 1000;
+  let allowed: boolean;
+  if (c.env.BENCH_QUOTA_CALL === "fetch") {
+    const body = JSON.stringify({ limit, window_ms });
+    const answer = await counter.fetch("https://quota/take", { method: "POST", body });
+    allowed = ((await answer.json()) as { allowed: boolean }).allowed;
+  } else {
+    allowed = await counter.take(limit, window_ms);
+  }
+  if (!allowed) {
     return c.text("quota exceeded", 429, { "retry-after": String(window_s) });
   }
   await next();
