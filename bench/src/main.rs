@@ -2,7 +2,8 @@
 //! driving `wrk`, sampling memory).
 //!
 //! - `portcullis-bench fixtures RUN_DIR ORIGIN_URL`: the Portcullis policies (token cache on and
-//!   off), the keys as PEM and the HMAC secret for HAProxy, token lists and the JSON body.
+//!   off), the keys as PEM and the HMAC secret for HAProxy, the Hono worker's settings
+//!   (`hono-config.json`, taken from the policy), token lists and the JSON body.
 //! - `portcullis-bench report RUN_DIR OUT_MD OUT_SVG`: `docs/benchmarks.md` and its chart from the
 //!   run's results, criterion's estimates and the artefact sizes.
 //!
@@ -47,7 +48,9 @@ fn fixtures(run: &Path, origin: &str) -> anyhow::Result<()> {
     let write = |name: &str, text: &str| {
         std::fs::write(run.join(name), text).with_context(|| format!("writing {name}"))
     };
-    write("policy.json", &policy(origin, rsa, ec, true)?.to_string())?;
+    let cached = policy(origin, rsa, ec, true)?;
+    write("policy.json", &cached.to_string())?;
+    write("hono-config.json", &hono_config(&cached)?.to_string())?;
     write(
         "policy-nocache.json",
         &policy(origin, rsa, ec, false)?.to_string(),
@@ -130,6 +133,40 @@ fn policy(origin: &str, rsa: &Key, ec: &Key, cache: bool) -> anyhow::Result<Valu
     }))
 }
 
+/// The settings of the Hono worker (`bench/hono`), read out of the Portcullis policy so that the
+/// two cannot drift: origin, issuer, audiences, JWKS, the body limit, content types and schema,
+/// and the quota. The HMAC secret goes separately, as `BENCH_HS_SECRET` on both workers.
+fn hono_config(policy: &Value) -> anyhow::Result<Value> {
+    let route = |id: &str| {
+        policy["routes"]
+            .as_array()
+            .and_then(|routes| routes.iter().find(|r| r["id"] == id))
+            .ok_or_else(|| anyhow!("the policy has no route {id}"))
+    };
+    let (idp, shared) = (&policy["auth"]["idp"], &policy["auth"]["shared"]);
+    if idp["issuer"] != shared["issuer"] || idp["audiences"] != shared["audiences"] {
+        bail!("the Hono worker checks one issuer and audience list for both providers");
+    }
+    let request = &route("orders")?["request"];
+    let quota_name = route("limited")?["quota"]
+        .as_str()
+        .ok_or_else(|| anyhow!("route limited has no quota"))?;
+    let quota = &policy["quotas"][quota_name];
+    Ok(json!({
+        "origin": policy["origins"]["o"]["url"],
+        "issuer": idp["issuer"],
+        "audiences": idp["audiences"],
+        "algorithms": idp["algorithms"],
+        "jwks": idp["jwks"],
+        "body": {
+            "max_bytes": request["max_body_bytes"],
+            "content_types": request["content_types"],
+            "schema": request["body_schema"]
+        },
+        "quota": {"name": quota_name, "limit": quota["limit"], "window_s": quota["window_s"]}
+    }))
+}
+
 fn token(key: &Key, sub: &str, now: u64) -> anyhow::Result<String> {
     jose::signed(
         key,
@@ -178,7 +215,12 @@ const CASES: &[(&str, &str)] = &[
     ("over-quota", "HS256, consumer over quota: 429"),
 ];
 
+/// Native contenders, in table order.
 const CONTENDERS: &[&str] = &["portcullis", "haproxy", "nginx"];
+
+/// The two workers on workerd (`wrangler dev --local`): the Portcullis Worker, and the Hono
+/// worker in `bench/hono` doing the same checks.
+const WORKERD: &[&str] = &["portcullis-worker", "hono-worker"];
 
 fn read_runs(dir: &Path) -> anyhow::Result<Vec<Run>> {
     let mut runs = Vec::new();
@@ -302,47 +344,46 @@ fn report(run: &Path, md: &Path, svg: &Path) -> anyhow::Result<()> {
          Portcullis is the native gateway (`portcullis serve`, release build).\n\n",
     );
     out.push_str(&meta);
-    out.push_str("\n## Requests per second and latency\n\n");
-    out.push_str(
-        "Latency columns are milliseconds. *vs best peer* is Portcullis' requests/s divided by \
-         the best other contender's on the same case. *wrong* counts responses with another \
-         status than the case expects, plus socket errors; a run with any is not comparable.\n\n",
-    );
-    out.push_str(
-        "| case | contender | req/s | p50 | p99 | p99.9 | peak RSS | wrong | vs best peer |\n",
-    );
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    for (case, what) in CASES {
-        let best_peer = runs
-            .iter()
-            .filter(|r| r.case == *case && r.contender != "portcullis")
-            .map(|r| r.rps)
-            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
-        for contender in CONTENDERS {
-            let Some(r) = bench_of(contender, case) else {
-                continue;
-            };
-            let ratio = match (contender, best_peer) {
-                (&"portcullis", Some(best)) if best > 0.0 => format!("{:.2}×", r.rps / best),
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                out,
-                "| {what} | {contender} | {:.0} | {} | {} | {} | {} | {} | {ratio} |",
-                r.rps,
-                ms(r.p50_us),
-                ms(r.p99_us),
-                ms(r.p999_us),
-                r.rss_peak_kb
-                    .map_or("?".to_owned(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
-                if r.wrong == 0 {
-                    "0".to_owned()
-                } else {
-                    format!("**{} of {}**", r.wrong, r.requests)
-                },
-            );
+    if runs
+        .iter()
+        .any(|r| CONTENDERS.contains(&r.contender.as_str()))
+    {
+        out.push_str("\n## Requests per second and latency\n\n");
+        out.push_str(
+            "Latency columns are milliseconds. *vs best peer* is Portcullis' requests/s divided \
+             by the best other contender's on the same case. *wrong* counts responses with \
+             another status than the case expects, plus socket errors; a run with any is not \
+             comparable.\n\n",
+        );
+        out.push_str(
+            "| case | contender | req/s | p50 | p99 | p99.9 | peak RSS | wrong | vs best peer |\n",
+        );
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        for (case, what) in CASES {
+            let best_peer = runs
+                .iter()
+                .filter(|r| r.case == *case && r.contender != "portcullis")
+                .filter(|r| CONTENDERS.contains(&r.contender.as_str()))
+                .map(|r| r.rps)
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+            for contender in CONTENDERS {
+                let Some(r) = bench_of(contender, case) else {
+                    continue;
+                };
+                let ratio = match (contender, best_peer) {
+                    (&"portcullis", Some(best)) if best > 0.0 => {
+                        format!("{:.2}×", r.rps / best)
+                    }
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "{} {ratio} |", row(what, r));
+            }
         }
     }
+    out.push_str(&workerd(
+        &runs,
+        &std::fs::read_to_string(run.join("workerd.md")).unwrap_or_default(),
+    ));
     out.push_str("\n![requests per second by case and contender](benchmarks.svg)\n\n");
     let crit = criterion(&run.join("criterion"));
     out.push_str(&targets(&runs, &crit));
@@ -366,6 +407,73 @@ fn report(run: &Path, md: &Path, svg: &Path) -> anyhow::Result<()> {
     std::fs::write(md, out)?;
     std::fs::write(svg, chart(&runs))?;
     Ok(())
+}
+
+/// A results row up to its last column: case, contender, req/s, latencies, peak RSS, wrong.
+fn row(what: &str, r: &Run) -> String {
+    format!(
+        "| {what} | {} | {:.0} | {} | {} | {} | {} | {} |",
+        r.contender,
+        r.rps,
+        ms(r.p50_us),
+        ms(r.p99_us),
+        ms(r.p999_us),
+        r.rss_peak_kb
+            .map_or("?".to_owned(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
+        if r.wrong == 0 {
+            "0".to_owned()
+        } else {
+            format!("**{} of {}**", r.wrong, r.requests)
+        },
+    )
+}
+
+/// The Portcullis Worker's requests/s over the Hono worker's on `case`, when both ran it.
+fn workerd_ratio(runs: &[Run], case: &str) -> Option<f64> {
+    let find = |c: &str| runs.iter().find(|r| r.contender == c && r.case == case);
+    let (p, h) = (find("portcullis-worker")?, find("hono-worker")?);
+    (h.rps > 0.0).then(|| p.rps / h.rps)
+}
+
+/// The section on workerd, empty when that part of the run was skipped. `settings` is the run's
+/// `workerd.md` (versions, wrk settings).
+fn workerd(runs: &[Run], settings: &str) -> String {
+    let mut out = String::new();
+    if !runs.iter().any(|r| WORKERD.contains(&r.contender.as_str())) {
+        return out;
+    }
+    out.push_str("\n## On workerd\n\n");
+    out.push_str(
+        "The Portcullis Worker (`adapters/cloudflare`, Rust compiled to wasm) against a \
+         TypeScript worker on Hono doing the same checks (`bench/hono`, benchmark only), each \
+         under its own `wrangler dev --local`, in front of the same nginx origin. The two take \
+         each case in turn. wrangler's dev tooling costs more CPU per request than either worker \
+         (see the notes at the end), so compare the two workers with each other, not with the \
+         native contenders above, nor with Cloudflare's edge. *÷ Hono* is the Portcullis \
+         Worker's requests/s divided by the Hono worker's. *peak RSS* is the workerd process \
+         that runs the worker (with its Durable Objects), not wrangler's own processes.\n\n",
+    );
+    out.push_str(settings);
+    out.push_str(
+        "\n| case | contender | req/s | p50 | p99 | p99.9 | peak RSS | wrong | ÷ Hono |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (case, what) in CASES {
+        for contender in WORKERD {
+            let Some(r) = runs
+                .iter()
+                .find(|r| r.contender == *contender && r.case == *case)
+            else {
+                continue;
+            };
+            let ratio = match (*contender, workerd_ratio(runs, case)) {
+                ("portcullis-worker", Some(x)) => format!("{x:.2}×"),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "{} {ratio} |", row(what, r));
+        }
+    }
+    out
 }
 
 /// The issue's targets, each with where this run stands (computed, so it cannot go stale).
@@ -412,71 +520,103 @@ fn targets(runs: &[Run], crit: &[(String, f64)]) -> String {
             verdict(ns < 100_000.0)
         );
     }
+    let ratios: Vec<(&str, f64)> = CASES
+        .iter()
+        .filter_map(|(case, _)| Some((*case, workerd_ratio(runs, case)?)))
+        .collect();
+    if let Some(&(worst, lowest)) = ratios.iter().min_by(|a, b| a.1.total_cmp(&b.1)) {
+        let met = ratios.iter().filter(|(_, x)| *x >= 1.0).count();
+        let _ = writeln!(
+            out,
+            "| workerd: ≥ 1.0× the Hono worker's req/s, every case | {met} of {} cases; lowest \
+             {lowest:.2}× ({worst}) | {} |",
+            ratios.len(),
+            verdict(met == ratios.len())
+        );
+    }
     out.push('\n');
     out
 }
 
-/// Horizontal bars: requests/s for each case, one bar per contender that ran it.
+/// Horizontal bars: requests/s for each case, one bar per contender that ran it; the native
+/// contenders and the workers on workerd in separate panels, each on its own scale.
 fn chart(runs: &[Run]) -> String {
     let colours: BTreeMap<&str, &str> = [
         ("portcullis", "#1f6feb"),
         ("haproxy", "#d29922"),
         ("nginx", "#8b949e"),
+        ("portcullis-worker", "#1f6feb"),
+        ("hono-worker", "#e36209"),
     ]
     .into_iter()
     .collect();
-    let max = runs.iter().map(|r| r.rps).fold(1.0, f64::max);
     let (label_w, bar_w, row_h, gap) = (330.0, 520.0, 16.0, 12.0);
-    let mut rows = Vec::new();
-    for (case, what) in CASES {
-        let bars: Vec<&Run> = CONTENDERS
+    let panels = [
+        ("native, requests per second (higher is better)", CONTENDERS),
+        (
+            "on workerd (wrangler dev --local), requests per second, own scale",
+            WORKERD,
+        ),
+    ];
+    let mut body = String::new();
+    let mut y = 0.0;
+    for (title, contenders) in panels {
+        let mut rows = Vec::new();
+        for (case, what) in CASES {
+            let bars: Vec<&Run> = contenders
+                .iter()
+                .filter_map(|c| runs.iter().find(|r| r.contender == *c && r.case == *case))
+                .collect();
+            if !bars.is_empty() {
+                rows.push((*what, bars));
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let max = rows
             .iter()
-            .filter_map(|c| runs.iter().find(|r| r.contender == *c && r.case == *case))
-            .collect();
-        if !bars.is_empty() {
-            rows.push((*what, bars));
+            .flat_map(|(_, bars)| bars.iter().map(|r| r.rps))
+            .fold(1.0, f64::max);
+        y += 20.0;
+        let _ = writeln!(
+            body,
+            "<text x=\"10\" y=\"{y:.1}\" font-size=\"14\">{}</text>",
+            xml(title)
+        );
+        y += 20.0;
+        for (what, bars) in rows {
+            let _ = writeln!(
+                body,
+                "<text x=\"10\" y=\"{:.1}\">{}</text>",
+                y + 12.0,
+                xml(what)
+            );
+            for r in bars {
+                let w = (r.rps / max * bar_w).max(1.0);
+                let colour = colours.get(r.contender.as_str()).copied().unwrap_or("#444");
+                let _ = writeln!(
+                    body,
+                    "<rect x=\"{label_w}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" \
+                     fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{:.1}\">{} {:.0}</text>",
+                    row_h - 3.0,
+                    label_w + w + 4.0,
+                    y + 11.0,
+                    r.contender,
+                    r.rps
+                );
+                y += row_h;
+            }
+            y += gap;
         }
     }
-    let height: f64 = 40.0
-        + rows
-            .iter()
-            .map(|(_, b)| b.len() as f64 * row_h + gap)
-            .sum::<f64>()
-        + 30.0;
-    let width = label_w + bar_w + 120.0;
-    let mut s = format!(
+    let height = y + 20.0;
+    let width = label_w + bar_w + 160.0;
+    format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
          font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" \
-         fill=\"white\"/>\n<text x=\"10\" y=\"20\" font-size=\"14\">requests per second (higher \
-         is better)</text>\n"
-    );
-    let mut y = 40.0;
-    for (what, bars) in rows {
-        let _ = writeln!(
-            s,
-            "<text x=\"10\" y=\"{:.1}\">{}</text>",
-            y + 12.0,
-            xml(what)
-        );
-        for r in bars {
-            let w = (r.rps / max * bar_w).max(1.0);
-            let colour = colours.get(r.contender.as_str()).copied().unwrap_or("#444");
-            let _ = writeln!(
-                s,
-                "<rect x=\"{label_w}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" \
-                 fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{:.1}\">{} {:.0}</text>",
-                row_h - 3.0,
-                label_w + w + 4.0,
-                y + 11.0,
-                r.contender,
-                r.rps
-            );
-            y += row_h;
-        }
-        y += gap;
-    }
-    s.push_str("</svg>\n");
-    s
+         fill=\"white\"/>\n{body}</svg>\n"
+    )
 }
 
 fn xml(text: &str) -> String {
