@@ -1,82 +1,153 @@
-//! Remote key sets (`jwks_url`, `oidc_issuer`) kept in the key-value store between requests.
+//! Remote key sets (`jwks_url`, `oidc_issuer`) kept in the key-value store, which is all Spin's
+//! instances share: [`KvKeySets`] is the core's [`SharedKeySets`] on it.
 //!
-//! Each request starts from the stored [`KeySetState`] of every remote provider, so a fresh
-//! instance verifies tokens with the keys an earlier request fetched, and fetches only when the
-//! core's plan says so (the set is due, a `kid` is unknown, or there is none). Whatever changed
-//! (a fetch, good or failed, moves the state) is written back before the response is sent.
+//! The core does the rest (`portcullis_core::jwks::shared`): a request that needs a fetch reads
+//! the stored state first, claims the fetch by compare-and-swap if it still must fetch, and only
+//! the claimant fetches; it publishes the result at once, and the other instances, polling the
+//! store meanwhile, verify with it. So one fetch serves every concurrent instance and
+//! `jwks_min_refresh_interval_s` holds across them. Nothing is written at the end of a request:
+//! every write is a compare-and-swap on the text its writer read, so a slow instance cannot put
+//! an older state back.
 //!
 //! States are stored under the core's key-set names, which include a fingerprint of the key
 //! source: a policy that points a provider at another IdP never starts from the old IdP's keys.
-//! Concurrent instances may each fetch when a set falls due at the same moment, and the last to
-//! write wins; both wrote a state the IdP served, so nothing is lost but a few extra fetches.
+//!
+//! How exact the single flight is depends on the store's compare-and-swap
+//! (`wasi:keyvalue/atomics`). Once a state exists, every swap compares against the value read,
+//! which Spin's SQLite store (the default) and Redis do exactly. Creating the first state needs
+//! more: SQLite's swap on an absent key is a plain upsert, which concurrent creators would all
+//! win. So the first write goes through a guard key holding an 8-byte deadline, taken by
+//! compare-and-swap, and only its holder creates the state. The guard is made with
+//! `increment(key, 0)`, as the quota counters are; never on the state's own key, since
+//! `increment` on a value that is not an 8-byte counter fails, and on Spin's SQLite store by
+//! panicking in the host.
 
-use portcullis_core::{Gateway, KeySetState};
-use spin_sdk::wit::wasi::keyvalue::store::Bucket;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::store;
+use portcullis_core::jwks::shared::Pending;
+use portcullis_core::{SharedKeySets, SharedStoreError};
+use spin_sdk::wit::wasi::keyvalue::atomics::{self, Cas, CasError};
+use spin_sdk::wit::wasi::keyvalue::store::{Bucket, Error};
+use wasi::clocks::monotonic_clock;
 
-/// The states as read at the start of a request, to write back only what changed.
-pub struct Restored(Vec<(String, Option<String>)>);
+use crate::{io, store};
+
+/// How long the right to create a key set's first state is held. Creating it takes two store
+/// calls; a holder that dies only delays the next creator this long.
+const CREATE_HOLD: Duration = Duration::from_secs(1);
 
 fn key(name: &str) -> String {
     format!("{}keys:{name}", store::PREFIX)
 }
 
-/// Seed `gateway`'s key ring from the store. Unreadable or undecodable states are skipped (with
-/// a warning): the provider then starts empty and fetches, as a new deployment would.
-pub async fn restore(gateway: &Gateway, bucket: &Bucket) -> Restored {
-    let mut read = Vec::new();
-    for name in gateway.key_set_names() {
-        let text = match bucket.get(&key(&name)) {
-            Ok(value) => value.and_then(|b| String::from_utf8(b).ok()),
-            Err(e) => {
-                crate::event(
-                    "warn",
-                    &[("provider", provider(&name))],
-                    &format!("reading the stored key set failed: {}", store::describe(&e)),
-                );
-                None
-            }
-        };
-        if let Some(text) = &text {
-            match serde_json::from_str::<KeySetState>(text) {
-                Ok(state) => {
-                    gateway.restore_key_set(&name, state).await;
-                }
-                Err(_) => crate::event(
-                    "warn",
-                    &[("provider", provider(&name))],
-                    "stored key set is not readable; fetching afresh",
-                ),
-            }
-        }
-        read.push((name, text));
-    }
-    Restored(read)
+fn guard_key(name: &str) -> String {
+    format!("{}keys-create:{name}", store::PREFIX)
 }
 
-/// Write back every state that differs from what [`restore`] read.
-pub async fn save_changed(gateway: &Gateway, bucket: &Bucket, restored: &Restored) {
-    for (name, state) in gateway.key_sets().await {
-        let Ok(text) = serde_json::to_string(&state) else {
-            continue;
-        };
-        let before = restored
-            .0
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, t)| t.as_deref());
-        if before == Some(text.as_str()) {
-            continue;
+/// The core's shared key-set store on the component's key-value store.
+#[derive(Debug)]
+pub struct KvKeySets {
+    bucket: Arc<Bucket>,
+}
+
+impl KvKeySets {
+    /// Key sets in `bucket`.
+    pub fn new(bucket: Arc<Bucket>) -> Self {
+        KvKeySets { bucket }
+    }
+
+    fn get(&self, name: &str) -> Result<Option<String>, SharedStoreError> {
+        let value = self.bucket.get(&key(name)).map_err(failed)?;
+        // Text that is not UTF-8 is garbage to the core, which replaces it; it must be able to
+        // name it to do so.
+        Ok(value.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    fn swap(
+        &self,
+        name: &str,
+        expected: Option<&str>,
+        text: &str,
+    ) -> Result<bool, SharedStoreError> {
+        let key = key(name);
+        let cas = Cas::new(&self.bucket, &key).map_err(failed)?;
+        // Read through the handle: this is the value the swap compares against.
+        let current = cas.current().map_err(failed)?;
+        let current = current.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        match (current.as_deref(), expected) {
+            (Some(current), Some(expected)) if current == expected => {}
+            (None, None) => return self.create(name, &key, text),
+            _ => return Ok(false),
         }
-        if let Err(e) = bucket.set(&key(&name), text.as_bytes()) {
-            crate::event(
-                "warn",
-                &[("provider", provider(&name))],
-                &format!("storing the key set failed: {}", store::describe(&e)),
-            );
+        match atomics::swap(cas, text.as_bytes()) {
+            Ok(()) => Ok(true),
+            Err(CasError::CasFailed(_)) => Ok(false),
+            Err(CasError::StoreError(e)) => Err(failed(e)),
         }
     }
+
+    /// Write the first state under `key`, if this instance wins the guard (see the module docs).
+    fn create(&self, name: &str, key: &str, text: &str) -> Result<bool, SharedStoreError> {
+        let guard = guard_key(name);
+        let mut cas = Cas::new(&self.bucket, &guard).map_err(failed)?;
+        let mut current = cas.current().map_err(failed)?;
+        if current.is_none() {
+            atomics::increment(&self.bucket, &guard, 0).map_err(failed)?;
+            cas = Cas::new(&self.bucket, &guard).map_err(failed)?;
+            current = cas.current().map_err(failed)?;
+        }
+        // An 8-byte deadline, or Redis's "0" from `increment`: no deadline.
+        let held_until = current
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+            .map_or(0, u64::from_le_bytes);
+        let now = crate::now();
+        if held_until > now.as_micros() {
+            return Ok(false);
+        }
+        let until = now.saturating_add(CREATE_HOLD).as_micros();
+        match atomics::swap(cas, &until.to_le_bytes()) {
+            Ok(()) => {}
+            Err(CasError::CasFailed(_)) => return Ok(false),
+            Err(CasError::StoreError(e)) => return Err(failed(e)),
+        }
+        if self.bucket.get(key).map_err(failed)?.is_some() {
+            return Ok(false);
+        }
+        self.bucket.set(key, text.as_bytes()).map_err(failed)?;
+        Ok(true)
+    }
+}
+
+impl SharedKeySets for KvKeySets {
+    fn read<'a>(&'a self, name: &'a str) -> Pending<'a, Result<Option<String>, SharedStoreError>> {
+        Box::pin(std::future::ready(self.get(name)))
+    }
+
+    fn replace<'a>(
+        &'a self,
+        name: &'a str,
+        expected: Option<&'a str>,
+        text: &'a str,
+    ) -> Pending<'a, Result<bool, SharedStoreError>> {
+        Box::pin(std::future::ready(self.swap(name, expected, text)))
+    }
+
+    fn pause(&self, step: Duration) -> Pending<'_, Duration> {
+        Box::pin(async move {
+            let started = monotonic_clock::now();
+            io::sleep(step).await;
+            Duration::from_nanos(monotonic_clock::now().saturating_sub(started))
+        })
+    }
+
+    fn warn(&self, name: &str, why: &str) {
+        crate::event("warn", &[("provider", provider(name))], why);
+    }
+}
+
+fn failed(e: Error) -> SharedStoreError {
+    SharedStoreError::new(store::describe(&e))
 }
 
 /// The provider's name from a key-set name (`{provider}:{fingerprint}`).

@@ -6,13 +6,15 @@
 //! in the key-value store:
 //!
 //! - [`policy`]: the policy, re-read every request; validated in full once per text.
-//! - [`keys`]: remote key sets, restored at the start and written back when they changed.
+//! - [`keys`]: remote key sets, read when a request needs a fetch, fetched by one instance at a
+//!   time and published as soon as fetched (the core's single flight across instances).
 //! - [`quota`]: GCRA state per quota key, updated with compare-and-swap.
 //!
 //! and the rest is plumbing: [`fetch`] (outbound HTTP), [`body`] (the client's body), [`fields`]
 //! (header conversion), [`io`] (waiting on WASI pollables), [`store`] (the store and its keys).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
@@ -86,7 +88,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
         return refuse(out, &facts, started, &reject).await;
     };
     let bucket = match store::open() {
-        Ok(bucket) => bucket,
+        Ok(bucket) => Arc::new(bucket),
         Err(why) => {
             event("warn", &[], &format!("{why}; no policy: answering 503"));
             return refuse(out, &facts, started, &no_policy()).await;
@@ -108,7 +110,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             return refuse(out, &facts, started, &no_policy()).await;
         }
     };
-    let restored = keys::restore(&gateway, &bucket).await;
+    let gateway = gateway.with_shared_key_sets(keys::KvKeySets::new(Arc::clone(&bucket)));
     let counters = quota::KvCounters::new(&bucket);
     let ctx = RequestContext {
         now: started,
@@ -128,7 +130,6 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
         }
         policy::forget_check(&bucket);
     }
-    keys::save_changed(&gateway, &bucket, &restored).await;
     match outcome.decision {
         Decision::Reject(reject) => refuse(out, &outcome.log, started, &reject).await,
         Decision::Forward(forward) => relay(out, *forward, &outcome.log, started).await,

@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | `portcullis:policy-checked` | the SHA-256 of the policy text last validated in full, and by which build |
 //! | `portcullis:keys:{provider}:{source}` | a remote key set's state (JSON), see [`crate::keys`] |
+//! | `portcullis:keys-create:{provider}:{source}` | until when one instance alone may write that state's first value, see [`crate::keys`] |
 //! | `portcullis:quota:{quota}\|{by}\|{subject digest}` | one quota key's GCRA state, see [`crate::quota`] |
 //! | `portcullis:quota-sweep` | when the next sweep of expired quota keys may run |
 
