@@ -298,6 +298,38 @@ fn quota_is_exact_under_concurrency_and_survives_a_restart() {
     target.stop();
 }
 
+/// The Worker checks public-key signatures with WebCrypto, not the core's pure-Rust default: the
+/// `policy loaded` event names the backend of the gateway that then serves requests
+/// (`Gateway::verifier_name`). The vectors check what that backend answers.
+#[test]
+#[ignore = "needs wrangler (npm ci), worker-build and wasm-bindgen 0.2.130"]
+fn signature_backend_is_webcrypto() {
+    let _guard = serial();
+    let o = origin();
+    let mut target = WorkersTarget::new(build()).expect("target");
+    let base = target
+        .start(&policy(&o.origin.url(), 30, "a", None), &BTreeMap::new())
+        .expect("start");
+    assert_eq!(get(&base, "/a/x", &[]).0, 200);
+    let mut verifier = None;
+    eventually(Duration::from_secs(10), || {
+        verifier = target
+            .diagnostics()
+            .lines()
+            .filter(|l| l.contains("policy loaded"))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l[l.find('{')?..]).ok())
+            .find_map(|event| Some(event.get("verifier")?.as_str()?.to_owned()));
+        verifier.is_some()
+    });
+    assert_eq!(
+        verifier.as_deref(),
+        Some("webcrypto"),
+        "the policy loaded event names the signature backend:\n{}",
+        target.diagnostics()
+    );
+    target.stop();
+}
+
 /// The README's Workers figures: latency added by the Worker under `wrangler dev --local`
 /// against the origin called directly, and the cost of an uncached RS256 and ES256 check (the
 /// p50 of that case minus the public route's, requests sent one at a time, so workerd's single
