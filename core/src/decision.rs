@@ -193,7 +193,9 @@ impl Gateway {
     /// Names of the remote key sets, one per provider with a `jwks_url` or `oidc_issuer`:
     /// `{provider}:{source fingerprint}`, so a name changes whenever the provider's key source
     /// does. Runtimes that keep no memory between requests keep each [`KeySetState`] in a store
-    /// under its name ([`Gateway::key_sets`], [`Gateway::restore_key_set`]).
+    /// under its name: through [`Gateway::with_shared_key_sets`], which also makes fetches
+    /// single-flight across instances, or by hand ([`Gateway::key_sets`],
+    /// [`Gateway::restore_key_set`]).
     pub fn key_set_names(&self) -> Vec<String> {
         self.remote_providers().map(|(_, name)| name).collect()
     }
