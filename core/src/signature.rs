@@ -9,7 +9,8 @@
 //!
 //! - [`PureRust`]: the default, portable to every target (RustCrypto's `rsa`, `p256`, `p384` and
 //!   `ed25519-compact`).
-//! - Native: `adapters/local` plugs in `ring`. On Workers, WebCrypto is the candidate.
+//! - Native: `adapters/local` plugs in `ring`. On Workers, `adapters/cloudflare` plugs in WebCrypto
+//!   (`crypto.subtle`).
 
 use std::future::Future;
 use std::pin::Pin;
