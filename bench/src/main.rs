@@ -191,6 +191,9 @@ struct Run {
     wrong: u64,
     requests: u64,
     rss_peak_kb: Option<u64>,
+    /// CPU time during the run, µs: the worker's workerd process, and wrangler's own processes
+    /// (runs on workerd only).
+    cpu_us: Option<(u64, u64)>,
 }
 
 /// Cases in report order, with what each means.
@@ -256,6 +259,12 @@ fn read_runs(dir: &Path) -> anyhow::Result<Vec<Run>> {
         let rss = std::fs::read_to_string(dir.join(format!("{stem}.rss")))
             .ok()
             .and_then(|t| t.trim().parse().ok());
+        let cpu = std::fs::read_to_string(dir.join(format!("{stem}.cpu")))
+            .ok()
+            .and_then(|t| {
+                let mut n = t.split_whitespace().map(str::parse::<u64>);
+                Some((n.next()?.ok()?, n.next()?.ok()?))
+            });
         runs.push(Run {
             contender: contender.to_owned(),
             case: case.to_owned(),
@@ -270,6 +279,7 @@ fn read_runs(dir: &Path) -> anyhow::Result<Vec<Run>> {
                 + n("timeouts"),
             requests: n("requests"),
             rss_peak_kb: rss,
+            cpu_us: cpu,
         });
     }
     Ok(runs)
@@ -451,12 +461,15 @@ fn workerd(runs: &[Run], settings: &str) -> String {
          (see the notes at the end), so compare the two workers with each other, not with the \
          native contenders above, nor with Cloudflare's edge. *÷ Hono* is the Portcullis \
          Worker's requests/s divided by the Hono worker's. *peak RSS* is the workerd process \
-         that runs the worker (with its Durable Objects), not wrangler's own processes.\n\n",
+         that runs the worker (with its Durable Objects), not wrangler's own processes. *CPU per \
+         request* is the CPU time that process used during the run over the requests answered \
+         (µs), then the same for wrangler's own processes (node, and the workerd running its \
+         proxies); it depends less than requests/s on what else runs on the machine.\n\n",
     );
     out.push_str(settings);
     out.push_str(
-        "\n| case | contender | req/s | p50 | p99 | p99.9 | peak RSS | wrong | ÷ Hono |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "\n| case | contender | req/s | p50 | p99 | p99.9 | peak RSS | wrong | CPU per request: \
+         worker, wrangler | ÷ Hono |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (case, what) in CASES {
         for contender in WORKERD {
@@ -470,7 +483,13 @@ fn workerd(runs: &[Run], settings: &str) -> String {
                 ("portcullis-worker", Some(x)) => format!("{x:.2}×"),
                 _ => String::new(),
             };
-            let _ = writeln!(out, "{} {ratio} |", row(what, r));
+            let cpu = match r.cpu_us {
+                Some((worker, tool)) if r.requests > 0 => {
+                    format!("{} µs, {} µs", worker / r.requests, tool / r.requests)
+                }
+                _ => "?".to_owned(),
+            };
+            let _ = writeln!(out, "{} {cpu} | {ratio} |", row(what, r));
         }
     }
     out
@@ -526,10 +545,32 @@ fn targets(runs: &[Run], crit: &[(String, f64)]) -> String {
         .collect();
     if let Some(&(worst, lowest)) = ratios.iter().min_by(|a, b| a.1.total_cmp(&b.1)) {
         let met = ratios.iter().filter(|(_, x)| *x >= 1.0).count();
+        // The worker's own CPU per request, Portcullis over Hono, as a range over the cases.
+        let per_request = |c: &str, case: &str| {
+            let r = find(c, case)?;
+            let (worker, _) = r.cpu_us?;
+            (r.requests > 0).then(|| worker as f64 / r.requests as f64)
+        };
+        let cpu: Vec<f64> = CASES
+            .iter()
+            .filter_map(|(case, _)| {
+                Some(per_request("portcullis-worker", case)? / per_request("hono-worker", case)?)
+            })
+            .filter(|x| x.is_finite())
+            .collect();
+        let cpu = match (
+            cpu.iter().copied().reduce(f64::min),
+            cpu.iter().copied().reduce(f64::max),
+        ) {
+            (Some(lo), Some(hi)) => {
+                format!("; the worker's CPU per request {lo:.2}–{hi:.2}× Hono's")
+            }
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
             "| workerd: ≥ 1.0× the Hono worker's req/s, every case | {met} of {} cases; lowest \
-             {lowest:.2}× ({worst}) | {} |",
+             {lowest:.2}× ({worst}){cpu} | {} |",
             ratios.len(),
             verdict(met == ratios.len())
         );
