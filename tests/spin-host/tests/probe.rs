@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,8 +14,13 @@ use std::time::Duration;
 
 const HOST: &str = env!("CARGO_BIN_EXE_portcullis-spin-host");
 
+/// The fixture in the checkout being tested. Read at run time, not baked in with `env!`: the test
+/// binary lives in a target directory shared by every clone on the machine (see
+/// `scripts/test-spin`), and cargo does not rebuild it when the same sources sit at another path.
 fn probe_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/probe")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("fixtures/probe")
 }
 
 fn build_probe() {
