@@ -14,6 +14,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
+
+mod profile;
 use portcullis_conformance::jose::{self, Key};
 use serde_json::{json, Value};
 
@@ -397,6 +399,9 @@ fn report(run: &Path, md: &Path, svg: &Path) -> anyhow::Result<()> {
     out.push_str("\n![requests per second by case and contender](benchmarks.svg)\n\n");
     let crit = criterion(&run.join("criterion"));
     out.push_str(&targets(&runs, &crit));
+    if let Some(profile) = profile::section(run, CASES, &["nginx", "haproxy", "portcullis"]) {
+        out.push_str(&profile);
+    }
     out.push_str(&soak);
     if !crit.is_empty() {
         out.push_str(
