@@ -14,7 +14,7 @@ use std::time::Duration;
 use portcullis_core::fetch::Fetch;
 use portcullis_core::jwks::KeyEvent;
 use portcullis_core::Gateway;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
 use crate::serve::App;
 use crate::{context, log};
@@ -93,38 +93,77 @@ pub async fn load_and_report<F: Fetch + ?Sized>(gateway: &Gateway, fetch: &F) {
     }
 }
 
-/// A background task, aborted when this is dropped (so a shutdown, or an early return, stops it).
+/// The background refresh, stopped when this is dropped (so a shutdown, or an early return,
+/// stops it).
 #[derive(Debug)]
-pub struct Refresher(Option<JoinHandle<()>>);
+pub struct Refresher(Option<oneshot::Sender<()>>);
 
 impl Drop for Refresher {
     fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
+        if let Some(stop) = self.0.take() {
+            let _ = stop.send(());
         }
     }
 }
 
 /// Start refreshing `app`'s remote key sets in the background, logging each event as a JSON line
-/// on stderr. No task at all when the policy has no remote key sets.
+/// on stderr. No thread at all when the policy has no remote key sets.
+///
+/// The refresh runs on a thread of its own with a single-threaded runtime: the core's futures are
+/// not `Send` (its traits are shared with WebAssembly runtimes), so they cannot be spawned onto
+/// the multi-threaded runtime the gateway starts on.
 pub async fn spawn_refresher(app: Arc<App>) -> Refresher {
     if app.gateway().key_status(context::now()).await.is_empty() {
         return Refresher(None);
     }
-    Refresher(Some(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(REFRESH_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let events = app
-                .gateway()
-                .refresh_keys(context::now(), app.fetch(), false)
-                .await;
-            for (provider, event) in &events {
-                log::key_event(provider, event);
-            }
+    let (stop, stopped) = oneshot::channel::<()>();
+    let started = std::thread::Builder::new()
+        .name("portcullis-keys".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    log::event(
+                        log::Level::Warn,
+                        &[],
+                        &format!("cannot start the key refresher, key sets will not refresh: {e}"),
+                    );
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                tokio::select! {
+                    _ = stopped => {}
+                    () = refresh_forever(&app) => {}
+                }
+            });
+        });
+    if let Err(e) = started {
+        log::event(
+            log::Level::Warn,
+            &[],
+            &format!("cannot start the key refresher, key sets will not refresh: {e}"),
+        );
+    }
+    Refresher(Some(stop))
+}
+
+async fn refresh_forever(app: &App) {
+    let mut tick = tokio::time::interval(REFRESH_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let events = app
+            .gateway()
+            .refresh_keys(context::now(), app.fetch(), false)
+            .await;
+        for (provider, event) in &events {
+            log::key_event(provider, event);
         }
-    })))
+    }
 }
 
 #[cfg(test)]

@@ -47,13 +47,8 @@ use crate::fetch::Fetch;
 use crate::time::UnixTime;
 
 /// A pending store operation. Boxed so that the store can be plugged into a [`crate::Gateway`]
-/// at run time. `Send` where the target has threads, so that a gateway's key refreshes can still
-/// be spawned onto any of them; not on wasm32, whose runtimes cannot offer it.
-#[cfg(not(target_arch = "wasm32"))]
-pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-/// A pending store operation. Boxed so that the store can be plugged into a [`crate::Gateway`]
-/// at run time; not `Send`, since wasm32 runtimes cannot offer that.
-#[cfg(target_arch = "wasm32")]
+/// at run time; not `Send`, since WebAssembly runtimes cannot offer that (like every future the
+/// core's traits return).
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// A store call that failed; the text is for the operator's log.
