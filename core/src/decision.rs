@@ -176,6 +176,21 @@ impl Gateway {
             .collect()
     }
 
+    /// Whether [`refresh_keys`](Self::refresh_keys) without `force` would fetch anything at
+    /// `now`. Synchronous and cheap (no allocation), so a runtime can call it on every request
+    /// and schedule the background refresh only when it has work to do.
+    pub fn keys_due(&self, now: UnixTime) -> bool {
+        self.policy
+            .providers
+            .iter()
+            .enumerate()
+            .any(|(index, provider)| {
+                provider
+                    .remote_keys()
+                    .is_some_and(|cfg| self.keys.refresh_wanted(index, cfg, now))
+            })
+    }
+
     /// Providers with remote key sources and whether each holds a usable key set at `now`.
     pub async fn key_status(&self, now: UnixTime) -> Vec<(String, bool)> {
         let mut out = Vec::new();

@@ -482,6 +482,18 @@ impl KeyRing {
         .then_some(generation)
     }
 
+    /// Whether [`refresh`](Self::refresh) without `force` would fetch provider `index`'s set at
+    /// `now`: the same test it makes, answered at once without waiting. A slot whose lock is held
+    /// (a fetch in progress) counts as wanting one, since `refresh` would queue on it. Lets a
+    /// runtime skip scheduling background work that would do nothing.
+    pub fn refresh_wanted(&self, index: usize, cfg: &RemoteKeys, now: UnixTime) -> bool {
+        self.slot(index).is_some_and(|slot| {
+            slot.state
+                .try_lock()
+                .is_none_or(|state| state.due(now) && state.may_fetch(cfg, now))
+        })
+    }
+
     /// Refresh provider `index` now if it is due (or `force`), respecting the minimum interval.
     /// For runtimes that refresh in the background and at start-up.
     pub async fn refresh<F: Fetch + ?Sized>(

@@ -171,3 +171,25 @@ fn a_key_removed_from_the_jwks_while_cached_is_no_longer_trusted() {
         "token_kid"
     );
 }
+
+#[test]
+fn keys_due_says_when_a_background_refresh_has_work() {
+    let remote = config(
+        json!({ "jwks_url": "https://idp.test/jwks", "jwks_min_refresh_interval_s": 1, "jwks_refresh_s": 10 }),
+    );
+    let g = Gateway::new(Policy::from_json(&remote, &portcullis_core::NoSecrets).unwrap());
+    let idp = Idp {
+        jwks: RefCell::new(only("ec-256")),
+        fetches: RefCell::new(0),
+    };
+    assert!(g.keys_due(UnixTime::from_secs(NOW)), "nothing fetched yet");
+    assert!(decide(&g, "/read", &token(Algorithm::ES256, &claims()), NOW, &idp).is_ok());
+    assert!(!g.keys_due(UnixTime::from_secs(NOW + 9)));
+    assert!(g.keys_due(UnixTime::from_secs(NOW + 10)));
+    let inline = config(json!({ "jwks": keys().jwks() }));
+    let g = Gateway::new(Policy::from_json(&inline, &portcullis_core::NoSecrets).unwrap());
+    assert!(
+        !g.keys_due(UnixTime::from_secs(NOW)),
+        "inline keys are never refreshed"
+    );
+}

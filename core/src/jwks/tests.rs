@@ -95,6 +95,32 @@ fn first_use_fetches_once_then_serves_from_memory() {
 }
 
 #[test]
+fn refresh_wanted_answers_what_a_background_refresh_would_do() {
+    let ring = KeyRing::new([true, false]);
+    let f = Script::default();
+    assert!(ring.refresh_wanted(0, &cfg(), at(0)), "never fetched");
+    assert!(!ring.refresh_wanted(1, &cfg(), at(0)), "no remote keys");
+    assert!(!ring.refresh_wanted(2, &cfg(), at(0)), "no such provider");
+    f.push(ok(jwks(&["ec-256"]), None));
+    kids(&ring, Some("ec-256"), at(0), &f).unwrap();
+    assert!(!ring.refresh_wanted(0, &cfg(), at(299)), "still fresh");
+    let events = futures_executor::block_on(ring.refresh(0, &cfg(), at(299), &f, false));
+    assert!(
+        events.is_empty() && f.count() == 1,
+        "refresh agrees: nothing to do"
+    );
+    assert!(
+        ring.refresh_wanted(0, &cfg(), at(300)),
+        "refresh_s has run out"
+    );
+    // A failed refresh leaves the set due, but not before the minimum interval has passed.
+    futures_executor::block_on(ring.refresh(0, &cfg(), at(300), &f, false));
+    assert_eq!(f.count(), 2);
+    assert!(!ring.refresh_wanted(0, &cfg(), at(309)));
+    assert!(ring.refresh_wanted(0, &cfg(), at(310)));
+}
+
+#[test]
 fn rotation_refetches_once_and_old_keys_keep_working_while_published() {
     let ring = KeyRing::new([true]);
     let f = Script::default();
