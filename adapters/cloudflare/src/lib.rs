@@ -22,6 +22,7 @@ use portcullis_core::jwks::KeyEvent;
 use portcullis_core::log::LogLine;
 use portcullis_core::problem::{Reject, RejectKind};
 use portcullis_core::{request_id, Decision, LogFacts, RequestContext, UnixTime};
+use wasm_bindgen::JsValue;
 use worker::{console_error, console_log, event, Context, Env};
 
 pub mod body;
@@ -34,14 +35,16 @@ pub mod signature;
 /// the edge overwrites whatever the client sent; behind any other proxy it is client-controlled.
 pub const CLIENT_IP_HEADER: &str = "cf-connecting-ip";
 
+/// The raw `web_sys` request and response, not the `worker` crate's wrappers: wrapping would
+/// read the URL, method, headers and `cf` once more and convert the response again, for nothing.
 #[event(fetch)]
 async fn main(
-    request: worker::Request,
+    request: web_sys::Request,
     env: Env,
     ctx: Context,
-) -> worker::Result<worker::Response> {
+) -> worker::Result<web_sys::Response> {
     let started = now();
-    let Some(request) = to_http(request.inner()) else {
+    let Some(request) = to_http(&request) else {
         let reject = Reject::new(
             RejectKind::BadRequest,
             "bad_request",
@@ -104,6 +107,10 @@ async fn main(
         Decision::Forward(forward) => relay(*forward, &outcome.log, started).await,
     };
     // Key sets that fall due are refreshed after the answer, so requests rarely wait on the IdP.
+    // Scheduled only when one is due: `wait_until` costs a promise and a task on every request.
+    if !gateway.keys_due(now()) {
+        return response;
+    }
     let refresher = Rc::clone(&gateway);
     ctx.wait_until(async move {
         for (provider, event) in refresher
@@ -121,7 +128,7 @@ async fn relay(
     forward: Forward<body::ClientBody>,
     facts: &LogFacts,
     started: UnixTime,
-) -> worker::Result<worker::Response> {
+) -> worker::Result<web_sys::Response> {
     let Forward {
         request,
         timeout,
@@ -143,9 +150,10 @@ async fn relay(
             init.set_status(status);
             init.set_headers(fetch::web_headers(&headers)?.as_ref());
             let body = origin.body();
-            let out =
-                web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &init)?;
-            Ok(worker::Response::from(out))
+            Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
+                body.as_ref(),
+                &init,
+            )?)
         }
         Err(failure) => {
             let timed_out = failure == fetch::OriginError::Timeout;
@@ -181,13 +189,15 @@ fn to_http(raw: &web_sys::Request) -> Option<http::Request<body::ClientBody>> {
 }
 
 /// A response the gateway wrote itself (problem documents).
-fn problem(response: Response<String>) -> worker::Result<worker::Response> {
+fn problem(response: Response<String>) -> worker::Result<web_sys::Response> {
     let (parts, text) = response.into_parts();
     let init = web_sys::ResponseInit::new();
     init.set_status(parts.status.as_u16());
     init.set_headers(fetch::web_headers(&parts.headers)?.as_ref());
-    let out = web_sys::Response::new_with_opt_str_and_init(Some(&text), &init)?;
-    Ok(worker::Response::from(out))
+    Ok(web_sys::Response::new_with_opt_str_and_init(
+        Some(&text),
+        &init,
+    )?)
 }
 
 /// The client's address from `CF-Connecting-IP`. Only meaningful on Workers, where Cloudflare
@@ -229,9 +239,10 @@ pub fn new_request_id() -> String {
     request_id::from_random(bytes)
 }
 
-/// One JSON line per request, the same fields as natively.
+/// One JSON line per request, the same fields as natively. Passed to `console.log` as it is,
+/// without `console_log!`'s formatting copy.
 fn emit(line: &LogLine<'_>) {
-    console_log!("{}", line.to_json());
+    web_sys::console::log_1(&JsValue::from_str(&line.to_json()));
 }
 
 /// Operator events: `time`, `level`, the given fields, `event`, as one JSON line.
