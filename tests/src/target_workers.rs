@@ -129,6 +129,11 @@ impl WorkersTarget {
             .env("CI", "1")
             .env("NO_COLOR", "1")
             .env("WRANGLER_LOG_PATH", run_dir.join("wrangler-logs"))
+            // wrangler's dev registry (`~/.config/.wrangler/registry` by default) is shared by
+            // every `wrangler dev` on the machine, and a session reloads its Worker when another
+            // registers or leaves; a reload answers in-flight POSTs 503 "worker restarted
+            // mid-request". A registry of the run's own keeps other sessions out of the suite.
+            .env("WRANGLER_REGISTRY_PATH", run_dir.join("wrangler-registry"))
             .stdin(Stdio::null());
         command
     }
