@@ -176,6 +176,23 @@ impl Gateway {
             .collect()
     }
 
+    /// The start-up rule for a policy that just went live ([`crate::policy_store::Applied`]):
+    /// fetch every remote key set that is not there yet, so the first requests do not each wait
+    /// on the IdP, as a process fetches them before it reports ready. With shared key sets, a
+    /// set another instance already published is adopted instead of fetched.
+    pub async fn start_up<F: Fetch + ?Sized>(
+        &self,
+        fetch: &F,
+        clock: &dyn crate::time::Clock,
+    ) -> Vec<crate::event::Event> {
+        let events = self.refresh_keys(clock.now(), fetch, false).await;
+        let now = clock.now();
+        events
+            .iter()
+            .map(|(provider, event)| crate::event::Event::key_set(now, provider, event))
+            .collect()
+    }
+
     /// Whether [`refresh_keys`](Self::refresh_keys) without `force` would fetch anything at
     /// `now`. Synchronous and cheap (no allocation), so a runtime can call it on every request
     /// and schedule the background refresh only when it has work to do.

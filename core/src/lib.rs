@@ -6,15 +6,17 @@
 //!
 //! ## Calling protocol
 //!
-//! 1. At start-up (or when the policy changes), compile the policy file once:
-//!    [`Policy::from_json`] either returns a policy in which every reference resolves and every
-//!    schema and key parses, or every problem with its JSON pointer. Wrap it in a [`Gateway`].
+//! 1. The policy: a [`PolicyStore`] takes whatever the runtime read from its source (a file,
+//!    KV) and says which [`Gateway`] is live: first load, reload after `config_ttl_s`, the last
+//!    good policy kept when a new one is invalid, and the key-set fetch a fresh policy needs
+//!    before its first request. [`Policy::from_json`] compiles a text once: every reference
+//!    resolves and every schema and key parses, or every problem comes back with its pointer.
 //! 2. Per request, the adapter supplies the facts the core cannot know — the clock, a request id,
-//!    the client address ([`RequestContext`]) — the body as a [`RequestBody`] and its
-//!    [`CounterStore`], and calls [`Gateway::decide`].
-//! 3. It carries out the [`Decision`]: send [`Forward::request`] to the origin (relaying the
-//!    response after [`forward::prepare_response`]), or answer with [`Reject::to_response`].
-//! 4. It writes one [`log::LogLine`].
+//!    the client address ([`RequestContext`]) — the body as a [`RequestBody`], its
+//!    [`CounterStore`] and [`Fetch`], and calls [`Gateway::exchange`].
+//! 3. It carries out the [`Step`]: write the [`Answer`], or send the [`Outbound`] request and
+//!    hand what the origin did to [`Pending::finish`], which says what to relay.
+//! 4. It hands the [`Record`] (the access line and operator events) to its [`LogSink`].
 //!
 //! The phases, in the order they run, are documented on [`decision`]; each lives in its own
 //! module named for what it decides.
@@ -27,6 +29,8 @@ pub mod authz;
 pub mod body;
 pub mod config;
 pub mod decision;
+pub mod event;
+pub mod exchange;
 pub mod fetch;
 pub mod forward;
 mod json;
@@ -34,6 +38,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod log;
 pub mod path;
+pub mod policy_store;
 pub mod problem;
 pub mod quota;
 pub mod request_id;
@@ -50,6 +55,9 @@ pub use config::{
     ConfigError, ConfigErrorKind, ConfigErrors, NoSecrets, Policy, SchemaCompilation, Secrets,
 };
 pub use decision::{Decision, Gateway, LogFacts, Outcome, RequestContext};
+pub use event::{Event, Level, LogSink};
+pub use exchange::{Answer, OriginResult, Outbound, Pending, Record, Relay, Step};
+pub use policy_store::{PolicyRead, PolicyStore};
 pub use fetch::{Fetch, FetchError, FetchResponse, NoFetch};
 pub use forward::{Forward, ForwardBody};
 pub use json::parse_strict as parse_json_strict;
@@ -57,4 +65,4 @@ pub use jwks::shared::{SharedKeySets, SharedStoreError};
 pub use jwks::KeySetState;
 pub use problem::{FieldError, Reject, RejectKind};
 pub use quota::{CounterStore, MemoryStore, Rate, State, StoreError, Verdict};
-pub use time::UnixTime;
+pub use time::{Clock, FixedClock, UnixTime};

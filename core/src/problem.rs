@@ -70,6 +70,8 @@ pub enum RejectKind {
     OriginUnreachable,
     /// The origin did not answer within its `timeout_ms` (504).
     OriginTimeout,
+    /// Handling the request failed in a way that is a bug in the gateway (500).
+    Internal,
 }
 
 /// One failing location in a body or query: a JSON pointer into the instance and why.
@@ -166,6 +168,11 @@ impl Reject {
                 StatusCode::GATEWAY_TIMEOUT,
                 "origin-timeout",
                 "Origin timed out",
+            ),
+            Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal gateway error",
             ),
         }
     }

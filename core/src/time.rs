@@ -51,3 +51,21 @@ impl UnixTime {
         }
     }
 }
+
+/// The runtime's clock, for the core's own measurements (how long the gateway and the origin
+/// took, when an event happened). Decisions still take their instant as a value
+/// ([`crate::RequestContext::now`]), so they can be replayed.
+pub trait Clock {
+    /// Now, by the runtime's wall clock.
+    fn now(&self) -> UnixTime;
+}
+
+/// A clock that stands still, for tests and for callers that measure nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedClock(pub UnixTime);
+
+impl Clock for FixedClock {
+    fn now(&self) -> UnixTime {
+        self.0
+    }
+}

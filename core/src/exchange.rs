@@ -1,0 +1,322 @@
+//! The exchange driver: one request, from its facts to the bytes the client gets and the lines
+//! the operator reads, with no I/O.
+//!
+//! [`Gateway::exchange`] decides the request ([`crate::decision`]) and then finishes it too,
+//! so every runtime answers and logs alike:
+//!
+//! - a rejection becomes a [`Step::Answer`]: the exact problem response and its [`Record`];
+//! - a forward becomes a [`Step::Forward`]: the [`Outbound`] request for the runtime to send,
+//!   and a [`Pending`] exchange that turns whatever the origin did ([`OriginResult`]) into the
+//!   response to relay, or into a 502/504 problem, with its record ([`Pending::finish`]).
+//!
+//! What happens outside a decision has one constructor each, always RFC 9457 problem+json:
+//! [`no_policy`] (no valid policy loaded), [`unroutable`] (the runtime could not even turn the
+//! request into one the core takes) and [`internal_error`] (a bug: handling panicked).
+//!
+//! The runtime's part is to move bytes: send the outbound request with its timeout, stream the
+//! relayed body, and hand each [`Record`] to its [`LogSink`].
+
+use std::time::Duration;
+
+use http::{HeaderMap, Request, Response};
+
+use crate::body::RequestBody;
+use crate::decision::{Decision, Gateway, LogFacts, RequestContext};
+use crate::event::{Event, LogSink};
+use crate::fetch::Fetch;
+use crate::forward::{self, Forward, ForwardBody};
+use crate::log::{self, LogLine};
+use crate::problem::{Reject, RejectKind};
+use crate::quota::CounterStore;
+use crate::time::{Clock, UnixTime};
+
+/// What the runtime does next with a request.
+#[derive(Debug)]
+pub enum Step<B> {
+    /// Answer with this; nothing reaches the origin.
+    Answer(Answer),
+    /// Send the outbound request, then finish the pending exchange with what the origin did.
+    Forward(Outbound<B>, Pending),
+}
+
+/// A response the gateway makes itself, and its record.
+#[derive(Debug)]
+pub struct Answer {
+    /// The complete response: status, headers (content length is the runtime's), body.
+    pub response: Response<String>,
+    /// What to log.
+    pub record: Record,
+}
+
+/// Everything one request leaves in the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The access line (JSON, no newline).
+    pub access: String,
+    /// Operator events raised while handling the request, in order.
+    pub events: Vec<Event>,
+    /// Whether the policy turned out broken while deciding (a schema compiled on first use).
+    /// A runtime that skips full validation for policies it has seen validated must validate
+    /// in full again (see [`crate::policy_store`]).
+    pub policy_broken: bool,
+}
+
+impl Record {
+    /// Write the events, then the access line.
+    pub fn write_to(&self, sink: &dyn LogSink) {
+        for event in &self.events {
+            sink.event(event);
+        }
+        sink.access(&self.access);
+    }
+}
+
+/// The request for the origin.
+#[derive(Debug)]
+pub struct Outbound<B> {
+    /// Absolute origin URI, the headers the origin may see, the body (streamed or checked).
+    pub request: Request<ForwardBody<B>>,
+    /// How long to wait for the origin's response headers; past it, finish with
+    /// [`OriginResult::TimedOut`].
+    pub timeout: Duration,
+}
+
+/// What the origin did with the outbound request.
+#[derive(Debug)]
+pub enum OriginResult {
+    /// It answered with these status and headers (its body is the runtime's to stream).
+    Responded {
+        /// The origin's status.
+        status: u16,
+        /// The origin's response headers, as received.
+        headers: HeaderMap,
+    },
+    /// No response headers within [`Outbound::timeout`].
+    TimedOut,
+    /// It could not be reached, or broke the exchange before its response headers (refused,
+    /// reset, DNS, TLS); `cause` is for the operator only.
+    Failed {
+        /// The runtime's description of the failure.
+        cause: String,
+    },
+}
+
+/// An exchange waiting on the origin.
+#[derive(Debug)]
+pub struct Pending {
+    facts: LogFacts,
+    started: UnixTime,
+    sent: UnixTime,
+    response_headers: HeaderMap,
+    events: Vec<Event>,
+}
+
+/// How a forwarded exchange ends.
+#[derive(Debug)]
+pub enum Relay {
+    /// Relay the origin's body with this status and these headers.
+    Origin {
+        /// The status to send.
+        status: u16,
+        /// The headers to send: the origin's, made fit to relay, plus the gateway's.
+        headers: HeaderMap,
+        /// What to log.
+        record: Record,
+    },
+    /// The origin failed: answer with this problem instead.
+    Answer(Answer),
+}
+
+impl Gateway {
+    /// Handle one request: decide it and say what to do next. See the module docs for the
+    /// protocol; `clock` measures the gateway's own time for the access line.
+    pub async fn exchange<B, S, F>(
+        &self,
+        request: Request<B>,
+        ctx: &RequestContext,
+        store: &S,
+        fetch: &F,
+        clock: &dyn Clock,
+    ) -> Step<B>
+    where
+        B: RequestBody,
+        S: CounterStore + ?Sized,
+        F: Fetch + ?Sized,
+    {
+        let outcome = self.decide(request, ctx, store, fetch).await;
+        let mut facts = outcome.log;
+        let now = clock.now();
+        let mut events: Vec<Event> = facts
+            .key_events
+            .drain(..)
+            .map(|(provider, event)| Event::key_set(now, &provider, &event))
+            .collect();
+        let policy_broken = !facts.policy_problems.is_empty();
+        events.extend(
+            facts
+                .policy_problems
+                .drain(..)
+                .map(|problem| Event::policy_problem(now, &problem)),
+        );
+        match outcome.decision {
+            Decision::Reject(reject) => {
+                let mut answer = reject_answer(&facts, ctx.now, &reject, now, None);
+                answer.record.events = events;
+                answer.record.policy_broken = policy_broken;
+                Step::Answer(answer)
+            }
+            Decision::Forward(forward) => {
+                let Forward {
+                    request,
+                    timeout,
+                    response_headers,
+                } = *forward;
+                Step::Forward(
+                    Outbound { request, timeout },
+                    Pending {
+                        facts,
+                        started: ctx.now,
+                        sent: now,
+                        response_headers,
+                        events,
+                    },
+                )
+            }
+        }
+    }
+}
+
+impl Pending {
+    /// Finish the exchange with what the origin did.
+    pub fn finish(self, result: OriginResult, clock: &dyn Clock) -> Relay {
+        let Pending {
+            facts,
+            started,
+            sent,
+            response_headers,
+            mut events,
+        } = self;
+        let now = clock.now();
+        let origin_us = micros_between(sent, now);
+        let gateway_us = micros_between(started, now).saturating_sub(origin_us);
+        let reject = match result {
+            OriginResult::Responded {
+                status,
+                mut headers,
+            } => {
+                forward::prepare_response(&mut headers, &response_headers);
+                let access =
+                    LogLine::forwarded(&facts, started, status, gateway_us, origin_us).to_json();
+                return Relay::Origin {
+                    status,
+                    headers,
+                    record: Record {
+                        access,
+                        events,
+                        policy_broken: false,
+                    },
+                };
+            }
+            OriginResult::TimedOut => forward::origin_failure(true),
+            OriginResult::Failed { cause } => {
+                events.push(Event::origin_unreachable(now, &facts.request_id, &cause));
+                forward::origin_failure(false)
+            }
+        };
+        let access =
+            LogLine::rejected(&facts, started, &reject, gateway_us, Some(origin_us)).to_json();
+        Relay::Answer(Answer {
+            response: reject.to_response(&facts.request_id),
+            record: Record {
+                access,
+                events,
+                policy_broken: false,
+            },
+        })
+    }
+}
+
+/// 503 `no-policy`: the runtime has no valid policy to decide with, so nothing is forwarded.
+pub fn no_policy(ctx: &RequestContext, method: &str, target: &str, clock: &dyn Clock) -> Answer {
+    let reject = Reject::new(
+        RejectKind::NoPolicy,
+        "no_policy",
+        "The gateway has no valid policy loaded.",
+    );
+    outside_decision(ctx, method, target, &reject, clock)
+}
+
+/// 400 `bad-request`: the runtime could not turn the request into one the core takes (a method
+/// or target that is not valid HTTP).
+pub fn unroutable(ctx: &RequestContext, method: &str, target: &str, clock: &dyn Clock) -> Answer {
+    let reject = Reject::new(
+        RejectKind::BadRequest,
+        "bad_request",
+        "The request is malformed.",
+    );
+    outside_decision(ctx, method, target, &reject, clock)
+}
+
+/// 500 `internal`: handling the request failed in a way that is a bug (a panic). The client
+/// still gets a problem document, and the operator an event.
+pub fn internal_error(
+    ctx: &RequestContext,
+    method: &str,
+    target: &str,
+    clock: &dyn Clock,
+) -> Answer {
+    let reject = Reject::new(
+        RejectKind::Internal,
+        "internal_error",
+        "The gateway failed to handle the request.",
+    );
+    let mut answer = outside_decision(ctx, method, target, &reject, clock);
+    answer.record.events.push(
+        Event::new(
+            clock.now(),
+            crate::event::Level::Warn,
+            "handling the request failed (a bug); answered 500",
+        )
+        .with("request_id", ctx.request_id.as_str()),
+    );
+    answer
+}
+
+fn outside_decision(
+    ctx: &RequestContext,
+    method: &str,
+    target: &str,
+    reject: &Reject,
+    clock: &dyn Clock,
+) -> Answer {
+    let path = target.split('?').next().unwrap_or_default();
+    let facts = LogFacts {
+        request_id: ctx.request_id.clone(),
+        method: method.to_owned(),
+        path: log::clip(path),
+        ..LogFacts::default()
+    };
+    reject_answer(&facts, ctx.now, reject, clock.now(), None)
+}
+
+fn reject_answer(
+    facts: &LogFacts,
+    started: UnixTime,
+    reject: &Reject,
+    now: UnixTime,
+    origin_us: Option<u64>,
+) -> Answer {
+    let gateway_us = micros_between(started, now);
+    Answer {
+        response: reject.to_response(&facts.request_id),
+        record: Record {
+            access: LogLine::rejected(facts, started, reject, gateway_us, origin_us).to_json(),
+            events: Vec::new(),
+            policy_broken: false,
+        },
+    }
+}
+
+fn micros_between(from: UnixTime, to: UnixTime) -> u64 {
+    to.as_micros().saturating_sub(from.as_micros())
+}

@@ -1,0 +1,222 @@
+//! Which policy is live: the one state machine every runtime runs its policy source through.
+//!
+//! A runtime reads its source (a file, a KV key) when [`PolicyStore::claim_read`] says so and
+//! hands over what it got ([`PolicyRead`]); [`PolicyStore::apply`] decides what is live:
+//!
+//! - **first load**: a text that compiles becomes live, and the runtime is told to fetch its
+//!   remote key sets before deciding its first request ([`Applied::start_up`]), as a process
+//!   fetches them before it reports ready;
+//! - **reload**: the source is read again `config_ttl_s` after the last read; the same text keeps
+//!   the same [`Gateway`] (and so its key sets and token cache), a new valid text replaces it;
+//! - **keep the last good policy**: a text that does not compile, a missing key or a failed read
+//!   never replaces a live policy. Each problem is reported once per refused text, with its JSON
+//!   pointer, together with which policy stays live; with none live, requests get 503
+//!   `no-policy` ([`crate::exchange::no_policy`]) and the source is read again after a second.
+//!
+//! A runtime whose instances keep no memory between requests (Spin) keeps the store's
+//! [`Memo`] beside the policy instead: it records which text was validated in full, so later
+//! instances compile only the schemas of the route they match, and do the start-up fetch only
+//! for a text no instance has started yet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{ConfigErrors, SchemaCompilation};
+use crate::decision::Gateway;
+use crate::event::{Event, Level};
+use crate::time::UnixTime;
+
+/// How soon to read the source again when no good policy is live, or while one request is
+/// already reading it.
+pub const RETRY_WITHOUT_POLICY: Duration = Duration::from_secs(1);
+
+/// What a runtime got from its policy source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyRead {
+    /// The policy text.
+    Text(String),
+    /// The source holds nothing (`what` names it: the KV key, the file).
+    Missing(String),
+    /// Reading failed; `why` is for the operator.
+    Failed(String),
+}
+
+/// What [`PolicyStore::apply`] did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The live gateway, if any (`None`: answer 503 `no-policy`).
+    pub gateway: Option<Arc<Gateway>>,
+    /// The live gateway is new and its remote key sets have not been fetched: call
+    /// [`Gateway::start_up`] before deciding with it.
+    pub start_up: bool,
+    /// What to tell the operator.
+    pub events: Vec<Event>,
+}
+
+/// What a runtime without memory keeps between requests (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Memo {
+    /// SHA-256 (hex) of the last text validated in full.
+    pub validated: String,
+    /// The build that validated it: another build validates again.
+    pub by: String,
+}
+
+/// The live policy and what is known about the source.
+#[derive(Debug, Default)]
+pub struct PolicyStore {
+    live: Option<Live>,
+    refused: Option<[u8; 32]>,
+    next_read: Option<UnixTime>,
+    validated: Option<[u8; 32]>,
+}
+
+#[derive(Debug)]
+struct Live {
+    digest: [u8; 32],
+    gateway: Arc<Gateway>,
+}
+
+/// Which build of the core this is, for [`Memo::by`].
+const BUILD: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
+
+impl PolicyStore {
+    /// A store with nothing live.
+    pub fn new() -> Self {
+        PolicyStore::default()
+    }
+
+    /// The live gateway, if any.
+    pub fn live(&self) -> Option<Arc<Gateway>> {
+        self.live.as_ref().map(|l| Arc::clone(&l.gateway))
+    }
+
+    /// Whether the runtime should read its source now. When it should and a policy is live, the
+    /// read is claimed: other requests keep deciding with the live policy, and are not told to
+    /// read too, until this read is applied or a second has passed.
+    pub fn claim_read(&mut self, now: UnixTime) -> bool {
+        let due = self.next_read.is_none_or(|at| now >= at);
+        if due && self.live.is_some() {
+            self.next_read = Some(now.saturating_add(RETRY_WITHOUT_POLICY));
+        }
+        due
+    }
+
+    /// Apply what the runtime read from `source` (a name for the operator: the file, the KV
+    /// key). `compile` turns a text into a gateway with the runtime's secrets, signature
+    /// backend and stores, compiling schemas as the store says.
+    pub fn apply(
+        &mut self,
+        read: PolicyRead,
+        source: &str,
+        now: UnixTime,
+        compile: impl FnOnce(&str, SchemaCompilation) -> Result<Gateway, ConfigErrors>,
+    ) -> Applied {
+        let mut events = Vec::new();
+        let mut start_up = false;
+        match read {
+            PolicyRead::Text(text) => {
+                let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+                if self.live.as_ref().is_some_and(|l| l.digest == digest) {
+                    self.refused = None;
+                } else if self.refused == Some(digest) {
+                    // Refused before and reported then: nothing new to say.
+                } else {
+                    let schemas = if self.validated == Some(digest) {
+                        SchemaCompilation::OnFirstUse
+                    } else {
+                        SchemaCompilation::AtLoad
+                    };
+                    match compile(&text, schemas) {
+                        Ok(gateway) => {
+                            let what = if self.live.is_some() {
+                                "policy reloaded"
+                            } else {
+                                "policy loaded"
+                            };
+                            events.push(
+                                Event::new(now, Level::Info, what)
+                                    .with("source", source)
+                                    .with("verifier", gateway.verifier_name()),
+                            );
+                            // A text validated in full by an earlier instance was started up
+                                // by it too.
+                                start_up = matches!(schemas, SchemaCompilation::AtLoad);
+                            self.validated = Some(digest);
+                            self.refused = None;
+                            self.live = Some(Live {
+                                digest,
+                                gateway: Arc::new(gateway),
+                            });
+                        }
+                        Err(errors) => {
+                            for problem in &errors.0 {
+                                events.push(
+                                    Event::new(now, Level::Warn, format!("policy refused: {problem}"))
+                                        .with("source", source),
+                                );
+                            }
+                            events.push(self.what_stays(now, "policy refused", source));
+                            self.refused = Some(digest);
+                        }
+                    }
+                }
+            }
+            PolicyRead::Missing(what) => {
+                events.push(self.what_stays(now, &format!("{what} is empty"), source));
+            }
+            PolicyRead::Failed(why) => events.push(self.what_stays(now, &why, source)),
+        }
+        let wait = match &self.live {
+            Some(live) => live.gateway.policy().config_ttl(),
+            None => RETRY_WITHOUT_POLICY,
+        };
+        self.next_read = Some(now.saturating_add(wait));
+        Applied {
+            gateway: self.live(),
+            start_up: start_up && self.live.is_some(),
+            events,
+        }
+    }
+
+    fn what_stays(&self, now: UnixTime, why: &str, source: &str) -> Event {
+        let stays = match self.live {
+            Some(_) => "keeping the last good policy",
+            None => "no policy: answering 503",
+        };
+        Event::new(now, Level::Warn, format!("{why}; {stays}")).with("source", source)
+    }
+
+    /// The live policy turned out broken on first use of one of its schemas (only possible for
+    /// a text compiled with [`SchemaCompilation::OnFirstUse`]): forget it and that its text was
+    /// validated, so the next read validates in full and refuses it as a whole.
+    pub fn forget_validation(&mut self) {
+        self.validated = None;
+        self.live = None;
+    }
+
+    /// What a runtime without memory keeps for the next instance: `None` when nothing was
+    /// validated.
+    pub fn memo(&self) -> Option<Memo> {
+        self.validated.map(|d| Memo {
+            validated: hex::encode(d),
+            by: BUILD.to_owned(),
+        })
+    }
+
+    /// Start from what an earlier instance kept. A memo from another build is ignored.
+    pub fn recall(&mut self, memo: &Memo) {
+        if memo.by != BUILD {
+            return;
+        }
+        let mut digest = [0u8; 32];
+        if hex::decode_to_slice(&memo.validated, &mut digest).is_ok() {
+            self.validated = Some(digest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

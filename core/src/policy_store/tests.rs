@@ -1,0 +1,192 @@
+use super::*;
+use crate::config::{NoSecrets, Policy};
+
+fn text(route: &str, ttl: u64) -> String {
+    format!(
+        r#"{{"version": 1, "config_ttl_s": {ttl},
+            "origins": {{"api": {{"url": "http://127.0.0.1:9"}}}},
+            "routes": [{{"id": "{route}", "methods": ["GET"], "path": "/{route}", "origin": "api", "auth": "none"}}]}}"#
+    )
+}
+
+fn compile(text: &str, schemas: SchemaCompilation) -> Result<Gateway, ConfigErrors> {
+    Policy::from_json_with(text, &NoSecrets, schemas).map(Gateway::new)
+}
+
+fn route_of(applied: &Applied) -> Option<String> {
+    let gateway = applied.gateway.as_ref()?;
+    gateway.policy().route_ids().next().map(str::to_owned)
+}
+
+fn at(secs: u64) -> UnixTime {
+    UnixTime::from_secs(secs)
+}
+
+#[test]
+fn a_first_good_text_goes_live_and_asks_for_the_start_up_fetch() {
+    let mut store = PolicyStore::new();
+    assert!(store.claim_read(at(100)));
+    let applied = store.apply(PolicyRead::Text(text("a", 30)), "kv:config", at(100), compile);
+    assert_eq!(route_of(&applied).as_deref(), Some("a"));
+    assert!(applied.start_up);
+    assert_eq!(applied.events.len(), 1);
+    assert_eq!(applied.events[0].level, Level::Info);
+    assert_eq!(applied.events[0].text, "policy loaded");
+    assert!(applied.events[0]
+        .fields
+        .contains(&("source", "kv:config".to_owned())));
+}
+
+#[test]
+fn the_source_is_read_again_only_after_the_ttl_and_one_request_at_a_time() {
+    let mut store = PolicyStore::new();
+    store.claim_read(at(100));
+    store.apply(PolicyRead::Text(text("a", 30)), "s", at(100), compile);
+    assert!(!store.claim_read(at(129)));
+    assert!(store.claim_read(at(130)));
+    // Claimed: the next request in the same second keeps the live policy and does not read.
+    assert!(!store.claim_read(at(130)));
+    assert!(store.live().is_some());
+}
+
+#[test]
+fn the_same_text_keeps_the_same_gateway_and_needs_no_start_up() {
+    let mut store = PolicyStore::new();
+    let first = store.apply(PolicyRead::Text(text("a", 30)), "s", at(100), compile);
+    let again = store.apply(PolicyRead::Text(text("a", 30)), "s", at(130), |_, _| {
+        panic!("an unchanged text is not compiled again")
+    });
+    assert!(Arc::ptr_eq(
+        first.gateway.as_ref().unwrap(),
+        again.gateway.as_ref().unwrap()
+    ));
+    assert!(!again.start_up);
+    assert!(again.events.is_empty());
+}
+
+#[test]
+fn a_new_valid_text_replaces_the_live_one() {
+    let mut store = PolicyStore::new();
+    store.apply(PolicyRead::Text(text("a", 30)), "s", at(100), compile);
+    let applied = store.apply(PolicyRead::Text(text("b", 30)), "s", at(130), compile);
+    assert_eq!(route_of(&applied).as_deref(), Some("b"));
+    assert!(applied.start_up);
+    assert_eq!(applied.events[0].text, "policy reloaded");
+}
+
+#[test]
+fn an_invalid_text_keeps_the_last_good_policy_and_is_reported_once() {
+    let mut store = PolicyStore::new();
+    store.apply(PolicyRead::Text(text("a", 30)), "s", at(100), compile);
+    let broken = r#"{"version": 1, "origins": {}, "routes": [], "bogus": 1}"#.to_owned();
+    let applied = store.apply(PolicyRead::Text(broken.clone()), "s", at(130), compile);
+    assert_eq!(route_of(&applied).as_deref(), Some("a"), "last good kept");
+    assert!(!applied.start_up);
+    assert!(applied.events.iter().all(|e| e.level == Level::Warn));
+    assert!(
+        applied.events.iter().any(|e| e.text.contains("/bogus")),
+        "each problem with its pointer: {:?}",
+        applied.events
+    );
+    assert!(applied
+        .events
+        .last()
+        .is_some_and(|e| e.text.ends_with("keeping the last good policy")));
+    // Read again after the live policy's TTL, the same broken text says nothing new.
+    assert!(!store.claim_read(at(159)));
+    let again = store.apply(PolicyRead::Text(broken), "s", at(160), |_, _| {
+        panic!("a refused text is not compiled again")
+    });
+    assert!(again.events.is_empty());
+    assert_eq!(route_of(&again).as_deref(), Some("a"));
+}
+
+#[test]
+fn without_a_good_policy_there_is_none_and_the_source_is_retried_within_a_second() {
+    let mut store = PolicyStore::new();
+    let applied = store.apply(
+        PolicyRead::Text("{not json".to_owned()),
+        "s",
+        at(100),
+        compile,
+    );
+    assert!(applied.gateway.is_none());
+    assert!(applied
+        .events
+        .last()
+        .is_some_and(|e| e.text.ends_with("no policy: answering 503")));
+    assert!(!store.claim_read(at(100)));
+    assert!(store.claim_read(at(101)));
+    let missing = store.apply(PolicyRead::Missing("KV key \"config\"".into()), "s", at(101), compile);
+    assert!(missing.gateway.is_none());
+    assert_eq!(
+        missing.events[0].text,
+        "KV key \"config\" is empty; no policy: answering 503"
+    );
+}
+
+#[test]
+fn a_missing_or_unreadable_source_keeps_the_last_good_policy() {
+    let mut store = PolicyStore::new();
+    store.apply(PolicyRead::Text(text("a", 5)), "s", at(100), compile);
+    let failed = store.apply(PolicyRead::Failed("KV read failed".into()), "s", at(105), compile);
+    assert_eq!(route_of(&failed).as_deref(), Some("a"));
+    assert_eq!(
+        failed.events[0].text,
+        "KV read failed; keeping the last good policy"
+    );
+    let missing = store.apply(PolicyRead::Missing("key".into()), "s", at(110), compile);
+    assert_eq!(route_of(&missing).as_deref(), Some("a"));
+    // The next read is one TTL of the live policy later.
+    assert!(!store.claim_read(at(114)));
+    assert!(store.claim_read(at(115)));
+}
+
+#[test]
+fn a_memo_lets_a_later_instance_compile_lazily_and_skip_the_start_up() {
+    let mut first = PolicyStore::new();
+    first.apply(PolicyRead::Text(text("a", 30)), "s", at(100), compile);
+    let memo = first.memo().expect("a validated text leaves a memo");
+
+    let mut later = PolicyStore::new();
+    later.recall(&memo);
+    let mut asked = None;
+    let applied = later.apply(PolicyRead::Text(text("a", 30)), "s", at(101), |t, s| {
+        asked = Some(s);
+        compile(t, s)
+    });
+    assert_eq!(asked, Some(SchemaCompilation::OnFirstUse));
+    assert!(!applied.start_up);
+
+    // Another text is validated in full (and started up) again.
+    let mut other = PolicyStore::new();
+    other.recall(&memo);
+    let mut asked = None;
+    let applied = other.apply(PolicyRead::Text(text("b", 30)), "s", at(101), |t, s| {
+        asked = Some(s);
+        compile(t, s)
+    });
+    assert_eq!(asked, Some(SchemaCompilation::AtLoad));
+    assert!(applied.start_up);
+
+    // A memo from another build, or garbage, is ignored.
+    let mut stranger = PolicyStore::new();
+    stranger.recall(&Memo {
+        validated: memo.validated.clone(),
+        by: "portcullis-core 0.0.0".into(),
+    });
+    stranger.recall(&Memo {
+        validated: "zz".into(),
+        by: memo.by.clone(),
+    });
+    assert!(stranger.memo().is_none());
+}
+
+#[test]
+fn a_policy_broken_on_first_use_is_forgotten() {
+    let mut store = PolicyStore::new();
+    store.apply(PolicyRead::Text(text("a", 30)), "s", at(100), compile);
+    store.forget_validation();
+    assert!(store.live().is_none());
+    assert!(store.memo().is_none());
+}
