@@ -185,6 +185,17 @@ impl Gateway {
         fetch: &F,
         clock: &dyn crate::time::Clock,
     ) -> Vec<crate::event::Event> {
+        self.refresh_due(fetch, clock).await
+    }
+
+    /// Refresh the remote key sets that are due, within each provider's minimum interval, and
+    /// say what happened: what a runtime with memory runs in the background (see
+    /// [`Gateway::keys_due`]), so requests rarely wait on the IdP.
+    pub async fn refresh_due<F: Fetch + ?Sized>(
+        &self,
+        fetch: &F,
+        clock: &dyn crate::time::Clock,
+    ) -> Vec<crate::event::Event> {
         let events = self.refresh_keys(clock.now(), fetch, false).await;
         let now = clock.now();
         events

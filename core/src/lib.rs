@@ -57,12 +57,12 @@ pub use config::{
 pub use decision::{Decision, Gateway, LogFacts, Outcome, RequestContext};
 pub use event::{Event, Level, LogSink};
 pub use exchange::{Answer, OriginResult, Outbound, Pending, Record, Relay, Step};
-pub use policy_store::{PolicyRead, PolicyStore};
 pub use fetch::{Fetch, FetchError, FetchResponse, NoFetch};
 pub use forward::{Forward, ForwardBody};
 pub use json::parse_strict as parse_json_strict;
 pub use jwks::shared::{SharedKeySets, SharedStoreError};
 pub use jwks::KeySetState;
+pub use policy_store::{PolicyRead, PolicyStore};
 pub use problem::{FieldError, Reject, RejectKind};
 pub use quota::{CounterStore, MemoryStore, Rate, State, StoreError, Verdict};
 pub use time::{Clock, FixedClock, UnixTime};

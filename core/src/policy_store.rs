@@ -142,8 +142,8 @@ impl PolicyStore {
                                     .with("verifier", gateway.verifier_name()),
                             );
                             // A text validated in full by an earlier instance was started up
-                                // by it too.
-                                start_up = matches!(schemas, SchemaCompilation::AtLoad);
+                            // by it too.
+                            start_up = matches!(schemas, SchemaCompilation::AtLoad);
                             self.validated = Some(digest);
                             self.refused = None;
                             self.live = Some(Live {
@@ -154,8 +154,12 @@ impl PolicyStore {
                         Err(errors) => {
                             for problem in &errors.0 {
                                 events.push(
-                                    Event::new(now, Level::Warn, format!("policy refused: {problem}"))
-                                        .with("source", source),
+                                    Event::new(
+                                        now,
+                                        Level::Warn,
+                                        format!("policy refused: {problem}"),
+                                    )
+                                    .with("source", source),
                                 );
                             }
                             events.push(self.what_stays(now, "policy refused", source));
@@ -179,6 +183,14 @@ impl PolicyStore {
             start_up: start_up && self.live.is_some(),
             events,
         }
+    }
+
+    /// The source could not even be opened (`why`): [`PolicyStore::apply`] with
+    /// [`PolicyRead::Failed`], for callers that have nothing to compile with.
+    pub fn unreadable(&mut self, why: String, source: &str, now: UnixTime) -> Applied {
+        self.apply(PolicyRead::Failed(why), source, now, |_, _| {
+            Err(ConfigErrors(Vec::new()))
+        })
     }
 
     fn what_stays(&self, now: UnixTime, why: &str, source: &str) -> Event {

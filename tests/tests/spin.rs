@@ -103,9 +103,11 @@ fn vectors() {
         );
     }
     if only.is_none() && std::env::var_os("PORTCULLIS_VECTOR_FILES").is_none() {
-        for entry in xfail.unused(&known) {
-            println!("warning: xfail entry {entry:?} names no case");
-        }
+        let stale = xfail.unused(&known);
+        assert!(
+            stale.is_empty(),
+            "xfail entries that name no case (remove them): {stale:?}"
+        );
     }
     println!(
         "all files: {} ({} expected failures)",

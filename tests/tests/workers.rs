@@ -59,6 +59,7 @@ fn vectors() {
     let reports = runner::run_files(&mut target, &files, &xfail, "127.0.0.1:0").expect("runner");
     let mut failed = Vec::new();
     let mut total = runner::Summary::default();
+    let mut known = Vec::new();
     for report in &reports {
         let summary = report.summary();
         println!("{}", summary.line());
@@ -66,9 +67,22 @@ fn vectors() {
             failed.push(report.stem.clone());
         }
         total.add(summary);
+        known.extend(
+            report
+                .cases
+                .iter()
+                .map(|c| format!("{}/{}", report.stem, c.name)),
+        );
     }
     println!("all files: {}", total.line());
     assert!(failed.is_empty(), "failing files: {failed:?}");
+    if only.is_none() {
+        let stale = xfail.unused(&known);
+        assert!(
+            stale.is_empty(),
+            "xfail entries that name no case (remove them): {stale:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

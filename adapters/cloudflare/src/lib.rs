@@ -14,16 +14,14 @@
 //! ([`quota::QuotaCounter`]), and `secret_env` names as Worker secrets or vars.
 
 use std::net::IpAddr;
-use std::rc::Rc;
 
-use http::{HeaderMap, Response};
-use portcullis_core::forward::{self, Forward};
-use portcullis_core::jwks::KeyEvent;
-use portcullis_core::log::LogLine;
-use portcullis_core::problem::{Reject, RejectKind};
-use portcullis_core::{request_id, Decision, LogFacts, RequestContext, UnixTime};
+use http::HeaderMap;
+use portcullis_core::{
+    exchange, request_id, Answer, Clock, Event, Level, LogSink, OriginResult, Outbound, Pending,
+    Relay, RequestContext, Step, UnixTime,
+};
 use wasm_bindgen::JsValue;
-use worker::{console_error, console_log, event, Context, Env};
+use worker::{event, Context, Env};
 
 pub mod body;
 pub mod fetch;
@@ -43,109 +41,83 @@ async fn main(
     env: Env,
     ctx: Context,
 ) -> worker::Result<web_sys::Response> {
-    let started = now();
-    let Some(request) = to_http(&request) else {
-        let reject = Reject::new(
-            RejectKind::BadRequest,
-            "bad_request",
-            "The request is malformed.",
-        );
-        return problem(reject.to_response(&new_request_id()));
-    };
-    let request_ctx = RequestContext {
-        now: started,
+    let mut request_ctx = RequestContext {
+        now: now(),
         request_id: new_request_id(),
-        client_ip: client_ip(request.headers()),
+        client_ip: None,
     };
-    let id = request_ctx.request_id.clone();
-    let Some((gateway, fresh)) = policy::current(&env, started).await else {
-        let reject = Reject::new(
-            RejectKind::NoPolicy,
-            "no_policy",
-            "The gateway has no valid policy loaded.",
+    let Some(request) = to_http(&request) else {
+        let answer = exchange::unroutable(
+            &request_ctx,
+            &request.method(),
+            &request.url(),
+            &WorkerClock,
         );
-        let facts = LogFacts {
-            request_id: id.clone(),
-            method: request.method().as_str().to_owned(),
-            path: request.uri().path().chars().take(512).collect(),
-            ..LogFacts::default()
-        };
-        emit(&LogLine::rejected(
-            &facts,
-            started,
-            &reject,
-            elapsed_us(started),
-            None,
-        ));
-        return problem(reject.to_response(&id));
+        return answered(answer);
     };
-    if fresh {
-        // A newly loaded policy fetches its remote key sets first, like `portcullis serve` does
-        // before it reports ready.
-        for (provider, event) in gateway.refresh_keys(now(), &fetch::WorkerFetch, true).await {
-            key_event(&provider, &event);
-        }
-    }
+    request_ctx.client_ip = client_ip(request.headers());
+    let Some(gateway) = policy::current(&env).await else {
+        let target = request.uri().path();
+        return answered(exchange::no_policy(
+            &request_ctx,
+            request.method().as_str(),
+            target,
+            &WorkerClock,
+        ));
+    };
     let store = quota::DurableStore::new(&env);
-    let outcome = gateway
-        .decide(request, &request_ctx, &store, &fetch::WorkerFetch)
+    let step = gateway
+        .exchange(
+            request,
+            &request_ctx,
+            &store,
+            &fetch::WorkerFetch,
+            &WorkerClock,
+        )
         .await;
-    for (provider, event) in &outcome.log.key_events {
-        key_event(provider, event);
-    }
-    let response = match outcome.decision {
-        Decision::Reject(reject) => {
-            emit(&LogLine::rejected(
-                &outcome.log,
-                started,
-                &reject,
-                elapsed_us(started),
-                None,
-            ));
-            problem(reject.to_response(&id))
-        }
-        Decision::Forward(forward) => relay(*forward, &outcome.log, started).await,
+    let response = match step {
+        Step::Answer(answer) => answered(answer),
+        Step::Forward(outbound, pending) => relay(outbound, pending).await,
     };
     // Key sets that fall due are refreshed after the answer, so requests rarely wait on the IdP.
     // Scheduled only when one is due: `wait_until` costs a promise and a task on every request.
-    if !gateway.keys_due(now()) {
-        return response;
+    if gateway.keys_due(now()) {
+        ctx.wait_until(async move {
+            for event in gateway.refresh_due(&fetch::WorkerFetch, &WorkerClock).await {
+                Console.event(&event);
+            }
+        });
     }
-    let refresher = Rc::clone(&gateway);
-    ctx.wait_until(async move {
-        for (provider, event) in refresher
-            .refresh_keys(now(), &fetch::WorkerFetch, false)
-            .await
-        {
-            key_event(&provider, &event);
-        }
-    });
     response
 }
 
-/// Send a forwarded request and relay the origin's answer, its body streamed.
+/// Send the outbound request and relay the origin's answer, its body streamed.
 async fn relay(
-    forward: Forward<body::ClientBody>,
-    facts: &LogFacts,
-    started: UnixTime,
+    outbound: Outbound<body::ClientBody>,
+    pending: Pending,
 ) -> worker::Result<web_sys::Response> {
-    let Forward {
-        request,
-        timeout,
-        response_headers,
-    } = forward;
-    let asked = now();
-    let answer = fetch::send_to_origin(request, timeout).await;
-    let origin_us = elapsed_us(asked);
-    let gateway_us = elapsed_us(started).saturating_sub(origin_us);
-    match answer {
+    let Outbound { request, timeout } = outbound;
+    let (result, origin) = match fetch::send_to_origin(request, timeout).await {
         Ok(origin) => {
-            let mut headers = fetch::header_map(&origin.headers());
-            forward::prepare_response(&mut headers, &response_headers);
-            let status = origin.status();
-            emit(&LogLine::forwarded(
-                facts, started, status, gateway_us, origin_us,
-            ));
+            let result = OriginResult::Responded {
+                status: origin.status(),
+                headers: fetch::header_map(&origin.headers()),
+            };
+            (result, Some(origin))
+        }
+        Err(fetch::OriginError::Timeout) => (OriginResult::TimedOut, None),
+        Err(fetch::OriginError::Failed(cause)) => (OriginResult::Failed { cause }, None),
+    };
+    match (pending.finish(result, &WorkerClock), origin) {
+        (
+            Relay::Origin {
+                status,
+                headers,
+                record,
+            },
+            Some(origin),
+        ) => {
+            record.write_to(&Console);
             let init = web_sys::ResponseInit::new();
             init.set_status(status);
             init.set_headers(fetch::web_headers(&headers)?.as_ref());
@@ -155,23 +127,20 @@ async fn relay(
                 &init,
             )?)
         }
-        Err(failure) => {
-            let timed_out = failure == fetch::OriginError::Timeout;
-            if let fetch::OriginError::Failed(why) = &failure {
-                console_error!(
-                    "portcullis: request {}: origin unreachable: {why}",
-                    facts.request_id
-                );
-            }
-            let reject = forward::origin_failure(timed_out);
-            emit(&LogLine::rejected(
-                facts,
-                started,
-                &reject,
-                gateway_us,
-                Some(origin_us),
-            ));
-            problem(reject.to_response(&facts.request_id))
+        (Relay::Answer(answer), _) => answered(answer),
+        // `finish` relays only what the origin answered.
+        (Relay::Origin { .. }, None) => {
+            let request_ctx = RequestContext {
+                now: now(),
+                request_id: new_request_id(),
+                client_ip: None,
+            };
+            answered(exchange::internal_error(
+                &request_ctx,
+                "-",
+                "-",
+                &WorkerClock,
+            ))
         }
     }
 }
@@ -188,8 +157,10 @@ fn to_http(raw: &web_sys::Request) -> Option<http::Request<body::ClientBody>> {
     Some(request)
 }
 
-/// A response the gateway wrote itself (problem documents).
-fn problem(response: Response<String>) -> worker::Result<web_sys::Response> {
+/// A response the gateway made itself, after logging its record.
+fn answered(answer: Answer) -> worker::Result<web_sys::Response> {
+    let Answer { response, record } = answer;
+    record.write_to(&Console);
     let (parts, text) = response.into_parts();
     let init = web_sys::ResponseInit::new();
     init.set_status(parts.status.as_u16());
@@ -223,8 +194,14 @@ pub fn now() -> UnixTime {
     })
 }
 
-fn elapsed_us(since: UnixTime) -> u64 {
-    now().as_micros().saturating_sub(since.as_micros())
+/// [`now`] as the core's [`Clock`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerClock;
+
+impl Clock for WorkerClock {
+    fn now(&self) -> UnixTime {
+        now()
+    }
 }
 
 /// 128 bits from `crypto.getRandomValues`, hex-encoded; should that ever fail, `Math.random`
@@ -239,33 +216,21 @@ pub fn new_request_id() -> String {
     request_id::from_random(bytes)
 }
 
-/// One JSON line per request, the same fields as natively. Passed to `console.log` as it is,
-/// without `console_log!`'s formatting copy.
-fn emit(line: &LogLine<'_>) {
-    web_sys::console::log_1(&JsValue::from_str(&line.to_json()));
-}
+/// The Worker's logs: access lines and routine events with `console.log`, events that need
+/// attention with `console.error`, each passed as it is, without the console macros' copy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Console;
 
-/// Operator events: `time`, `level`, the given fields, `event`, as one JSON line.
-pub fn event(level: &str, fields: &[(&str, &str)], event: &str) {
-    let mut line = serde_json::Map::new();
-    line.insert("time".into(), now().to_rfc3339().into());
-    line.insert("level".into(), level.into());
-    for (name, value) in fields {
-        line.insert((*name).into(), (*value).into());
+impl LogSink for Console {
+    fn access(&self, line: &str) {
+        web_sys::console::log_1(&JsValue::from_str(line));
     }
-    line.insert("event".into(), event.into());
-    let text = serde_json::Value::Object(line).to_string();
-    if level == "info" {
-        console_log!("{text}");
-    } else {
-        console_error!("{text}");
-    }
-}
 
-fn key_event(provider: &str, key_event: &KeyEvent) {
-    let level = match key_event {
-        KeyEvent::Refreshed { .. } => "info",
-        KeyEvent::RefreshFailed { .. } | KeyEvent::SkippedKey { .. } => "warn",
-    };
-    event(level, &[("provider", provider)], &key_event.to_string());
+    fn event(&self, event: &Event) {
+        let line = JsValue::from_str(&event.to_json());
+        match event.level {
+            Level::Info => web_sys::console::log_1(&line),
+            Level::Warn => web_sys::console::error_1(&line),
+        }
+    }
 }

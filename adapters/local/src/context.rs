@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use portcullis_core::{request_id, RequestContext, UnixTime};
+use portcullis_core::{request_id, Clock, RequestContext, UnixTime};
 
 /// The context for a request that just arrived from `peer`.
 pub fn for_request(peer: IpAddr) -> RequestContext {
@@ -13,6 +13,16 @@ pub fn for_request(peer: IpAddr) -> RequestContext {
         now: now(),
         request_id: new_request_id(),
         client_ip: Some(peer),
+    }
+}
+
+/// The wall clock, as the core's [`Clock`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixTime {
+        now()
     }
 }
 

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use portcullis_core::fetch::Fetch;
 use portcullis_core::jwks::KeyEvent;
-use portcullis_core::Gateway;
+use portcullis_core::{Gateway, Level, LogSink};
 use tokio::sync::oneshot;
 
+use crate::context::SystemClock;
 use crate::serve::App;
 use crate::{context, log};
 
@@ -127,9 +128,8 @@ pub async fn spawn_refresher(app: Arc<App>) -> Refresher {
                 Ok(runtime) => runtime,
                 Err(e) => {
                     log::event(
-                        log::Level::Warn,
-                        &[],
-                        &format!("cannot start the key refresher, key sets will not refresh: {e}"),
+                        Level::Warn,
+                        format!("cannot start the key refresher, key sets will not refresh: {e}"),
                     );
                     return;
                 }
@@ -143,9 +143,8 @@ pub async fn spawn_refresher(app: Arc<App>) -> Refresher {
         });
     if let Err(e) = started {
         log::event(
-            log::Level::Warn,
-            &[],
-            &format!("cannot start the key refresher, key sets will not refresh: {e}"),
+            Level::Warn,
+            format!("cannot start the key refresher, key sets will not refresh: {e}"),
         );
     }
     Refresher(Some(stop))
@@ -156,12 +155,8 @@ async fn refresh_forever(app: &App) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let events = app
-            .gateway()
-            .refresh_keys(context::now(), app.fetch(), false)
-            .await;
-        for (provider, event) in &events {
-            log::key_event(provider, event);
+        for event in app.gateway().refresh_due(app.fetch(), &SystemClock).await {
+            log::Sink.event(&event);
         }
     }
 }

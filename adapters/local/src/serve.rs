@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -12,13 +12,15 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use portcullis_core::forward::{self, Forward};
-use portcullis_core::log::LogLine;
-use portcullis_core::{Decision, Gateway, LogFacts, MemoryStore, Policy, Reject, UnixTime};
+use portcullis_core::exchange;
+use portcullis_core::{
+    Answer, Gateway, MemoryStore, OriginResult, Outbound, Pending, Policy, Relay, Step,
+};
 use tokio::net::TcpListener;
 
 use crate::body::{self, ClientBody, RelayBody};
 use crate::client::{self, Upstream};
+use crate::context::SystemClock;
 use crate::fetch::HyperFetch;
 use crate::log;
 use crate::signature::Ring;
@@ -267,120 +269,73 @@ impl Signals {
     }
 }
 
-/// One request, start to finish: decide, answer or forward, log.
+/// One request, start to finish: the core decides and finishes it; this moves the bytes.
 async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response<RelayBody> {
-    let started = Instant::now();
     let ctx = context::for_request(peer);
-    let outcome = app
+    let step = app
         .gateway
-        .decide(request.map(ClientBody), &ctx, &app.store, &app.fetch)
+        .exchange(
+            request.map(ClientBody),
+            &ctx,
+            &app.store,
+            &app.fetch,
+            &SystemClock,
+        )
         .await;
-    // Things the operator should hear about (a key set that failed to refresh while this request
-    // waited on it), apart from the request's own log line.
-    for (provider, event) in &outcome.log.key_events {
-        log::key_event(provider, event);
-    }
-    match outcome.decision {
-        Decision::Reject(reject) => {
-            let response = reject.to_response(&ctx.request_id);
-            log::emit(&LogLine::rejected(
-                &outcome.log,
-                ctx.now,
-                &reject,
-                micros_since(started),
-                None,
-            ));
-            response.map(body::full)
-        }
-        Decision::Forward(forward) => {
-            relay(
-                app,
-                *forward,
-                &outcome.log,
-                &ctx.request_id,
-                ctx.now,
-                started,
-            )
-            .await
-        }
+    match step {
+        Step::Answer(answer) => answered(answer),
+        Step::Forward(outbound, pending) => relay(app, outbound, pending).await,
     }
 }
 
-/// Send a forwarded request and relay the origin's answer, streaming its body.
-async fn relay(
-    app: &App,
-    forward: Forward<ClientBody>,
-    facts: &LogFacts,
-    request_id: &str,
-    now: UnixTime,
-    started: Instant,
-) -> Response<RelayBody> {
-    let Forward {
-        request,
-        timeout,
-        response_headers,
-    } = forward;
-    let asked = Instant::now();
-    let answer =
+/// Send the outbound request and relay the origin's answer, streaming its body.
+async fn relay(app: &App, outbound: Outbound<ClientBody>, pending: Pending) -> Response<RelayBody> {
+    let Outbound { request, timeout } = outbound;
+    let sent =
         tokio::time::timeout(timeout, app.upstream.request(request.map(body::to_origin))).await;
-    let origin_us = micros_since(asked);
-    let gateway_us = micros_since(started).saturating_sub(origin_us);
-    match answer {
+    let (result, origin) = match sent {
         Ok(Ok(response)) => {
             let (mut parts, stream) = response.into_parts();
-            forward::prepare_response(&mut parts.headers, &response_headers);
-            log::emit(&LogLine::forwarded(
-                facts,
-                now,
-                parts.status.as_u16(),
-                gateway_us,
-                origin_us,
-            ));
+            let result = OriginResult::Responded {
+                status: parts.status.as_u16(),
+                headers: std::mem::take(&mut parts.headers),
+            };
+            (result, Some((parts, stream)))
+        }
+        Ok(Err(error)) => (
+            OriginResult::Failed {
+                cause: causes(&error),
+            },
+            None,
+        ),
+        Err(_) => (OriginResult::TimedOut, None),
+    };
+    match (pending.finish(result, &SystemClock), origin) {
+        (
+            Relay::Origin {
+                headers, record, ..
+            },
+            Some((mut parts, stream)),
+        ) => {
+            record.write_to(&log::Sink);
+            parts.headers = headers;
             Response::from_parts(parts, RelayBody::Left(stream))
         }
-        Ok(Err(error)) => {
-            // The log line's reason says only "unreachable"; the operator needs the cause
-            // (refused, DNS, TLS) to fix it, and stderr is where diagnostics go.
-            eprintln!(
-                "portcullis: request {request_id}: origin unreachable: {}",
-                causes(&error)
-            );
-            origin_failed(false, facts, request_id, now, gateway_us, origin_us)
-        }
-        Err(_) => origin_failed(true, facts, request_id, now, gateway_us, origin_us),
+        (Relay::Answer(answer), _) => answered(answer),
+        // `finish` relays only what the origin answered.
+        (Relay::Origin { .. }, None) => internal_error(),
     }
 }
 
-fn origin_failed(
-    timed_out: bool,
-    facts: &LogFacts,
-    request_id: &str,
-    now: UnixTime,
-    gateway_us: u64,
-    origin_us: u64,
-) -> Response<RelayBody> {
-    let reject: Reject = forward::origin_failure(timed_out);
-    log::emit(&LogLine::rejected(
-        facts,
-        now,
-        &reject,
-        gateway_us,
-        Some(origin_us),
-    ));
-    let response = if timed_out {
-        forward::origin_timeout(request_id)
-    } else {
-        forward::origin_unreachable(request_id)
-    };
-    response.map(body::full)
+fn answered(answer: Answer) -> Response<RelayBody> {
+    answer.record.write_to(&log::Sink);
+    answer.response.map(body::full)
 }
 
-/// The answer when handling a request panicked: a bug, and the client still deserves a status.
+/// The answer when handling a request panicked: a bug, and the client still gets a problem.
 fn internal_error() -> Response<RelayBody> {
-    eprintln!("portcullis: a request handler panicked; answered 500");
-    let mut response = Response::new(body::full(bytes::Bytes::new()));
-    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-    response
+    let ctx = context::for_request(IpAddr::from([0, 0, 0, 0]));
+    answered(exchange::internal_error(&ctx, "-", "-", &SystemClock))
 }
 
 /// `error: cause: cause…`, since hyper's top-level errors ("client error (Connect)") hide the
@@ -394,10 +349,6 @@ pub(crate) fn causes(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn micros_since(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Run the gateway on `listen` with `policy` until SIGINT or SIGTERM. Returns only on shutdown

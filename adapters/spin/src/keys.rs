@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_core::jwks::shared::Pending;
+use portcullis_core::{Event, Level, LogSink};
 use portcullis_core::{SharedKeySets, SharedStoreError};
 use spin_sdk::wit::wasi::keyvalue::atomics::{self, Cas, CasError};
 use spin_sdk::wit::wasi::keyvalue::store::{Bucket, Error};
@@ -142,7 +143,8 @@ impl SharedKeySets for KvKeySets {
     }
 
     fn warn(&self, name: &str, why: &str) {
-        crate::event("warn", &[("provider", provider(name))], why);
+        let event = Event::new(crate::now(), Level::Warn, why).with("provider", provider(name));
+        crate::Stdio.event(&event);
     }
 }
 

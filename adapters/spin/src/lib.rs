@@ -18,11 +18,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
-use portcullis_core::forward::{self, Forward};
-use portcullis_core::jwks::KeyEvent;
-use portcullis_core::log::LogLine;
-use portcullis_core::problem::{Reject, RejectKind};
-use portcullis_core::{request_id, Decision, LogFacts, RequestContext, UnixTime};
+use portcullis_core::{
+    exchange, request_id, Answer, Clock, Event, LogSink, OriginResult, Outbound, Pending, Relay,
+    RequestContext, Step, UnixTime,
+};
 use spin_sdk::http::{
     IncomingRequest, IncomingResponse, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
@@ -59,80 +58,46 @@ const SPIN_PATH_MATCH_PREFIX: &str = "spin-path-match-";
 
 #[http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
-    let started = now();
-    let id = new_request_id();
     let mut headers = fields::header_map(request.headers().entries());
-    let client_ip = client_ip(&headers);
+    let ctx = RequestContext {
+        now: now(),
+        request_id: new_request_id(),
+        client_ip: client_ip(&headers),
+    };
     remove_spin_headers(&mut headers);
     restore_host(&mut headers, request.authority());
-    let facts = LogFacts {
-        request_id: id.clone(),
-        method: request.method().to_string(),
-        path: request
-            .path_with_query()
-            .unwrap_or_default()
-            .split('?')
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .take(portcullis_core::log::MAX_LOGGED_PATH)
-            .collect(),
-        ..LogFacts::default()
-    };
-    let Some(head) = head(&request, headers) else {
-        let reject = Reject::new(
-            RejectKind::BadRequest,
-            "bad_request",
-            "The request is malformed.",
-        );
-        return refuse(out, &facts, started, &reject).await;
-    };
-    let bucket = match store::open() {
-        Ok(bucket) => Arc::new(bucket),
-        Err(why) => {
-            event("warn", &[], &format!("{why}; no policy: answering 503"));
-            return refuse(out, &facts, started, &no_policy()).await;
-        }
-    };
-    let gateway = match policy::load(&bucket) {
-        Ok(gateway) => gateway,
-        Err(error) => {
-            match error {
-                policy::LoadError::Invalid(problems) => {
-                    for problem in problems {
-                        event("warn", &[], &format!("policy refused: {problem}"));
-                    }
-                }
-                policy::LoadError::Store(why) | policy::LoadError::Missing(why) => {
-                    event("warn", &[], &format!("{why}; no policy: answering 503"))
-                }
-            }
-            return refuse(out, &facts, started, &no_policy()).await;
-        }
-    };
-    let gateway = gateway.with_shared_key_sets(keys::KvKeySets::new(Arc::clone(&bucket)));
-    let counters = quota::KvCounters::new(&bucket);
-    let ctx = RequestContext {
-        now: started,
-        request_id: id,
-        client_ip,
-    };
-    let body = body::ClientBody::of(&request);
-    let outcome = gateway
-        .decide(head.map(|()| body), &ctx, &counters, &fetch::SpinFetch)
+    let method = request.method().to_string();
+    let target = request.path_with_query().unwrap_or_else(|| "/".to_owned());
+    let Some(head) = head(&method, &target, headers) else {
+        return answer(
+            out,
+            exchange::unroutable(&ctx, &method, &target, &SpinClock),
+        )
         .await;
-    for (provider, key_event) in &outcome.log.key_events {
-        log_key_event(provider, key_event);
-    }
-    if !outcome.log.policy_problems.is_empty() {
-        for problem in &outcome.log.policy_problems {
-            event("warn", &[], &format!("policy refused: {problem}"));
+    };
+    let bucket = store::open().map(Arc::new);
+    let Some((gateway, bucket)) = policy::load(bucket).await else {
+        return answer(out, exchange::no_policy(&ctx, &method, &target, &SpinClock)).await;
+    };
+    let counters = quota::KvCounters::new(&bucket);
+    let body = body::ClientBody::of(&request);
+    let step = gateway
+        .exchange(
+            head.map(|()| body),
+            &ctx,
+            &counters,
+            &fetch::SpinFetch,
+            &SpinClock,
+        )
+        .await;
+    match step {
+        Step::Answer(answered) => {
+            if answered.record.policy_broken {
+                policy::forget_validation(&bucket);
+            }
+            answer(out, answered).await;
         }
-        policy::forget_check(&bucket);
-    }
-    match outcome.decision {
-        Decision::Reject(reject) => refuse(out, &outcome.log, started, &reject).await,
-        Decision::Forward(forward) => relay(out, *forward, &outcome.log, started).await,
+        Step::Forward(outbound, pending) => relay(out, outbound, pending).await,
     }
     // After the answer: the client does not wait for housekeeping.
     if counters.used() && random_u64() % quota::SWEEP_ODDS == 0 {
@@ -143,69 +108,49 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
 
 /// The request's head as the core takes it (the body is attached later), or `None` if the
 /// host handed over a method or target that is not valid HTTP.
-fn head(request: &IncomingRequest, headers: HeaderMap) -> Option<http::Request<()>> {
-    let method = http::Method::from_bytes(request.method().to_string().as_bytes()).ok()?;
-    let target = request.path_with_query().unwrap_or_else(|| "/".to_owned());
-    let uri = target.parse::<http::Uri>().ok()?;
+fn head(method: &str, target: &str, headers: HeaderMap) -> Option<http::Request<()>> {
     let mut head = http::Request::new(());
-    *head.method_mut() = method;
-    *head.uri_mut() = uri;
+    *head.method_mut() = http::Method::from_bytes(method.as_bytes()).ok()?;
+    *head.uri_mut() = target.parse::<http::Uri>().ok()?;
     *head.headers_mut() = headers;
     Some(head)
 }
 
-fn no_policy() -> Reject {
-    Reject::new(
-        RejectKind::NoPolicy,
-        "no_policy",
-        "The gateway has no valid policy loaded.",
-    )
-}
-
-/// Send a forwarded request and relay the origin's answer, its body streamed.
-async fn relay(
-    out: ResponseOutparam,
-    forward: Forward<body::ClientBody>,
-    facts: &LogFacts,
-    started: UnixTime,
-) {
-    let Forward {
-        request,
-        timeout,
-        response_headers,
-    } = forward;
-    let asked = now();
-    let sent = fetch::send_to_origin(request, timeout).await;
-    let origin_us = elapsed_us(asked);
-    let gateway_us = elapsed_us(started).saturating_sub(origin_us);
-    match sent {
+/// Send the outbound request and relay the origin's answer, its body streamed.
+async fn relay(out: ResponseOutparam, outbound: Outbound<body::ClientBody>, pending: Pending) {
+    let Outbound { request, timeout } = outbound;
+    let (result, origin) = match fetch::send_to_origin(request, timeout).await {
         Ok(origin) => {
-            let status = origin.status();
-            let mut headers = fields::header_map(origin.headers().entries());
-            forward::prepare_response(&mut headers, &response_headers);
-            emit(&LogLine::forwarded(
-                facts, started, status, gateway_us, origin_us,
-            ));
+            let result = OriginResult::Responded {
+                status: origin.status(),
+                headers: fields::header_map(origin.headers().entries()),
+            };
+            (result, Some(origin))
+        }
+        Err(fetch::OriginError::Timeout) => (OriginResult::TimedOut, None),
+        Err(fetch::OriginError::Failed(cause)) => (OriginResult::Failed { cause }, None),
+    };
+    match (pending.finish(result, &SpinClock), origin) {
+        (
+            Relay::Origin {
+                status,
+                headers,
+                record,
+            },
+            Some(origin),
+        ) => {
+            record.write_to(&Stdio);
             stream_response(out, status, &headers, origin).await;
         }
-        Err(failure) => {
-            let timed_out = failure == fetch::OriginError::Timeout;
-            if let fetch::OriginError::Failed(why) = &failure {
-                event(
-                    "warn",
-                    &[("request_id", facts.request_id.as_str())],
-                    &format!("origin unreachable: {why}"),
-                );
-            }
-            let reject = forward::origin_failure(timed_out);
-            emit(&LogLine::rejected(
-                facts,
-                started,
-                &reject,
-                gateway_us,
-                Some(origin_us),
-            ));
-            answer(out, reject.to_response(&facts.request_id)).await;
+        (Relay::Answer(answered), _) => answer(out, answered).await,
+        // `finish` relays only what the origin answered.
+        (Relay::Origin { .. }, None) => {
+            let ctx = RequestContext {
+                now: now(),
+                request_id: new_request_id(),
+                client_ip: None,
+            };
+            answer(out, exchange::internal_error(&ctx, "-", "-", &SpinClock)).await;
         }
     }
 }
@@ -241,20 +186,10 @@ async fn stream_response(
     drop(origin);
 }
 
-/// Answer with a rejection and write its log line.
-async fn refuse(out: ResponseOutparam, facts: &LogFacts, started: UnixTime, reject: &Reject) {
-    emit(&LogLine::rejected(
-        facts,
-        started,
-        reject,
-        elapsed_us(started),
-        None,
-    ));
-    answer(out, reject.to_response(&facts.request_id)).await;
-}
-
-/// A response the gateway wrote itself (problem documents).
-async fn answer(out: ResponseOutparam, response: http::Response<String>) {
+/// A response the gateway made itself, after logging its record.
+async fn answer(out: ResponseOutparam, answer: Answer) {
+    let Answer { response, record } = answer;
+    record.write_to(&Stdio);
     let (mut parts, text) = response.into_parts();
     parts
         .headers
@@ -326,10 +261,6 @@ pub fn now() -> UnixTime {
     UnixTime::from_micros(micros)
 }
 
-fn elapsed_us(since: UnixTime) -> u64 {
-    now().as_micros().saturating_sub(since.as_micros())
-}
-
 /// 128 bits from `wasi:random`, hex-encoded.
 pub fn new_request_id() -> String {
     let mut bytes = [0u8; 16];
@@ -343,27 +274,26 @@ fn random_u64() -> u64 {
     wasi::random::random::get_random_u64()
 }
 
-/// One JSON line per request on stdout, the same fields as natively.
-fn emit(line: &LogLine<'_>) {
-    println!("{}", line.to_json());
-}
+/// [`now`] as the core's [`Clock`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpinClock;
 
-/// Operator events on stderr, one JSON line each: `time`, `level`, the given fields, `event`.
-pub fn event(level: &str, fields: &[(&str, &str)], event: &str) {
-    let mut line = serde_json::Map::new();
-    line.insert("time".into(), now().to_rfc3339().into());
-    line.insert("level".into(), level.into());
-    for (name, value) in fields {
-        line.insert((*name).into(), (*value).into());
+impl Clock for SpinClock {
+    fn now(&self) -> UnixTime {
+        now()
     }
-    line.insert("event".into(), event.into());
-    eprintln!("{}", serde_json::Value::Object(line));
 }
 
-fn log_key_event(provider: &str, key_event: &KeyEvent) {
-    let level = match key_event {
-        KeyEvent::Refreshed { .. } => "info",
-        KeyEvent::RefreshFailed { .. } | KeyEvent::SkippedKey { .. } => "warn",
-    };
-    event(level, &[("provider", provider)], &key_event.to_string());
+/// Spin's logs: access lines on stdout, operator events on stderr, as natively.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stdio;
+
+impl LogSink for Stdio {
+    fn access(&self, line: &str) {
+        println!("{line}");
+    }
+
+    fn event(&self, event: &Event) {
+        eprintln!("{}", event.to_json());
+    }
 }

@@ -1,102 +1,111 @@
-//! The policy, read from the key-value store on every request.
+//! The policy, read from the key-value store on every request, through the core's
+//! [`PolicyStore`].
 //!
-//! Spin gives every request a fresh instance, so nothing compiled survives in memory. To keep
-//! each request's start-up small, a policy text is validated in full (every JSON Schema compiled)
-//! only the first time it is seen: its SHA-256 is then recorded in the store, and later requests
-//! compile only the schemas of the route they match ([`SchemaCompilation::OnFirstUse`]). Should a
-//! schema fail anyway (a build with a different validator), that request gets 503, the record is
-//! dropped, and the next request validates in full again, refusing the policy as a whole.
+//! Spin gives every request a fresh instance, so nothing compiled survives in memory: the
+//! store's [`Memo`] is kept in the key-value store instead. With it, a policy text is validated
+//! in full (every JSON Schema compiled) and started up (its key sets fetched) only by the first
+//! request that sees it; later requests compile only the schemas of the route they match. A
+//! schema that fails anyway (a build with a different validator) costs that request a 503 and
+//! drops the memo, so the next request validates in full and refuses the policy as a whole.
 //!
 //! A value that does not parse or validate, a missing key and an unreadable store all mean
-//! 503 `no-policy` for every request, with each problem logged to stderr with its JSON pointer.
+//! 503 `no-policy` for every request, with each problem logged with its JSON pointer.
 
-use portcullis_core::{Gateway, Policy, SchemaCompilation, Secrets};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+use portcullis_core::policy_store::Memo;
+use portcullis_core::{Gateway, LogSink, Policy, PolicyRead, PolicyStore, Secrets};
 use spin_sdk::wit::wasi::keyvalue::store::Bucket;
 
-use crate::store;
+use crate::keys::KvKeySets;
+use crate::{store, SpinClock, Stdio};
 
 /// The store key read when the Spin variable [`KEY_VARIABLE`] is not set.
 pub const DEFAULT_KEY: &str = "config";
 /// The Spin variable that names the policy's store key.
 pub const KEY_VARIABLE: &str = "config_key";
-/// Where the digest of the last fully validated policy is recorded.
-const CHECKED_KEY: &str = "portcullis:policy-checked";
-/// Which build validated it: a different build validates again.
-const BUILD: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
+/// Where the policy store's memo is kept.
+const MEMO_KEY: &str = "portcullis:policy-checked";
 
-/// Why there is no policy to decide with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoadError {
-    /// The store could not be opened or read.
-    Store(String),
-    /// The key holds nothing.
-    Missing(String),
-    /// The text did not parse or validate: every problem, with its JSON pointer.
-    Invalid(Vec<String>),
-}
-
-/// The record of a fully validated policy text.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct Checked {
-    sha256: String,
-    by: String,
-}
-
-/// Read the policy from `bucket` and compile it.
-pub fn load(bucket: &Bucket) -> Result<Gateway, LoadError> {
+/// The gateway for the policy in the store (opened as `bucket`), and the store, or `None` when
+/// there is no good policy (the events saying why are logged).
+pub async fn load(bucket: Result<Arc<Bucket>, String>) -> Option<(Arc<Gateway>, Arc<Bucket>)> {
     let key = spin_sdk::variables::get(KEY_VARIABLE).unwrap_or_else(|_| DEFAULT_KEY.to_owned());
-    let bytes = bucket
-        .get(&key)
-        .map_err(|e| LoadError::Store(format!("reading key {key:?}: {}", store::describe(&e))))?
-        .ok_or_else(|| {
-            LoadError::Missing(format!("key {key:?} in store {:?} is empty", store::STORE))
-        })?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        LoadError::Invalid(vec![format!(
-            "(document): key {key:?} does not hold UTF-8 text"
-        )])
-    })?;
-    let this = Checked {
-        sha256: hex::encode(Sha256::digest(text.as_bytes())),
-        by: BUILD.to_owned(),
-    };
-    let checked = bucket
-        .get(CHECKED_KEY)
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice::<Checked>(&b).ok())
-        .is_some_and(|c| c == this);
-    let schemas = if checked {
-        SchemaCompilation::OnFirstUse
-    } else {
-        SchemaCompilation::AtLoad
-    };
-    let policy = Policy::from_json_with(&text, &SpinVariables, schemas)
-        .map_err(|errors| LoadError::Invalid(errors.0.iter().map(|e| e.to_string()).collect()))?;
-    if !checked {
-        if let Ok(record) = serde_json::to_vec(&this) {
-            if let Err(e) = bucket.set(CHECKED_KEY, &record) {
-                // Only costs the next request a full validation.
-                crate::event(
-                    "warn",
-                    &[],
-                    &format!(
-                        "recording the validated policy failed: {}",
-                        store::describe(&e)
-                    ),
-                );
+    let source = format!("key-value store {:?} key {key:?}", store::STORE);
+    let mut policies = PolicyStore::new();
+    let bucket = match bucket {
+        Ok(bucket) => bucket,
+        Err(why) => {
+            for event in &policies.unreadable(why, &source, crate::now()).events {
+                Stdio.event(event);
             }
+            return None;
+        }
+    };
+    let memo = recall(&bucket);
+    if let Some(memo) = &memo {
+        policies.recall(memo);
+    }
+    let read = read(&bucket, &key);
+    let applied = policies.apply(read, &source, crate::now(), |text, schemas| {
+        let shared = KvKeySets::new(Arc::clone(&bucket));
+        Policy::from_json_with(text, &SpinVariables, schemas)
+            .map(|policy| Gateway::new(policy).with_shared_key_sets(shared))
+    });
+    for event in &applied.events {
+        Stdio.event(event);
+    }
+    let gateway = applied.gateway?;
+    let validated = policies.memo();
+    if validated != memo {
+        remember(&bucket, validated.as_ref());
+    }
+    if applied.start_up {
+        for event in gateway.start_up(&crate::fetch::SpinFetch, &SpinClock).await {
+            Stdio.event(&event);
         }
     }
-    Ok(Gateway::new(policy))
+    Some((gateway, bucket))
 }
 
-/// Drop the record that the current policy was validated, after one of its schemas failed on
-/// first use: the next request validates in full and refuses the policy with every problem.
-pub fn forget_check(bucket: &Bucket) {
-    let _ = bucket.delete(CHECKED_KEY);
+fn read(bucket: &Bucket, key: &str) -> PolicyRead {
+    match bucket.get(key) {
+        Ok(Some(bytes)) => match String::from_utf8(bytes) {
+            Ok(text) => PolicyRead::Text(text),
+            Err(_) => PolicyRead::Failed(format!("key {key:?} does not hold UTF-8 text")),
+        },
+        Ok(None) => PolicyRead::Missing(format!("key {key:?} in store {:?}", store::STORE)),
+        Err(e) => PolicyRead::Failed(format!("reading key {key:?}: {}", store::describe(&e))),
+    }
+}
+
+fn recall(bucket: &Bucket) -> Option<Memo> {
+    let bytes = bucket.get(MEMO_KEY).ok().flatten()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn remember(bucket: &Bucket, memo: Option<&Memo>) {
+    let Some(record) = memo.and_then(|m| serde_json::to_vec(m).ok()) else {
+        return;
+    };
+    if let Err(e) = bucket.set(MEMO_KEY, &record) {
+        // Only costs the next request a full validation.
+        let why = format!(
+            "recording the validated policy failed: {}",
+            store::describe(&e)
+        );
+        Stdio.event(&portcullis_core::Event::new(
+            crate::now(),
+            portcullis_core::Level::Warn,
+            why,
+        ));
+    }
+}
+
+/// Drop the memo after one of the policy's schemas failed on first use: the next request
+/// validates in full and refuses the policy with every problem.
+pub fn forget_validation(bucket: &Bucket) {
+    let _ = bucket.delete(MEMO_KEY);
 }
 
 /// `secret_env` names as Spin variables: `"secret_env": "HS_SECRET"` reads variable `hs_secret`

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use portcullis_core::quota::{self, CounterStore, Rate, State, StoreError, Verdict};
 use portcullis_core::UnixTime;
+use portcullis_core::{Event, Level, LogSink};
 use spin_sdk::wit::wasi::keyvalue::atomics::{self, Cas, CasError};
 use spin_sdk::wit::wasi::keyvalue::store::Bucket;
 
@@ -139,11 +140,8 @@ pub fn sweep(bucket: &Bucket, now: UnixTime) {
         }
     }
     if deleted > 0 {
-        crate::event(
-            "info",
-            &[],
-            &format!("deleted {deleted} expired quota keys"),
-        );
+        let text = format!("deleted {deleted} expired quota keys");
+        crate::Stdio.event(&Event::new(now, Level::Info, text));
     }
 }
 

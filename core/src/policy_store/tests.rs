@@ -26,7 +26,12 @@ fn at(secs: u64) -> UnixTime {
 fn a_first_good_text_goes_live_and_asks_for_the_start_up_fetch() {
     let mut store = PolicyStore::new();
     assert!(store.claim_read(at(100)));
-    let applied = store.apply(PolicyRead::Text(text("a", 30)), "kv:config", at(100), compile);
+    let applied = store.apply(
+        PolicyRead::Text(text("a", 30)),
+        "kv:config",
+        at(100),
+        compile,
+    );
     assert_eq!(route_of(&applied).as_deref(), Some("a"));
     assert!(applied.start_up);
     assert_eq!(applied.events.len(), 1);
@@ -117,7 +122,12 @@ fn without_a_good_policy_there_is_none_and_the_source_is_retried_within_a_second
         .is_some_and(|e| e.text.ends_with("no policy: answering 503")));
     assert!(!store.claim_read(at(100)));
     assert!(store.claim_read(at(101)));
-    let missing = store.apply(PolicyRead::Missing("KV key \"config\"".into()), "s", at(101), compile);
+    let missing = store.apply(
+        PolicyRead::Missing("KV key \"config\"".into()),
+        "s",
+        at(101),
+        compile,
+    );
     assert!(missing.gateway.is_none());
     assert_eq!(
         missing.events[0].text,
@@ -129,7 +139,12 @@ fn without_a_good_policy_there_is_none_and_the_source_is_retried_within_a_second
 fn a_missing_or_unreadable_source_keeps_the_last_good_policy() {
     let mut store = PolicyStore::new();
     store.apply(PolicyRead::Text(text("a", 5)), "s", at(100), compile);
-    let failed = store.apply(PolicyRead::Failed("KV read failed".into()), "s", at(105), compile);
+    let failed = store.apply(
+        PolicyRead::Failed("KV read failed".into()),
+        "s",
+        at(105),
+        compile,
+    );
     assert_eq!(route_of(&failed).as_deref(), Some("a"));
     assert_eq!(
         failed.events[0].text,
