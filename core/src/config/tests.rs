@@ -348,3 +348,187 @@ fn token_cache_bounds_are_settable_and_checked() {
         ["/token_cache_bytes"]
     );
 }
+
+#[test]
+fn an_unknown_field_in_each_section_is_reported_at_its_pointer() {
+    type Patch = fn(&mut Value);
+    let cases: [(&str, Patch); 9] = [
+        ("/tracing", |d| d["tracing"] = json!({})),
+        ("/origins/api/retries", |d| {
+            d["origins"]["api"]["retries"] = json!(3)
+        }),
+        ("/auth/idp/issuers", |d| {
+            d["auth"]["idp"]["issuers"] = json!([])
+        }),
+        ("/auth/keys/prefix", |d| {
+            d["auth"]["keys"]["prefix"] = json!("k_")
+        }),
+        ("/auth/keys/keys/0/expires", |d| {
+            d["auth"]["keys"]["keys"][0]["expires"] = json!(0)
+        }),
+        ("/quotas/q/burst", |d| d["quotas"]["q"]["burst"] = json!(5)),
+        ("/routes/0/rewrite", |d| {
+            d["routes"][0]["rewrite"] = json!({})
+        }),
+        ("/routes/1/auth/audience", |d| {
+            d["routes"][1]["auth"]["audience"] = json!("api")
+        }),
+        ("/routes/1/request/content_type", |d| {
+            d["routes"][1]["request"]["content_type"] = json!("application/json")
+        }),
+    ];
+    for (pointer, patch) in cases {
+        assert_eq!(with(patch), [pointer]);
+    }
+}
+
+#[test]
+fn an_unknown_field_in_an_inline_key_set_is_reported() {
+    let found = with(|d| {
+        d["auth"]["idp"] = json!({
+            "type": "jwt", "issuer": "https://idp/", "audiences": ["api"], "algorithms": ["ES256"],
+            "jwks": { "keys": [], "refresh": 60 }
+        });
+    });
+    assert_eq!(found, ["/auth/idp/jwks/refresh", "/auth/idp/jwks/keys"]);
+}
+
+#[test]
+fn unknown_fields_in_different_sections_are_all_reported_with_other_problems() {
+    let found = with(|d| {
+        d["extra"] = json!(true);
+        d["origins"]["api"]["timeout"] = json!(1);
+        d["auth"]["idp"]["audience"] = json!("x");
+        d["auth"]["keys"]["keys"][0]["key"] = json!("plaintext");
+        d["quotas"]["q"]["burst"] = json!(1);
+        d["quotas"]["q"]["limit"] = json!(0);
+        d["routes"][0]["metods"] = json!(["GET"]);
+        d["routes"][0]["also"] = json!(1);
+        d["routes"][1]["request"]["max_body"] = json!(1);
+    });
+    assert_eq!(
+        found,
+        [
+            "/extra",
+            "/origins/api/timeout",
+            "/auth/idp/audience",
+            "/auth/keys/keys/0/key",
+            "/quotas/q/burst",
+            "/quotas/q/limit",
+            // Within one object, in key order.
+            "/routes/0/also",
+            "/routes/0/metods",
+            "/routes/1/request/max_body",
+        ]
+    );
+    let err = Policy::from_json(
+        &{
+            let mut d = valid();
+            d["extra"] = json!(1);
+            d["routes"][0]["metods"] = json!(["GET"]);
+            d
+        }
+        .to_string(),
+        &secrets,
+    )
+    .unwrap_err();
+    assert!(err
+        .0
+        .iter()
+        .all(|e| e.kind == ConfigErrorKind::UnknownField));
+    assert_eq!(
+        err.to_string(),
+        "/extra: unknown field\n/routes/0/metods: unknown field"
+    );
+}
+
+/// serde reads `null` into an `Option` field as "absent"; the reader must not, or
+/// `"body_schema": null` would drop a route's schema and `"auth": null` would read as missing.
+#[test]
+fn null_is_a_value_of_the_wrong_type_not_an_absent_field() {
+    let kind = |patch: fn(&mut Value)| {
+        let mut doc = valid();
+        patch(&mut doc);
+        let err = Policy::from_json(&doc.to_string(), &secrets).unwrap_err();
+        err.0
+            .into_iter()
+            .map(|e| (e.pointer, e.kind))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        kind(|d| d["routes"][1]["request"]["max_body_bytes"] = json!(null)),
+        [(
+            "/routes/1/request/max_body_bytes".to_owned(),
+            ConfigErrorKind::WrongType {
+                expected: "an integer"
+            }
+        )]
+    );
+    assert_eq!(
+        kind(|d| d["routes"][0]["auth"] = json!(null)),
+        [(
+            "/routes/0/auth".to_owned(),
+            ConfigErrorKind::WrongType {
+                expected: "an object"
+            }
+        )]
+    );
+    assert_eq!(
+        kind(|d| d["$schema"] = json!(null)),
+        [(
+            "/$schema".to_owned(),
+            ConfigErrorKind::WrongType {
+                expected: "a string"
+            }
+        )]
+    );
+    assert_eq!(
+        with(|d| d["routes"][1]["request"]["body_schema"] = json!(null)),
+        ["/routes/1/request/body_schema"]
+    );
+    assert_eq!(with(|d| d["version"] = json!(null)), ["/version"]);
+    assert_eq!(
+        with(|d| d["routes"][1]["quota"] = json!(null)),
+        ["/routes/1/quota"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][0]["methods"] = json!(["GET", null])),
+        ["/routes/0/methods/1"]
+    );
+}
+
+#[test]
+fn wrong_types_are_reported_at_the_element_that_has_them() {
+    assert_eq!(
+        with(|d| d["routes"][1]["methods"] = json!(["GET", 7, "POST", {}])),
+        ["/routes/1/methods/1", "/routes/1/methods/3"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][1]["auth"]["scopes"] = json!(["s", 1])),
+        ["/routes/1/auth/scopes/1"]
+    );
+    assert_eq!(
+        with(|d| d["auth"]["keys"]["keys"] = json!([7])),
+        ["/auth/keys/keys/0"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][1]["request"] = json!("json")),
+        ["/routes/1/request"]
+    );
+}
+
+#[test]
+fn a_provider_that_is_not_an_object_is_named_as_such() {
+    let mut doc = valid();
+    doc["auth"]["broken"] = json!("jwt");
+    let err = Policy::from_json(&doc.to_string(), &secrets).unwrap_err();
+    assert_eq!(
+        err.0,
+        [ConfigError {
+            pointer: "/auth/broken".to_owned(),
+            kind: ConfigErrorKind::WrongType {
+                expected: "an object"
+            }
+        }]
+    );
+}
