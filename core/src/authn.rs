@@ -1,19 +1,42 @@
 //! Authentication: who is calling, according to the route's providers.
 //!
-//! Providers are tried in the order the route lists them, each only when its credential is
-//! present (a bearer token for JWT providers, the header for API-key providers). The first that
-//! accepts the credential names the consumer. If none does, the request gets a 401 that says why
-//! the first presented credential failed, with one challenge per scheme the route accepts.
+//! A *credential* is a header one of the route's providers reads: `Authorization` for JWT
+//! providers, the configured header for API-key providers. It is *presented* when that header is
+//! in the request at all, malformed or repeated included. Exceptions: an `Authorization` header
+//! with another scheme (`Basic …`) is not a bearer credential, and a header no provider of this
+//! route reads is not a credential for this route.
+//!
+//! What is promised:
+//! - every presented credential is checked against every provider of the route that reads it,
+//!   in route order, until one accepts it. A token one JWT provider refuses and another accepts
+//!   is valid; so is a key that any provider reading its header lists;
+//! - the request is admitted only if every presented credential is valid. One presented
+//!   credential that no provider accepts is a 401, whatever else the request carries, so a bad
+//!   token cannot be papered over with a good key, nor the other way round;
+//! - the 401 names why the first refused credential (in the order of its first reader on the
+//!   route) failed, as that credential's first reader saw it, and has one challenge per scheme the
+//!   route accepts, with `error="invalid_token"` when the bearer token was refused. Checking stops
+//!   at that refusal: later credentials are not looked at, so a refused request costs no more;
+//! - a token no JWT provider accepts, while one of them could not decide because its keys are
+//!   unavailable, is a 503 (`keys_unavailable`), never an admission through another credential,
+//!   unless some other presented credential was refused, which is a 401 whatever the keys say;
+//! - when everything presented is valid, the principal is the one named by the provider that
+//!   comes first in the route's list among those that accepted a credential: the operator's
+//!   order decides who the caller is, not the order of the headers;
+//! - nothing presented at all is a 401 `missing_credentials`.
+//!
+//! The verified-token cache only replaces the verification of one token by one provider; every
+//! other presented credential is still checked on a cache hit.
 
 use std::sync::Arc;
 
-use http::{header, HeaderMap};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use crate::config::{Policy, ProviderKind, Route, RouteAuth};
 use crate::fetch::Fetch;
 use crate::jwks::{KeyEvent, KeyRing};
-use crate::jwt::{Jwk, JwtSettings, KeySource, VerifiedClaims};
+use crate::jwt::{Jwk, JwtProvider, JwtSettings, KeySource, TokenError, VerifiedClaims};
 use crate::problem::{Reject, RejectKind};
 use crate::signature::Verify;
 use crate::time::UnixTime;
@@ -32,6 +55,9 @@ pub struct Principal {
     pub claims: Option<VerifiedClaims>,
 }
 
+/// The header JWT providers read. A static, so it can be borrowed like an API-key header.
+static BEARER_HEADER: HeaderName = header::AUTHORIZATION;
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn authenticate<F: Fetch + ?Sized>(
     policy: &Policy,
@@ -47,159 +73,305 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
     let RouteAuth::Required { providers, .. } = &route.auth else {
         return Ok(None);
     };
-    let bearer = bearer_token(headers);
-    let mut failure: Option<(&'static str, &'static str)> = None;
-    let mut presented = false;
-    let mut keys_unavailable = false;
-    for &index in providers {
-        let provider = &policy.providers[index];
-        match &provider.kind {
-            ProviderKind::Jwt(jwt) => {
-                let token = match &bearer {
-                    Bearer::Absent => continue,
-                    Bearer::Malformed => {
-                        presented = true;
-                        failure.get_or_insert((
-                            "authorization_malformed",
-                            "The Authorization header is not a single 'Bearer <token>'.",
-                        ));
-                        continue;
-                    }
-                    Bearer::Token(t) => *t,
-                };
-                presented = true;
-                // The generation the cache must match: the provider's current usable key set.
-                let current = match jwt.source() {
-                    KeySource::Remote(cfg) => ring.usable_generation(index, cfg, now),
-                    KeySource::Inline(_) | KeySource::None => Some(0),
-                };
-                let lookup = cache.enabled().then(|| TokenCache::lookup(index, token));
-                if let (Some(at), Some(generation)) = (&lookup, current) {
-                    if let Some(principal) = cache.get(at, generation, now) {
-                        return Ok(Some(principal));
-                    }
-                }
-                let parsed = match jwt.parse(token) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        failure.get_or_insert((e.reason(), e.detail()));
-                        continue;
-                    }
-                };
-                let fetched;
-                let mut generation = current;
-                let keys: &[Jwk] = match jwt.source() {
-                    KeySource::Inline(keys) => keys,
-                    KeySource::Remote(cfg) if !parsed.algorithm().is_hmac() => {
-                        let mut events = Vec::new();
-                        let result = ring
-                            .keys_for(index, cfg, parsed.key_id(), now, fetch, &mut events)
-                            .await;
-                        key_events.extend(events.into_iter().map(|e| (provider.name.clone(), e)));
-                        match result {
-                            Ok((keys, g)) => {
-                                generation = Some(g);
-                                fetched = keys;
-                                &fetched
-                            }
-                            Err(_) => {
-                                keys_unavailable = true;
-                                continue;
-                            }
-                        }
-                    }
-                    KeySource::Remote(_) | KeySource::None => &[],
-                };
-                match jwt.verify_parsed(&parsed, keys, now, verifier).await {
-                    Ok(claims) => {
-                        let valid_until = claims.get("exp").and_then(Value::as_u64).map(|exp| {
-                            UnixTime::from_secs(exp.saturating_add(jwt.settings().leeway_s))
-                        });
-                        let principal = Arc::new(principal_from_claims(
-                            &provider.name,
-                            jwt.settings(),
-                            claims,
-                        ));
-                        if let (Some(at), Some(generation), Some(until)) =
-                            (&lookup, generation, valid_until)
-                        {
-                            cache.insert(at, generation, until, Arc::clone(&principal));
-                        }
-                        return Ok(Some(principal));
-                    }
-                    Err(e) => {
-                        failure.get_or_insert((e.reason(), e.detail()));
-                    }
+    let mut check = Check {
+        policy,
+        ring,
+        cache,
+        verifier,
+        headers,
+        now,
+        fetch,
+        key_events,
+    };
+    // The accepting provider's position in `providers`, and whom it names.
+    let mut admitted: Option<(usize, Arc<Principal>)> = None;
+    let mut undecided = false;
+    for (first, &index) in providers.iter().enumerate() {
+        let name = reads(policy, index);
+        let seen = providers[..first]
+            .iter()
+            .any(|&earlier| reads(policy, earlier) == name);
+        if seen {
+            continue;
+        }
+        match check.credential(providers, first, name).await {
+            Verdict::Absent => {}
+            Verdict::Accepted {
+                position,
+                principal,
+            } => {
+                if admitted.as_ref().is_none_or(|(best, _)| position < *best) {
+                    admitted = Some((position, principal));
                 }
             }
-            ProviderKind::ApiKey(keys) => {
-                let mut values = headers.get_all(&keys.header).iter();
-                let value = match (values.next(), values.next()) {
-                    (None, _) => continue,
-                    (Some(v), None) => v,
-                    (Some(_), Some(_)) => {
-                        presented = true;
-                        failure.get_or_insert((
-                            "api_key_repeated",
-                            "The API key header was sent more than once.",
-                        ));
-                        continue;
-                    }
-                };
-                presented = true;
-                match keys.verify(value.as_bytes()) {
-                    Some(key) => {
-                        return Ok(Some(Arc::new(Principal {
-                            consumer: key.consumer.clone(),
-                            provider: provider.name.clone(),
-                            scopes: key.scopes.clone(),
-                            claims: None,
-                        })))
-                    }
-                    None => {
-                        failure.get_or_insert(("api_key_invalid", "The API key is not valid."));
-                    }
-                }
+            Verdict::Undecided => undecided = true,
+            Verdict::Refused(Refusal {
+                reason,
+                detail,
+                bearer,
+            }) => {
+                return Err(Reject::new(
+                    RejectKind::Unauthenticated {
+                        challenges: challenges(policy, providers, bearer),
+                    },
+                    reason,
+                    detail,
+                ));
             }
         }
     }
-    if keys_unavailable {
-        // A token for a provider whose keys cannot be had: the gateway cannot decide, so it
-        // neither admits nor calls the token invalid.
+    if undecided {
+        // A token for a provider whose keys cannot be had, that no other provider accepts: the
+        // gateway cannot decide, so it neither admits nor calls the token invalid.
         return Err(Reject::new(
             RejectKind::KeysUnavailable,
             "keys_unavailable",
             "The identity provider's signing keys are unavailable; try again later.",
         ));
     }
-    let (reason, detail) = match (presented, failure) {
-        (true, Some(f)) => f,
-        _ => ("missing_credentials", "This route requires credentials."),
-    };
-    Err(Reject::new(
-        RejectKind::Unauthenticated {
-            challenges: challenges(policy, providers, presented, reason),
-        },
-        reason,
-        detail,
-    ))
+    match admitted {
+        Some((_, principal)) => Ok(Some(principal)),
+        None => Err(Reject::new(
+            RejectKind::Unauthenticated {
+                challenges: challenges(policy, providers, false),
+            },
+            "missing_credentials",
+            "This route requires credentials.",
+        )),
+    }
 }
 
-enum Bearer<'h> {
+/// The header provider `index` reads its credential from.
+fn reads(policy: &Policy, index: usize) -> &HeaderName {
+    match &policy.providers[index].kind {
+        ProviderKind::Jwt(_) => &BEARER_HEADER,
+        ProviderKind::ApiKey(keys) => &keys.header,
+    }
+}
+
+/// What one credential came to, over every provider of the route that reads it.
+enum Verdict {
+    /// The header is not there, or holds another scheme than its only readers (JWT) take.
     Absent,
+    /// The provider at `position` in the route's list, the first to accept it, names `principal`.
+    Accepted {
+        position: usize,
+        principal: Arc<Principal>,
+    },
+    /// No reader accepted it and one JWT reader could not decide: its keys are unavailable.
+    Undecided,
+    /// Presented, and every reader refused it.
+    Refused(Refusal),
+}
+
+/// Why a presented credential is refused, as its first refusing reader saw it.
+struct Refusal {
+    reason: &'static str,
+    detail: &'static str,
+    /// A JWT provider refused it: the bearer challenge says `invalid_token`.
+    bearer: bool,
+}
+
+/// What one JWT provider made of one token.
+enum TokenVerdict {
+    Accepted(Arc<Principal>),
+    Refused(TokenError),
+    KeysUnavailable,
+}
+
+/// Everything checking a credential needs, borrowed for one request.
+struct Check<'a, F: ?Sized> {
+    policy: &'a Policy,
+    ring: &'a KeyRing,
+    cache: &'a TokenCache,
+    verifier: &'a dyn Verify,
+    headers: &'a HeaderMap,
+    now: UnixTime,
+    fetch: &'a F,
+    key_events: &'a mut Vec<(String, KeyEvent)>,
+}
+
+impl<F: Fetch + ?Sized> Check<'_, F> {
+    /// The credential in header `name`, checked by the providers from `providers[first..]` that
+    /// read it, in route order, until one accepts.
+    async fn credential(
+        &mut self,
+        providers: &[usize],
+        first: usize,
+        name: &HeaderName,
+    ) -> Verdict {
+        let policy = self.policy;
+        let readers = providers
+            .iter()
+            .enumerate()
+            .skip(first)
+            .filter(|&(_, &index)| reads(policy, index) == name);
+        let mut values = self.headers.get_all(name).iter();
+        let value = match (values.next(), values.next()) {
+            (None, _) => return Verdict::Absent,
+            (Some(v), None) => v,
+            (Some(_), Some(_)) => {
+                // Two values are ambiguous, whichever one a provider would have read.
+                let bearer = readers.clone().any(|(_, &index)| {
+                    matches!(policy.providers[index].kind, ProviderKind::Jwt(_))
+                });
+                return Verdict::Refused(if bearer {
+                    MALFORMED_AUTHORIZATION
+                } else {
+                    Refusal {
+                        reason: "api_key_repeated",
+                        detail: "The API key header was sent more than once.",
+                        bearer: false,
+                    }
+                });
+            }
+        };
+        let mut refusal: Option<Refusal> = None;
+        let mut undecided = false;
+        for (position, &index) in readers {
+            let provider = &policy.providers[index];
+            match &provider.kind {
+                ProviderKind::Jwt(jwt) => {
+                    let token = match bearer(value) {
+                        Bearer::OtherScheme => continue,
+                        Bearer::Malformed => {
+                            refusal.get_or_insert(MALFORMED_AUTHORIZATION);
+                            continue;
+                        }
+                        Bearer::Token(token) => token,
+                    };
+                    match self.token(index, &provider.name, jwt, token).await {
+                        TokenVerdict::Accepted(principal) => {
+                            return Verdict::Accepted {
+                                position,
+                                principal,
+                            }
+                        }
+                        TokenVerdict::Refused(e) => {
+                            refusal.get_or_insert(Refusal {
+                                reason: e.reason(),
+                                detail: e.detail(),
+                                bearer: true,
+                            });
+                        }
+                        TokenVerdict::KeysUnavailable => undecided = true,
+                    }
+                }
+                ProviderKind::ApiKey(keys) => match keys.verify(value.as_bytes()) {
+                    Some(key) => {
+                        return Verdict::Accepted {
+                            position,
+                            principal: Arc::new(Principal {
+                                consumer: key.consumer.clone(),
+                                provider: provider.name.clone(),
+                                scopes: key.scopes.clone(),
+                                claims: None,
+                            }),
+                        }
+                    }
+                    None => {
+                        refusal.get_or_insert(Refusal {
+                            reason: "api_key_invalid",
+                            detail: "The API key is not valid.",
+                            bearer: false,
+                        });
+                    }
+                },
+            }
+        }
+        match (undecided, refusal) {
+            (true, _) => Verdict::Undecided,
+            (false, Some(refusal)) => Verdict::Refused(refusal),
+            (false, None) => Verdict::Absent,
+        }
+    }
+
+    /// One JWT provider's verdict on `token`: from the cache when it verified this very token
+    /// against its current key set, else by verifying it (and caching a success).
+    async fn token(
+        &mut self,
+        index: usize,
+        name: &str,
+        jwt: &JwtProvider,
+        token: &str,
+    ) -> TokenVerdict {
+        let now = self.now;
+        // The generation the cache must match: the provider's current usable key set.
+        let current = match jwt.source() {
+            KeySource::Remote(cfg) => self.ring.usable_generation(index, cfg, now),
+            KeySource::Inline(_) | KeySource::None => Some(0),
+        };
+        let lookup = self
+            .cache
+            .enabled()
+            .then(|| TokenCache::lookup(index, token));
+        if let (Some(at), Some(generation)) = (&lookup, current) {
+            if let Some(principal) = self.cache.get(at, generation, now) {
+                return TokenVerdict::Accepted(principal);
+            }
+        }
+        let parsed = match jwt.parse(token) {
+            Ok(p) => p,
+            Err(e) => return TokenVerdict::Refused(e),
+        };
+        let fetched;
+        let mut generation = current;
+        let keys: &[Jwk] = match jwt.source() {
+            KeySource::Inline(keys) => keys,
+            KeySource::Remote(cfg) if !parsed.algorithm().is_hmac() => {
+                let mut events = Vec::new();
+                let result = self
+                    .ring
+                    .keys_for(index, cfg, parsed.key_id(), now, self.fetch, &mut events)
+                    .await;
+                self.key_events
+                    .extend(events.into_iter().map(|e| (name.to_owned(), e)));
+                match result {
+                    Ok((keys, g)) => {
+                        generation = Some(g);
+                        fetched = keys;
+                        &fetched
+                    }
+                    Err(_) => return TokenVerdict::KeysUnavailable,
+                }
+            }
+            KeySource::Remote(_) | KeySource::None => &[],
+        };
+        match jwt.verify_parsed(&parsed, keys, now, self.verifier).await {
+            Ok(claims) => {
+                let valid_until = claims
+                    .get("exp")
+                    .and_then(Value::as_u64)
+                    .map(|exp| UnixTime::from_secs(exp.saturating_add(jwt.settings().leeway_s)));
+                let principal = Arc::new(principal_from_claims(name, jwt.settings(), claims));
+                if let (Some(at), Some(generation), Some(until)) =
+                    (&lookup, generation, valid_until)
+                {
+                    self.cache
+                        .insert(at, generation, until, Arc::clone(&principal));
+                }
+                TokenVerdict::Accepted(principal)
+            }
+            Err(e) => TokenVerdict::Refused(e),
+        }
+    }
+}
+
+const MALFORMED_AUTHORIZATION: Refusal = Refusal {
+    reason: "authorization_malformed",
+    detail: "The Authorization header is not a single 'Bearer <token>'.",
+    bearer: true,
+};
+
+enum Bearer<'h> {
+    OtherScheme,
     Malformed,
     Token(&'h str),
 }
 
-/// The bearer token from `Authorization`. More than one `Authorization` header, or one that is
-/// not `Bearer <token>`, is malformed rather than ignored.
-fn bearer_token(headers: &HeaderMap) -> Bearer<'_> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let value = match (values.next(), values.next()) {
-        (None, _) => return Bearer::Absent,
-        (Some(v), None) => v,
-        _ => return Bearer::Malformed,
-    };
+/// The bearer token in one `Authorization` value. A value that is not `<scheme> <credentials>`,
+/// or a Bearer one whose token is empty or has spaces inside, is malformed rather than ignored.
+fn bearer(value: &HeaderValue) -> Bearer<'_> {
     let Ok(text) = value.to_str() else {
         return Bearer::Malformed;
     };
@@ -207,9 +379,9 @@ fn bearer_token(headers: &HeaderMap) -> Bearer<'_> {
         return Bearer::Malformed;
     };
     if !scheme.eq_ignore_ascii_case("bearer") {
-        // Another scheme (Basic, …) is not a bearer credential: treat the token as absent so an
+        // Another scheme (Basic, …) is not a bearer credential: absent for JWT providers, so an
         // API-key provider on the same route can still apply.
-        return Bearer::Absent;
+        return Bearer::OtherScheme;
     }
     let token = token.trim_matches(' ');
     if token.is_empty() || token.contains(' ') {
@@ -251,23 +423,20 @@ fn principal_from_claims(
     }
 }
 
-/// RFC 6750 / RFC 9110 challenges: one per scheme the route accepts.
-fn challenges(policy: &Policy, providers: &[usize], presented: bool, reason: &str) -> Vec<String> {
+/// RFC 6750 / RFC 9110 challenges: one per scheme the route accepts; the bearer one says
+/// `invalid_token` when `token_refused`.
+fn challenges(policy: &Policy, providers: &[usize], token_refused: bool) -> Vec<String> {
     let mut out = Vec::new();
     let mut bearer_done = false;
     for &index in providers {
         match &policy.providers[index].kind {
             ProviderKind::Jwt(_) if !bearer_done => {
                 bearer_done = true;
-                out.push(
-                    if presented
-                        && (reason.starts_with("token_") || reason == "authorization_malformed")
-                    {
-                        "Bearer realm=\"portcullis\", error=\"invalid_token\"".to_owned()
-                    } else {
-                        "Bearer realm=\"portcullis\"".to_owned()
-                    },
-                );
+                out.push(if token_refused {
+                    "Bearer realm=\"portcullis\", error=\"invalid_token\"".to_owned()
+                } else {
+                    "Bearer realm=\"portcullis\"".to_owned()
+                });
             }
             ProviderKind::Jwt(_) => {}
             ProviderKind::ApiKey(k) => {

@@ -82,6 +82,7 @@ vector_tests! {
     vectors_path => "path",
     vectors_jwt => "jwt",
     vectors_api_key => "api_key",
+    vectors_credentials => "credentials",
     vectors_authz => "authz",
     vectors_body => "body",
     vectors_query => "query",
