@@ -14,7 +14,7 @@ use crate::config::{Policy, ProviderKind, Route, RouteAuth};
 use crate::fetch::Fetch;
 use crate::jwks::{KeyEvent, KeyRing};
 use crate::jwt::{Jwk, JwtSettings, KeySource, VerifiedClaims};
-use crate::problem::{Reject, RejectKind};
+use crate::problem::{KeysUnavailableReason, Reject, UnauthenticatedReason};
 use crate::signature::Verify;
 use crate::time::UnixTime;
 use crate::token_cache::TokenCache;
@@ -48,7 +48,7 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
         return Ok(None);
     };
     let bearer = bearer_token(headers);
-    let mut failure: Option<(&'static str, &'static str)> = None;
+    let mut failure: Option<(UnauthenticatedReason, &'static str)> = None;
     let mut presented = false;
     let mut keys_unavailable = false;
     for &index in providers {
@@ -60,7 +60,7 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
                     Bearer::Malformed => {
                         presented = true;
                         failure.get_or_insert((
-                            "authorization_malformed",
+                            UnauthenticatedReason::AuthorizationMalformed,
                             "The Authorization header is not a single 'Bearer <token>'.",
                         ));
                         continue;
@@ -140,7 +140,7 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
                     (Some(_), Some(_)) => {
                         presented = true;
                         failure.get_or_insert((
-                            "api_key_repeated",
+                            UnauthenticatedReason::ApiKeyRepeated,
                             "The API key header was sent more than once.",
                         ));
                         continue;
@@ -157,7 +157,10 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
                         })))
                     }
                     None => {
-                        failure.get_or_insert(("api_key_invalid", "The API key is not valid."));
+                        failure.get_or_insert((
+                            UnauthenticatedReason::ApiKeyInvalid,
+                            "The API key is not valid.",
+                        ));
                     }
                 }
             }
@@ -167,20 +170,20 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
         // A token for a provider whose keys cannot be had: the gateway cannot decide, so it
         // neither admits nor calls the token invalid.
         return Err(Reject::new(
-            RejectKind::KeysUnavailable,
-            "keys_unavailable",
+            KeysUnavailableReason::NoKeys,
             "The identity provider's signing keys are unavailable; try again later.",
         ));
     }
     let (reason, detail) = match (presented, failure) {
         (true, Some(f)) => f,
-        _ => ("missing_credentials", "This route requires credentials."),
+        _ => (
+            UnauthenticatedReason::MissingCredentials,
+            "This route requires credentials.",
+        ),
     };
-    Err(Reject::new(
-        RejectKind::Unauthenticated {
-            challenges: challenges(policy, providers, presented, reason),
-        },
+    Err(Reject::unauthenticated(
         reason,
+        challenges(policy, providers, presented, reason),
         detail,
     ))
 }
@@ -252,7 +255,31 @@ fn principal_from_claims(
 }
 
 /// RFC 6750 / RFC 9110 challenges: one per scheme the route accepts.
-fn challenges(policy: &Policy, providers: &[usize], presented: bool, reason: &str) -> Vec<String> {
+fn challenges(
+    policy: &Policy,
+    providers: &[usize],
+    presented: bool,
+    reason: UnauthenticatedReason,
+) -> Vec<String> {
+    // RFC 6750 §3.1: `invalid_token` only when a bearer token was presented and refused.
+    use UnauthenticatedReason as R;
+    let invalid_token = presented
+        && match reason {
+            R::AuthorizationMalformed
+            | R::TokenMalformed
+            | R::TokenAlg
+            | R::TokenKid
+            | R::TokenNoKey
+            | R::TokenSignature
+            | R::TokenClaims
+            | R::TokenNoExp
+            | R::TokenExpired
+            | R::TokenNbf
+            | R::TokenIssuer
+            | R::TokenAudience
+            | R::TokenNoSub => true,
+            R::MissingCredentials | R::ApiKeyRepeated | R::ApiKeyInvalid => false,
+        };
     let mut out = Vec::new();
     let mut bearer_done = false;
     for &index in providers {
@@ -260,9 +287,7 @@ fn challenges(policy: &Policy, providers: &[usize], presented: bool, reason: &st
             ProviderKind::Jwt(_) if !bearer_done => {
                 bearer_done = true;
                 out.push(
-                    if presented
-                        && (reason.starts_with("token_") || reason == "authorization_malformed")
-                    {
+                    if invalid_token {
                         "Bearer realm=\"portcullis\", error=\"invalid_token\"".to_owned()
                     } else {
                         "Bearer realm=\"portcullis\"".to_owned()
