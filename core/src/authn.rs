@@ -286,13 +286,11 @@ fn challenges(
         match &policy.providers[index].kind {
             ProviderKind::Jwt(_) if !bearer_done => {
                 bearer_done = true;
-                out.push(
-                    if invalid_token {
-                        "Bearer realm=\"portcullis\", error=\"invalid_token\"".to_owned()
-                    } else {
-                        "Bearer realm=\"portcullis\"".to_owned()
-                    },
-                );
+                out.push(if invalid_token {
+                    "Bearer realm=\"portcullis\", error=\"invalid_token\"".to_owned()
+                } else {
+                    "Bearer realm=\"portcullis\"".to_owned()
+                });
             }
             ProviderKind::Jwt(_) => {}
             ProviderKind::ApiKey(k) => {

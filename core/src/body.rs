@@ -138,10 +138,7 @@ fn media_type_essence(value: &str) -> String {
 }
 
 fn too_large(limit: u64) -> Reject {
-    Reject::payload_too_large(
-        limit,
-        format!("The request body exceeds {limit} bytes."),
-    )
+    Reject::payload_too_large(limit, format!("The request body exceeds {limit} bytes."))
 }
 
 /// Read an inspected body through the adapter, mapping its failures to rejections.

@@ -65,10 +65,14 @@ fn is_pchar(b: u8) -> bool {
 pub fn normalise(raw: &str) -> Result<NormalPath, Reject> {
     let bytes = raw.as_bytes();
     if bytes.len() > MAX_PATH_BYTES {
-        return Err(reject(BadPathReason::PathTooLong, "The request path is too long."));
+        return Err(reject(
+            BadPathReason::PathTooLong,
+            "The request path is too long.",
+        ));
     }
     if bytes.first() != Some(&b'/') {
-        return Err(reject(BadPathReason::NotAbsolute,
+        return Err(reject(
+            BadPathReason::NotAbsolute,
             "The request path must start with '/'.",
         ));
     }
@@ -82,24 +86,28 @@ pub fn normalise(raw: &str) -> Result<NormalPath, Reject> {
                     bytes.get(i + 1).copied().and_then(hex_value),
                     bytes.get(i + 2).copied().and_then(hex_value),
                 ) else {
-                    return Err(reject(BadPathReason::BadEscape,
+                    return Err(reject(
+                        BadPathReason::BadEscape,
                         "The request path has a malformed percent-escape.",
                     ));
                 };
                 let decoded = hi * 16 + lo;
                 match decoded {
                     b'/' => {
-                        return Err(reject(BadPathReason::EncodedSlash,
+                        return Err(reject(
+                            BadPathReason::EncodedSlash,
                             "The request path has an encoded '/'.",
                         ))
                     }
                     b'\\' => {
-                        return Err(reject(BadPathReason::EncodedBackslash,
+                        return Err(reject(
+                            BadPathReason::EncodedBackslash,
                             "The request path has an encoded '\\'.",
                         ))
                     }
                     0x00..=0x1f | 0x7f => {
-                        return Err(reject(BadPathReason::ControlChar,
+                        return Err(reject(
+                            BadPathReason::ControlChar,
                             "The request path has a control character.",
                         ))
                     }
@@ -113,16 +121,23 @@ pub fn normalise(raw: &str) -> Result<NormalPath, Reject> {
                 i += 3;
                 continue;
             }
-            b'\\' => return Err(reject(BadPathReason::Backslash, "The request path has a '\\'.")),
+            b'\\' => {
+                return Err(reject(
+                    BadPathReason::Backslash,
+                    "The request path has a '\\'.",
+                ))
+            }
             b'/' => out.push('/'),
             0x00..=0x1f | 0x7f => {
-                return Err(reject(BadPathReason::ControlChar,
+                return Err(reject(
+                    BadPathReason::ControlChar,
                     "The request path has a control character.",
                 ))
             }
             b if is_pchar(b) => out.push(b as char),
             _ => {
-                return Err(reject(BadPathReason::BadChar,
+                return Err(reject(
+                    BadPathReason::BadChar,
                     "The request path has a character that must be percent-encoded.",
                 ))
             }
@@ -133,12 +148,14 @@ pub fn normalise(raw: &str) -> Result<NormalPath, Reject> {
         for segment in out[1..].split('/') {
             match segment {
                 "" => {
-                    return Err(reject(BadPathReason::EmptySegment,
+                    return Err(reject(
+                        BadPathReason::EmptySegment,
                         "The request path has an empty segment ('//' or a trailing '/').",
                     ))
                 }
                 "." | ".." => {
-                    return Err(reject(BadPathReason::DotSegment,
+                    return Err(reject(
+                        BadPathReason::DotSegment,
                         "The request path has a '.' or '..' segment.",
                     ))
                 }

@@ -497,9 +497,8 @@ impl Reject {
 
 /// The README's table of reasons, as markdown: one row per [`Reason`], in table order.
 pub fn reasons_markdown() -> String {
-    let mut out = String::from(
-        "| reason | problem type | status | meaning |\n| --- | --- | --- | --- |\n",
-    );
+    let mut out =
+        String::from("| reason | problem type | status | meaning |\n| --- | --- | --- | --- |\n");
     for r in Reason::ALL {
         let t = r.problem_type();
         out.push_str(&format!(

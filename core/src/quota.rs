@@ -178,10 +178,7 @@ impl MemoryStore {
 
     /// Apply [`step`] under the lock. Synchronous; the trait impl wraps it.
     pub fn apply_now(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Corrupt)?;
+        let mut inner = self.inner.lock().map_err(|_| StoreError::Corrupt)?;
         let MemoryInner { states, sweep_at } = &mut *inner;
         let (verdict, state) = step(states.get(key).copied(), now, rate);
         if verdict.allowed {

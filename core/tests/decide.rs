@@ -207,7 +207,10 @@ fn scopes_and_claims_give_403() {
         empty(get("/v1/orders/1").header("authorization", format!("Bearer {t}"))),
     )
     .unwrap_err();
-    assert_eq!((r.status(), r.reason().slug()), (StatusCode::FORBIDDEN, "scope"));
+    assert_eq!(
+        (r.status(), r.reason().slug()),
+        (StatusCode::FORBIDDEN, "scope")
+    );
 
     let mut c = claims("orders:write");
     c["tier"] = json!("silver");
@@ -221,7 +224,10 @@ fn scopes_and_claims_give_403() {
         post.body(Bytes(br#"{"sku":"a"}"#.to_vec())).unwrap(),
     )
     .unwrap_err();
-    assert_eq!((r.status(), r.reason().slug()), (StatusCode::FORBIDDEN, "claim"));
+    assert_eq!(
+        (r.status(), r.reason().slug()),
+        (StatusCode::FORBIDDEN, "claim")
+    );
 
     let mut c = claims("orders:write");
     c["scp"] = json!(["orders:read"]);
@@ -299,7 +305,10 @@ fn bodies_are_checked_and_forwarded_byte_for_byte() {
         "application/json",
         "?dry_run=maybe",
     ));
-    assert_eq!((r.status().as_u16(), r.reason().slug()), (422, "query_schema"));
+    assert_eq!(
+        (r.status().as_u16(), r.reason().slug()),
+        (422, "query_schema")
+    );
 }
 
 #[test]

@@ -170,7 +170,10 @@ fn a_key_removed_from_the_jwks_while_cached_is_no_longer_trusted() {
     let events = block_on(g.refresh_keys(UnixTime::from_secs(NOW + 11), &idp, false));
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(
-        decide(&g, "/read", &t, NOW + 12, &idp).unwrap_err().reason().slug(),
+        decide(&g, "/read", &t, NOW + 12, &idp)
+            .unwrap_err()
+            .reason()
+            .slug(),
         "token_kid"
     );
 }

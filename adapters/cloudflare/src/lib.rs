@@ -20,7 +20,7 @@ use http::{HeaderMap, Response};
 use portcullis_core::forward::{self, Forward};
 use portcullis_core::jwks::KeyEvent;
 use portcullis_core::log::LogLine;
-use portcullis_core::problem::{Reject, RejectKind};
+use portcullis_core::problem::{BadRequestReason, NoPolicyReason, Reject};
 use portcullis_core::{request_id, Decision, LogFacts, RequestContext, UnixTime};
 use wasm_bindgen::JsValue;
 use worker::{console_error, console_log, event, Context, Env};
@@ -46,8 +46,7 @@ async fn main(
     let started = now();
     let Some(request) = to_http(&request) else {
         let reject = Reject::new(
-            RejectKind::BadRequest,
-            "bad_request",
+            BadRequestReason::Malformed,
             "The request is malformed.",
         );
         return problem(reject.to_response(&new_request_id()));
@@ -60,8 +59,7 @@ async fn main(
     let id = request_ctx.request_id.clone();
     let Some((gateway, fresh)) = policy::current(&env, started).await else {
         let reject = Reject::new(
-            RejectKind::NoPolicy,
-            "no_policy",
+            NoPolicyReason::NoValidPolicy,
             "The gateway has no valid policy loaded.",
         );
         let facts = LogFacts {

@@ -21,7 +21,7 @@ use http::HeaderMap;
 use portcullis_core::forward::{self, Forward};
 use portcullis_core::jwks::KeyEvent;
 use portcullis_core::log::LogLine;
-use portcullis_core::problem::{Reject, RejectKind};
+use portcullis_core::problem::{BadRequestReason, NoPolicyReason, Reject};
 use portcullis_core::{request_id, Decision, LogFacts, RequestContext, UnixTime};
 use spin_sdk::http::{
     IncomingRequest, IncomingResponse, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -81,8 +81,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     };
     let Some(head) = head(&request, headers) else {
         let reject = Reject::new(
-            RejectKind::BadRequest,
-            "bad_request",
+            BadRequestReason::Malformed,
             "The request is malformed.",
         );
         return refuse(out, &facts, started, &reject).await;
@@ -156,8 +155,7 @@ fn head(request: &IncomingRequest, headers: HeaderMap) -> Option<http::Request<(
 
 fn no_policy() -> Reject {
     Reject::new(
-        RejectKind::NoPolicy,
-        "no_policy",
+        NoPolicyReason::NoValidPolicy,
         "The gateway has no valid policy loaded.",
     )
 }

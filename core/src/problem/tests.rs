@@ -21,9 +21,8 @@ fn rendered(readme: &str) -> Option<String> {
 #[test]
 fn readme_table_of_reasons_is_rendered_from_the_code() {
     let readme = std::fs::read_to_string(README).expect("README.md is readable");
-    let want = rendered(&readme).unwrap_or_else(|| {
-        panic!("README.md has no `{}` … `{END}` section", START.trim_end())
-    });
+    let want = rendered(&readme)
+        .unwrap_or_else(|| panic!("README.md has no `{}` … `{END}` section", START.trim_end()));
     if want == readme {
         return;
     }
@@ -45,7 +44,11 @@ fn rendering_replaces_only_the_marked_section() {
     assert!(out.ends_with(&format!("|\n{END}\nafter\n")));
     assert!(!out.contains("stale"));
     assert_eq!(rendered("no markers"), None);
-    assert_eq!(rendered(&format!("{END}\n{START}")), None, "markers out of order");
+    assert_eq!(
+        rendered(&format!("{END}\n{START}")),
+        None,
+        "markers out of order"
+    );
 }
 
 #[test]
