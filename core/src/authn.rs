@@ -37,7 +37,7 @@ use crate::config::{Policy, ProviderKind, Route, RouteAuth};
 use crate::fetch::Fetch;
 use crate::jwks::{KeyEvent, KeyRing};
 use crate::jwt::{Jwk, JwtProvider, JwtSettings, KeySource, TokenError, VerifiedClaims};
-use crate::problem::{Reject, RejectKind};
+use crate::problem::{KeysUnavailableReason, Reject, UnauthenticatedReason};
 use crate::signature::Verify;
 use crate::time::UnixTime;
 use crate::token_cache::TokenCache;
@@ -110,11 +110,9 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
                 detail,
                 bearer,
             }) => {
-                return Err(Reject::new(
-                    RejectKind::Unauthenticated {
-                        challenges: challenges(policy, providers, bearer),
-                    },
+                return Err(Reject::unauthenticated(
                     reason,
+                    challenges(policy, providers, bearer),
                     detail,
                 ));
             }
@@ -124,18 +122,15 @@ pub(crate) async fn authenticate<F: Fetch + ?Sized>(
         // A token for a provider whose keys cannot be had, that no other provider accepts: the
         // gateway cannot decide, so it neither admits nor calls the token invalid.
         return Err(Reject::new(
-            RejectKind::KeysUnavailable,
-            "keys_unavailable",
+            KeysUnavailableReason::NoKeys,
             "The identity provider's signing keys are unavailable; try again later.",
         ));
     }
     match admitted {
         Some((_, principal)) => Ok(Some(principal)),
-        None => Err(Reject::new(
-            RejectKind::Unauthenticated {
-                challenges: challenges(policy, providers, false),
-            },
-            "missing_credentials",
+        None => Err(Reject::unauthenticated(
+            UnauthenticatedReason::MissingCredentials,
+            challenges(policy, providers, false),
             "This route requires credentials.",
         )),
     }
@@ -166,7 +161,7 @@ enum Verdict {
 
 /// Why a presented credential is refused, as its first refusing reader saw it.
 struct Refusal {
-    reason: &'static str,
+    reason: UnauthenticatedReason,
     detail: &'static str,
     /// A JWT provider refused it: the bearer challenge says `invalid_token`.
     bearer: bool,
@@ -219,7 +214,7 @@ impl<F: Fetch + ?Sized> Check<'_, F> {
                     MALFORMED_AUTHORIZATION
                 } else {
                     Refusal {
-                        reason: "api_key_repeated",
+                        reason: UnauthenticatedReason::ApiKeyRepeated,
                         detail: "The API key header was sent more than once.",
                         bearer: false,
                     }
@@ -271,7 +266,7 @@ impl<F: Fetch + ?Sized> Check<'_, F> {
                     }
                     None => {
                         refusal.get_or_insert(Refusal {
-                            reason: "api_key_invalid",
+                            reason: UnauthenticatedReason::ApiKeyInvalid,
                             detail: "The API key is not valid.",
                             bearer: false,
                         });
@@ -358,7 +353,7 @@ impl<F: Fetch + ?Sized> Check<'_, F> {
 }
 
 const MALFORMED_AUTHORIZATION: Refusal = Refusal {
-    reason: "authorization_malformed",
+    reason: UnauthenticatedReason::AuthorizationMalformed,
     detail: "The Authorization header is not a single 'Bearer <token>'.",
     bearer: true,
 };

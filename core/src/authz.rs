@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::authn::Principal;
 use crate::config::{Route, RouteAuth};
-use crate::problem::{Reject, RejectKind};
+use crate::problem::{ForbiddenReason, Reject};
 
 /// Proof that a request passed authentication and authorisation for its route.
 #[derive(Debug, Clone, Copy)]
@@ -31,15 +31,13 @@ pub(crate) fn check<'a>(
     // authenticate() returns a principal for every authenticated route; be explicit anyway.
     let Some(p) = principal else {
         return Err(Reject::new(
-            RejectKind::Forbidden,
-            "no_principal",
+            ForbiddenReason::NoPrincipal,
             "This route requires an authenticated caller.",
         ));
     };
     if let Some(missing) = scopes.iter().find(|s| !p.scopes.contains(s)) {
         return Err(Reject::new(
-            RejectKind::Forbidden,
-            "scope",
+            ForbiddenReason::Scope,
             format!(
                 "The credentials lack the scope \"{}\".",
                 crate::log::clip(missing)
@@ -49,8 +47,7 @@ pub(crate) fn check<'a>(
     for (name, want) in claims {
         if !claim_satisfied(p.claims.as_ref().and_then(|c| c.get(name)), want) {
             return Err(Reject::new(
-                RejectKind::Forbidden,
-                "claim",
+                ForbiddenReason::Claim,
                 format!(
                     "The credentials do not carry the required claim \"{}\".",
                     crate::log::clip(name)

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::config::Route;
 use crate::json;
-use crate::problem::{FieldError, Reject, RejectKind};
+use crate::problem::{BadRequestReason, FieldError, InvalidBodyReason, NoPolicyReason, Reject};
 
 /// How the adapter hands the body to the core. The core asks for it only when the route inspects
 /// it, and never reads more than `limit` bytes plus one.
@@ -61,11 +61,8 @@ pub(crate) fn check_head(route: &Route, parts: &Parts) -> Result<BodyPlan, Rejec
             .as_deref()
             .is_some_and(|e| rules.content_types.iter().any(|c| c == e));
         if !accepted {
-            return Err(Reject::new(
-                RejectKind::UnsupportedMediaType {
-                    accepted: rules.content_types.clone(),
-                },
-                "content_type",
+            return Err(Reject::unsupported_media_type(
+                rules.content_types.clone(),
                 "The request's Content-Type is not accepted on this route.",
             ));
         }
@@ -75,9 +72,8 @@ pub(crate) fn check_head(route: &Route, parts: &Parts) -> Result<BodyPlan, Rejec
         let query = parse_query(parts.uri.query().unwrap_or(""))?;
         let errors = schema.errors(&query);
         if !errors.is_empty() {
-            return Err(Reject::new(
-                RejectKind::InvalidQuery { errors },
-                "query_schema",
+            return Err(Reject::invalid_query(
+                errors,
                 "The query string does not match the route's schema.",
             ));
         }
@@ -95,8 +91,7 @@ pub(crate) fn check_head(route: &Route, parts: &Parts) -> Result<BodyPlan, Rejec
 /// check the request, so it does not forward it (503 `no-policy`).
 pub(crate) fn broken_schema() -> Reject {
     Reject::new(
-        RejectKind::NoPolicy,
-        "invalid_schema",
+        NoPolicyReason::InvalidSchema,
         "The gateway's policy cannot be applied to this route.",
     )
 }
@@ -111,8 +106,7 @@ fn declared_length(parts: &Parts) -> Result<Option<u64>, Reject> {
     };
     let bad = || {
         Reject::new(
-            RejectKind::BadRequest,
-            "content_length",
+            BadRequestReason::ContentLength,
             "Content-Length is malformed.",
         )
     };
@@ -144,11 +138,7 @@ fn media_type_essence(value: &str) -> String {
 }
 
 fn too_large(limit: u64) -> Reject {
-    Reject::new(
-        RejectKind::PayloadTooLarge { limit },
-        "body_size",
-        format!("The request body exceeds {limit} bytes."),
-    )
+    Reject::payload_too_large(limit, format!("The request body exceeds {limit} bytes."))
 }
 
 /// Read an inspected body through the adapter, mapping its failures to rejections.
@@ -160,8 +150,7 @@ pub(crate) async fn read<B: RequestBody>(
     body.read_to_limit(limit).await.map_err(|e| match e {
         BodyError::TooLarge => too_large(limit),
         BodyError::Aborted => Reject::new(
-            RejectKind::BadRequest,
-            "body_aborted",
+            BadRequestReason::BodyAborted,
             "The request body could not be read.",
         ),
     })
@@ -174,14 +163,12 @@ pub(crate) fn check_body(route: &Route, bytes: &[u8]) -> Result<(), Reject> {
     };
     let schema = schema.get().map_err(|_| broken_schema())?;
     let value = json::parse_strict(bytes).map_err(|e| {
-        Reject::new(
-            RejectKind::InvalidBody {
-                errors: vec![FieldError {
-                    pointer: String::new(),
-                    detail: e.to_string(),
-                }],
-            },
-            "not_json",
+        Reject::invalid_body(
+            InvalidBodyReason::NotJson,
+            vec![FieldError {
+                pointer: String::new(),
+                detail: e.to_string(),
+            }],
             "The request body is not valid JSON.",
         )
     })?;
@@ -189,9 +176,9 @@ pub(crate) fn check_body(route: &Route, bytes: &[u8]) -> Result<(), Reject> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(Reject::new(
-            RejectKind::InvalidBody { errors },
-            "schema",
+        Err(Reject::invalid_body(
+            InvalidBodyReason::Schema,
+            errors,
             "The request body does not match the route's schema.",
         ))
     }
@@ -222,8 +209,7 @@ pub(crate) fn parse_query(query: &str) -> Result<Value, Reject> {
 fn decode_component(s: &str) -> Result<String, Reject> {
     let bad = || {
         Reject::new(
-            RejectKind::BadRequest,
-            "query_encoding",
+            BadRequestReason::QueryEncoding,
             "The query string is not valid percent-encoded UTF-8.",
         )
     };

@@ -14,7 +14,6 @@
 //! complete problem response. The adapter carries it out and writes the log line from
 //! [`Outcome::log`].
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::Request;
@@ -22,6 +21,7 @@ use http::Request;
 use crate::authn::{self, Principal};
 use crate::body::{self, BodyPlan, RequestBody};
 use crate::config::Policy;
+pub use crate::context::RequestContext;
 use crate::fetch::Fetch;
 use crate::forward::{self, Forward, ForwardBody};
 use crate::jwks::{KeyEvent, KeyRing, KeySetState, SharedKeySets};
@@ -32,18 +32,6 @@ use crate::route::{self, Routed};
 use crate::signature::{PureRust, Verify};
 use crate::time::UnixTime;
 use crate::token_cache::TokenCache;
-
-/// What the adapter knows about a request besides the HTTP message itself.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    /// The adapter's clock when the request arrived.
-    pub now: UnixTime,
-    /// The id the adapter generated for this request (see [`crate::request_id`]).
-    pub request_id: String,
-    /// The client's address as the runtime reports it (the TCP peer natively,
-    /// `CF-Connecting-IP` on Workers, `spin-client-addr` on Spin). Used by `by: "ip"` quotas.
-    pub client_ip: Option<IpAddr>,
-}
 
 /// What to do with a request.
 #[derive(Debug)]

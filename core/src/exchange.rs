@@ -26,7 +26,7 @@ use crate::event::{Event, LogSink};
 use crate::fetch::Fetch;
 use crate::forward::{self, Forward, ForwardBody};
 use crate::log::{self, LogLine};
-use crate::problem::{Reject, RejectKind};
+use crate::problem::{BadRequestReason, InternalReason, NoPolicyReason, Reject};
 use crate::quota::CounterStore;
 use crate::time::{Clock, UnixTime};
 
@@ -239,8 +239,7 @@ impl Pending {
 /// 503 `no-policy`: the runtime has no valid policy to decide with, so nothing is forwarded.
 pub fn no_policy(ctx: &RequestContext, method: &str, target: &str, clock: &dyn Clock) -> Answer {
     let reject = Reject::new(
-        RejectKind::NoPolicy,
-        "no_policy",
+        NoPolicyReason::NoValidPolicy,
         "The gateway has no valid policy loaded.",
     );
     outside_decision(ctx, method, target, &reject, clock)
@@ -249,11 +248,7 @@ pub fn no_policy(ctx: &RequestContext, method: &str, target: &str, clock: &dyn C
 /// 400 `bad-request`: the runtime could not turn the request into one the core takes (a method
 /// or target that is not valid HTTP).
 pub fn unroutable(ctx: &RequestContext, method: &str, target: &str, clock: &dyn Clock) -> Answer {
-    let reject = Reject::new(
-        RejectKind::BadRequest,
-        "bad_request",
-        "The request is malformed.",
-    );
+    let reject = Reject::new(BadRequestReason::Malformed, "The request is malformed.");
     outside_decision(ctx, method, target, &reject, clock)
 }
 
@@ -266,8 +261,7 @@ pub fn internal_error(
     clock: &dyn Clock,
 ) -> Answer {
     let reject = Reject::new(
-        RejectKind::Internal,
-        "internal_error",
+        InternalReason::InternalError,
         "The gateway failed to handle the request.",
     );
     let mut answer = outside_decision(ctx, method, target, &reject, clock);

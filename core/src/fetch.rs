@@ -18,15 +18,25 @@ pub struct FetchResponse {
     pub cache_control: Option<String>,
 }
 
-/// Why a fetch failed.
+/// Why a fetch failed. A response with any status is not a failure: the caller judges it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
     /// No complete response within the timeout.
     Timeout,
     /// The body was larger than [`MAX_FETCH_BYTES`].
     TooLarge,
-    /// Connection, TLS or protocol failure; the text is for the operator's log.
-    Failed(String),
+    /// The URL is not one the runtime can request.
+    InvalidUrl,
+    /// No response: DNS, connection, TLS or protocol failure. `cause` is the runtime's own
+    /// account, for the operator's log only.
+    Connect {
+        /// The runtime's error text.
+        cause: String,
+    },
+    /// The response started but its body broke off.
+    Interrupted,
+    /// This runtime makes no outbound requests.
+    Unsupported,
 }
 
 impl std::fmt::Display for FetchError {
@@ -34,7 +44,10 @@ impl std::fmt::Display for FetchError {
         match self {
             FetchError::Timeout => f.write_str("timed out"),
             FetchError::TooLarge => write!(f, "response larger than {MAX_FETCH_BYTES} bytes"),
-            FetchError::Failed(why) => f.write_str(why),
+            FetchError::InvalidUrl => f.write_str("not a URL this runtime can fetch"),
+            FetchError::Connect { cause } => write!(f, "no response: {cause}"),
+            FetchError::Interrupted => f.write_str("the response body broke off"),
+            FetchError::Unsupported => f.write_str("this runtime has no outbound fetch"),
         }
     }
 }
@@ -66,9 +79,7 @@ pub struct NoFetch;
 
 impl Fetch for NoFetch {
     async fn get(&self, _: &str, _: Duration) -> Result<FetchResponse, FetchError> {
-        Err(FetchError::Failed(
-            "this runtime has no outbound fetch".into(),
-        ))
+        Err(FetchError::Unsupported)
     }
 }
 

@@ -10,16 +10,15 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 
 use crate::authn::Principal;
 use crate::config::Policy;
-use crate::decision::RequestContext;
+use crate::context::RequestContext;
 use crate::path::NormalPath;
-use crate::problem::{Reject, RejectKind};
+use crate::problem::{OriginTimeoutReason, OriginUnreachableReason, Reject};
 use crate::quota::Grant;
 use crate::route::Routed;
 
 /// The consumer the gateway authenticated (JWT `sub` or the API key's consumer).
 pub const CONSUMER_HEADER: &str = "x-portcullis-consumer";
-/// The request id, also on every response.
-pub const REQUEST_ID_HEADER: &str = "x-portcullis-request-id";
+pub use crate::request_id::REQUEST_ID_HEADER;
 /// The id of the matched route.
 pub const ROUTE_HEADER: &str = "x-portcullis-route";
 /// Prefix reserved for the gateway: clients cannot send headers with it.
@@ -147,10 +146,10 @@ pub(crate) fn build<B>(
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         response_headers.insert(REQUEST_ID_HEADER, v);
     }
-    if let Some((policy_h, state_h)) = grant.headers {
+    if let Some(rate_limit) = grant.rate_limit {
         if let (Ok(p), Ok(s)) = (
-            HeaderValue::from_str(&policy_h),
-            HeaderValue::from_str(&state_h),
+            HeaderValue::from_str(&rate_limit.policy().to_string()),
+            HeaderValue::from_str(&rate_limit.state().to_string()),
         ) {
             response_headers.insert("ratelimit-policy", p);
             response_headers.insert("ratelimit", s);
@@ -217,8 +216,7 @@ pub fn prepare_response(headers: &mut HeaderMap, extra: &HeaderMap) {
 /// 502: the origin could not be reached or broke the exchange.
 pub fn origin_unreachable(request_id: &str) -> Response<String> {
     Reject::new(
-        RejectKind::OriginUnreachable,
-        "origin_unreachable",
+        OriginUnreachableReason::Unreachable,
         "The origin could not be reached.",
     )
     .to_response(request_id)
@@ -227,8 +225,7 @@ pub fn origin_unreachable(request_id: &str) -> Response<String> {
 /// 504: the origin did not send its response headers within the route origin's `timeout_ms`.
 pub fn origin_timeout(request_id: &str) -> Response<String> {
     Reject::new(
-        RejectKind::OriginTimeout,
-        "origin_timeout",
+        OriginTimeoutReason::TimedOut,
         "The origin did not answer in time.",
     )
     .to_response(request_id)
@@ -238,14 +235,12 @@ pub fn origin_timeout(request_id: &str) -> Response<String> {
 pub fn origin_failure(timed_out: bool) -> Reject {
     if timed_out {
         Reject::new(
-            RejectKind::OriginTimeout,
-            "origin_timeout",
+            OriginTimeoutReason::TimedOut,
             "The origin did not answer in time.",
         )
     } else {
         Reject::new(
-            RejectKind::OriginUnreachable,
-            "origin_unreachable",
+            OriginUnreachableReason::Unreachable,
             "The origin could not be reached.",
         )
     }

@@ -63,7 +63,7 @@ impl<'a> LogLine<'a> {
         gateway_us: u64,
         origin_us: Option<u64>,
     ) -> Self {
-        let reason = format!("{}:{}", reject.slug(), reject.reason);
+        let reason = reject.log_reason();
         Self::base(
             facts,
             start,

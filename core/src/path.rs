@@ -7,7 +7,7 @@
 //! meaning (unreserved characters, RFC 3986 §2.3) and has its percent-escapes in upper case, so
 //! the path that is matched is exactly the path the origin receives.
 
-use crate::problem::{Reject, RejectKind};
+use crate::problem::{BadPathReason, Reject};
 
 /// Longest accepted path, in bytes.
 pub const MAX_PATH_BYTES: usize = 8 * 1024;
@@ -29,8 +29,8 @@ impl NormalPath {
     }
 }
 
-fn reject(reason: &'static str, detail: &'static str) -> Reject {
-    Reject::new(RejectKind::BadPath, reason, detail)
+fn reject(reason: BadPathReason, detail: &'static str) -> Reject {
+    Reject::new(reason, detail)
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -65,11 +65,14 @@ fn is_pchar(b: u8) -> bool {
 pub fn normalise(raw: &str) -> Result<NormalPath, Reject> {
     let bytes = raw.as_bytes();
     if bytes.len() > MAX_PATH_BYTES {
-        return Err(reject("path_too_long", "The request path is too long."));
+        return Err(reject(
+            BadPathReason::PathTooLong,
+            "The request path is too long.",
+        ));
     }
     if bytes.first() != Some(&b'/') {
         return Err(reject(
-            "not_absolute",
+            BadPathReason::NotAbsolute,
             "The request path must start with '/'.",
         ));
     }
@@ -84,7 +87,7 @@ pub fn normalise(raw: &str) -> Result<NormalPath, Reject> {
                     bytes.get(i + 2).copied().and_then(hex_value),
                 ) else {
                     return Err(reject(
-                        "bad_escape",
+                        BadPathReason::BadEscape,
                         "The request path has a malformed percent-escape.",
                     ));
                 };
@@ -92,19 +95,19 @@ pub fn normalise(raw: &str) -> Result<NormalPath, Reject> {
                 match decoded {
                     b'/' => {
                         return Err(reject(
-                            "encoded_slash",
+                            BadPathReason::EncodedSlash,
                             "The request path has an encoded '/'.",
                         ))
                     }
                     b'\\' => {
                         return Err(reject(
-                            "encoded_backslash",
+                            BadPathReason::EncodedBackslash,
                             "The request path has an encoded '\\'.",
                         ))
                     }
                     0x00..=0x1f | 0x7f => {
                         return Err(reject(
-                            "control_char",
+                            BadPathReason::ControlChar,
                             "The request path has a control character.",
                         ))
                     }
@@ -118,18 +121,23 @@ pub fn normalise(raw: &str) -> Result<NormalPath, Reject> {
                 i += 3;
                 continue;
             }
-            b'\\' => return Err(reject("backslash", "The request path has a '\\'.")),
+            b'\\' => {
+                return Err(reject(
+                    BadPathReason::Backslash,
+                    "The request path has a '\\'.",
+                ))
+            }
             b'/' => out.push('/'),
             0x00..=0x1f | 0x7f => {
                 return Err(reject(
-                    "control_char",
+                    BadPathReason::ControlChar,
                     "The request path has a control character.",
                 ))
             }
             b if is_pchar(b) => out.push(b as char),
             _ => {
                 return Err(reject(
-                    "bad_char",
+                    BadPathReason::BadChar,
                     "The request path has a character that must be percent-encoded.",
                 ))
             }
@@ -141,13 +149,13 @@ pub fn normalise(raw: &str) -> Result<NormalPath, Reject> {
             match segment {
                 "" => {
                     return Err(reject(
-                        "empty_segment",
+                        BadPathReason::EmptySegment,
                         "The request path has an empty segment ('//' or a trailing '/').",
                     ))
                 }
                 "." | ".." => {
                     return Err(reject(
-                        "dot_segment",
+                        BadPathReason::DotSegment,
                         "The request path has a '.' or '..' segment.",
                     ))
                 }

@@ -1,26 +1,223 @@
 //! Every response the gateway makes itself: RFC 9457 `application/problem+json`.
 //!
-//! [`Reject`] says what went wrong; [`Problem::from_reject`] is the one place that turns it into
-//! a status, a problem type and a title. The match is exhaustive, so a new kind of rejection does
-//! not compile until it has its own row here.
+//! The [`reasons!`] table below is the one place that says, for every reason the gateway refuses
+//! a request, its log slug, its problem type, its status and what it means to a user. The README's
+//! table of reasons is rendered from it (a unit test fails when the two differ), so the docs
+//! cannot drift from the code.
+//!
+//! [`Reject`] says what went wrong. It is built only by its constructors, each of which takes a
+//! reason of one problem type (a [`PlainReason`] for [`Reject::new`], or the data that problem
+//! type's headers need), so a reason cannot be sent with another type's status.
 
 use std::borrow::Cow;
 
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
+use crate::ratelimit::RateLimit;
+
 /// Media type of every gateway-generated error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Problem `type` URIs are `urn:portcullis:problem:<slug>`: stable names that need no web page to exist.
+pub const PROBLEM_TYPE_BASE: &str = "urn:portcullis:problem:";
+
+/// Defines [`ProblemType`], [`Reason`], one reason enum per problem type, and their tables.
+///
+/// Each problem type is `Name "slug" STATUS "title", SubEnum plain|data { reasons }`. `plain`
+/// types carry no facts beyond the reason, so their reasons implement [`PlainReason`] and are
+/// built with [`Reject::new`]; `data` types have a constructor of their own on [`Reject`].
+macro_rules! reasons {
+    ($(
+        $problem:ident $pslug:literal $status:ident $title:literal, $sub:ident $shape:ident {
+            $( $reason:ident $rslug:literal $meaning:literal, )+
+        }
+    )+) => {
+        /// The kinds of problem the gateway answers with, one `type` URI each.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ProblemType {
+            $(
+                #[doc = concat!("`", $pslug, "`: ", $title, ".")]
+                $problem,
+            )+
+        }
+
+        impl ProblemType {
+            /// Every problem type, in table order.
+            pub const ALL: &'static [ProblemType] = &[$(ProblemType::$problem),+];
+
+            /// The slug in `urn:portcullis:problem:<slug>`, also the log reason's first half.
+            pub const fn slug(self) -> &'static str {
+                match self { $(ProblemType::$problem => $pslug,)+ }
+            }
+
+            /// The status every rejection of this type is answered with.
+            pub const fn status(self) -> StatusCode {
+                match self { $(ProblemType::$problem => StatusCode::$status,)+ }
+            }
+
+            /// The problem's `title`: the same for every occurrence of the type (RFC 9457 §3.1.4).
+            pub const fn title(self) -> &'static str {
+                match self { $(ProblemType::$problem => $title,)+ }
+            }
+        }
+
+        /// Every reason the gateway refuses a request, one per distinct cause it logs.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(
+                #[doc = concat!("`", $rslug, "`: ", $meaning)]
+                $reason,
+            )+)+
+        }
+
+        impl Reason {
+            /// Every reason, in table order.
+            pub const ALL: &'static [Reason] = &[$($(Reason::$reason,)+)+];
+
+            /// The log slug (`token_expired`, …). Log pipelines match on it: never rename one.
+            pub const fn slug(self) -> &'static str {
+                match self { $($(Reason::$reason => $rslug,)+)+ }
+            }
+
+            /// The problem type this reason is always answered with.
+            pub const fn problem_type(self) -> ProblemType {
+                match self { $($(Reason::$reason => ProblemType::$problem,)+)+ }
+            }
+
+            /// One sentence for users: what the caller did (or what the gateway lacks).
+            pub const fn meaning(self) -> &'static str {
+                match self { $($(Reason::$reason => $meaning,)+)+ }
+            }
+        }
+
+        $(
+            #[doc = concat!("The reasons answered with `", $pslug, "`.")]
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+            pub enum $sub {
+                $(
+                    #[doc = concat!("`", $rslug, "`: ", $meaning)]
+                    $reason,
+                )+
+            }
+
+            impl From<$sub> for Reason {
+                fn from(r: $sub) -> Reason {
+                    match r { $($sub::$reason => Reason::$reason,)+ }
+                }
+            }
+
+            reasons!(@shape $shape $sub $problem);
+        )+
+    };
+    (@shape plain $sub:ident $problem:ident) => {
+        impl PlainReason for $sub {
+            const KIND: RejectKind = RejectKind::$problem;
+        }
+    };
+    (@shape data $sub:ident $problem:ident) => {};
+}
+
+/// A reason whose problem type carries no facts besides the reason, so [`Reject::new`] can
+/// build it from the reason alone. Implemented only by the [`reasons!`] table.
+pub trait PlainReason: Into<Reason> {
+    /// The rejection kind every reason of this type has.
+    const KIND: RejectKind;
+}
+
+reasons! {
+    BadPath "bad-path" BAD_REQUEST "Request path rejected", BadPathReason plain {
+        PathTooLong "path_too_long" "The request path is longer than the gateway accepts.",
+        NotAbsolute "not_absolute" "The request path does not start with `/`.",
+        BadEscape "bad_escape" "The request path has a `%` not followed by two hex digits.",
+        EncodedSlash "encoded_slash" "The request path has an encoded `/` (`%2F`), which origins disagree on.",
+        EncodedBackslash "encoded_backslash" "The request path has an encoded `\\` (`%5C`), which origins disagree on.",
+        ControlChar "control_char" "The request path has a control character, raw or percent-encoded.",
+        Backslash "backslash" "The request path has a `\\`, which some origins read as `/`.",
+        BadChar "bad_char" "The request path has a character that must be percent-encoded.",
+        EmptySegment "empty_segment" "The request path has an empty segment (`//` or a trailing `/`).",
+        DotSegment "dot_segment" "The request path has a `.` or `..` segment.",
+    }
+    BadRequest "bad-request" BAD_REQUEST "Malformed request", BadRequestReason plain {
+        ContentLength "content_length" "The `Content-Length` header is not a decimal number, or copies of it disagree.",
+        BodyAborted "body_aborted" "The client stopped sending the body before it was complete.",
+        QueryEncoding "query_encoding" "The query string is not valid percent-encoded UTF-8.",
+        Malformed "bad_request" "The runtime could not turn the request into HTTP the gateway can read.",
+    }
+    NotFound "not-found" NOT_FOUND "No route for this path", NotFoundReason plain {
+        NoRoute "no_route" "No route in the policy matches the request path.",
+    }
+    MethodNotAllowed "method-not-allowed" METHOD_NOT_ALLOWED "Method not allowed on this route", MethodNotAllowedReason data {
+        Method "method" "A route matches the path but not the method; `Allow` lists the methods that would.",
+    }
+    Unauthenticated "unauthenticated" UNAUTHORIZED "Missing or invalid credentials", UnauthenticatedReason data {
+        MissingCredentials "missing_credentials" "The route requires credentials and the request carries none it accepts.",
+        AuthorizationMalformed "authorization_malformed" "The `Authorization` header is not a single `Bearer <token>`.",
+        TokenMalformed "token_malformed" "The bearer token is not a well-formed JWT.",
+        TokenAlg "token_alg" "The token's `alg` is `none`, unknown, or not accepted by the provider.",
+        TokenKid "token_kid" "The token's `kid` names no key of the provider.",
+        TokenNoKey "token_no_key" "The provider has no key that can verify the token's `alg`.",
+        TokenSignature "token_signature" "The token's signature does not verify.",
+        TokenClaims "token_claims" "The token's claims are not a JSON object of the expected shape.",
+        TokenNoExp "token_no_exp" "The token has no `exp` claim.",
+        TokenExpired "token_expired" "The token's `exp` has passed (beyond the provider's leeway).",
+        TokenNbf "token_nbf" "The token's `nbf` is in the future (beyond the provider's leeway).",
+        TokenIssuer "token_issuer" "The token's `iss` is not the provider's issuer.",
+        TokenAudience "token_audience" "The token's `aud` names none of the provider's audiences.",
+        TokenNoSub "token_no_sub" "The token has no string claim naming the consumer (the provider's consumer claim, `sub` by default).",
+        ApiKeyRepeated "api_key_repeated" "The API key header was sent more than once.",
+        ApiKeyInvalid "api_key_invalid" "The API key is not one the provider knows.",
+    }
+    Forbidden "forbidden" FORBIDDEN "Credentials lack a required scope or claim", ForbiddenReason plain {
+        NoPrincipal "no_principal" "The route requires an authenticated caller and none was established.",
+        Scope "scope" "The credentials lack a scope the route requires.",
+        Claim "claim" "The credentials lack a claim the route requires, or carry another value.",
+    }
+    PayloadTooLarge "payload-too-large" PAYLOAD_TOO_LARGE "Request body too large", PayloadTooLargeReason data {
+        BodySize "body_size" "The body is larger than the route's `max_body_bytes`.",
+    }
+    UnsupportedMediaType "unsupported-media-type" UNSUPPORTED_MEDIA_TYPE "Content type not accepted on this route", UnsupportedMediaTypeReason data {
+        ContentType "content_type" "The `Content-Type` is not one the route lists; `Accept-Post` lists those it does.",
+    }
+    InvalidBody "invalid-body" UNPROCESSABLE_ENTITY "Request body failed validation", InvalidBodyReason data {
+        NotJson "not_json" "The body is not strict JSON (syntax errors, duplicate keys).",
+        Schema "schema" "The body is JSON but does not satisfy the route's schema; `errors` says where.",
+    }
+    InvalidQuery "invalid-query" UNPROCESSABLE_ENTITY "Query string failed validation", InvalidQueryReason data {
+        QuerySchema "query_schema" "The query string does not satisfy the route's query schema; `errors` says where.",
+    }
+    QuotaExceeded "quota-exceeded" TOO_MANY_REQUESTS "Quota exceeded", QuotaExceededReason data {
+        Quota "quota" "A quota on the route is used up; `Retry-After` says when to come back.",
+    }
+    StoreUnavailable "quota-store-unavailable" SERVICE_UNAVAILABLE "Quota store unavailable", StoreUnavailableReason plain {
+        StoreError "store_error" "The quota store failed and the quota is set to refuse rather than admit uncounted.",
+    }
+    NoPolicy "no-policy" SERVICE_UNAVAILABLE "Gateway has no valid policy", NoPolicyReason plain {
+        NoValidPolicy "no_policy" "The gateway has not loaded a valid policy, so it decides nothing.",
+        InvalidSchema "invalid_schema" "The route's schema, compiled on first use, turned out broken.",
+    }
+    KeysUnavailable "keys-unavailable" SERVICE_UNAVAILABLE "Signing keys unavailable", KeysUnavailableReason plain {
+        NoKeys "keys_unavailable" "The identity provider's signing keys could not be fetched, so the token cannot be judged.",
+    }
+    OriginUnreachable "origin-unreachable" BAD_GATEWAY "Origin unreachable", OriginUnreachableReason plain {
+        Unreachable "origin_unreachable" "The origin could not be reached, or broke the exchange.",
+    }
+    OriginTimeout "origin-timeout" GATEWAY_TIMEOUT "Origin timed out", OriginTimeoutReason plain {
+        TimedOut "origin_timeout" "The origin did not send its response headers within its `timeout_ms`.",
+    }
+    Internal "internal" INTERNAL_SERVER_ERROR "Internal gateway error", InternalReason plain {
+        InternalError "internal_error" "Handling the request failed in a way that is a bug in the gateway; the log line says where.",
+    }
+}
+
 /// Why the gateway refused to forward a request (or could not finish forwarding it).
+///
+/// Built only by its constructors, so its reason and kind always belong to one problem type.
 #[derive(Debug, Clone)]
 pub struct Reject {
-    /// What went wrong, with the typed facts the response needs.
-    pub kind: RejectKind,
-    /// A short, stable, machine-readable reason for logs (`token_expired`, `schema`, …).
-    pub reason: &'static str,
-    /// Human text for the problem's `detail`. Never contains secrets, tokens or body values.
-    pub detail: Cow<'static, str>,
+    kind: RejectKind,
+    reason: Reason,
+    detail: Cow<'static, str>,
 }
 
 impl PartialEq for Reject {
@@ -30,7 +227,7 @@ impl PartialEq for Reject {
     }
 }
 
-/// The kinds of rejection, one problem type each.
+/// The facts a rejection's response needs besides its reason: one variant per [`ProblemType`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)] // variant fields are named for what they hold
 pub enum RejectKind {
@@ -54,11 +251,10 @@ pub enum RejectKind {
     InvalidBody { errors: Vec<FieldError> },
     /// Query string does not satisfy the route's query schema (422).
     InvalidQuery { errors: Vec<FieldError> },
-    /// Over quota (429), with the headers that tell the client when to come back.
+    /// Over quota (429): when to come back, and the quota that refused.
     QuotaExceeded {
         retry_after_s: u64,
-        policy: String,
-        state: String,
+        rate_limit: RateLimit,
     },
     /// The counter store failed and the quota fails closed (503).
     StoreUnavailable,
@@ -74,6 +270,32 @@ pub enum RejectKind {
     Internal,
 }
 
+impl RejectKind {
+    /// The problem type this kind's facts belong to.
+    pub fn problem_type(&self) -> ProblemType {
+        use RejectKind::*;
+        match self {
+            BadPath => ProblemType::BadPath,
+            BadRequest => ProblemType::BadRequest,
+            NotFound => ProblemType::NotFound,
+            MethodNotAllowed { .. } => ProblemType::MethodNotAllowed,
+            Unauthenticated { .. } => ProblemType::Unauthenticated,
+            Forbidden => ProblemType::Forbidden,
+            PayloadTooLarge { .. } => ProblemType::PayloadTooLarge,
+            UnsupportedMediaType { .. } => ProblemType::UnsupportedMediaType,
+            InvalidBody { .. } => ProblemType::InvalidBody,
+            InvalidQuery { .. } => ProblemType::InvalidQuery,
+            QuotaExceeded { .. } => ProblemType::QuotaExceeded,
+            StoreUnavailable => ProblemType::StoreUnavailable,
+            NoPolicy => ProblemType::NoPolicy,
+            KeysUnavailable => ProblemType::KeysUnavailable,
+            OriginUnreachable => ProblemType::OriginUnreachable,
+            OriginTimeout => ProblemType::OriginTimeout,
+            Internal => ProblemType::Internal,
+        }
+    }
+}
+
 /// One failing location in a body or query: a JSON pointer into the instance and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -84,12 +306,90 @@ pub struct FieldError {
 }
 
 impl Reject {
-    /// A rejection of `kind` with a fixed reason and detail.
-    pub fn new(
-        kind: RejectKind,
-        reason: &'static str,
+    /// A rejection for a reason whose problem type needs no other facts.
+    pub fn new<R: PlainReason>(reason: R, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::of(R::KIND, reason.into(), detail)
+    }
+
+    /// 405: the path exists, but only for the methods in `allow`.
+    pub fn method_not_allowed(allow: Vec<String>, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::of(
+            RejectKind::MethodNotAllowed { allow },
+            MethodNotAllowedReason::Method.into(),
+            detail,
+        )
+    }
+
+    /// 401, with one `WWW-Authenticate` challenge per scheme the route accepts.
+    pub fn unauthenticated(
+        reason: UnauthenticatedReason,
+        challenges: Vec<String>,
         detail: impl Into<Cow<'static, str>>,
     ) -> Self {
+        Self::of(
+            RejectKind::Unauthenticated { challenges },
+            reason.into(),
+            detail,
+        )
+    }
+
+    /// 413: the body is (or would be) larger than `limit` bytes.
+    pub fn payload_too_large(limit: u64, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::of(
+            RejectKind::PayloadTooLarge { limit },
+            PayloadTooLargeReason::BodySize.into(),
+            detail,
+        )
+    }
+
+    /// 415: the content type is not one of `accepted`.
+    pub fn unsupported_media_type(
+        accepted: Vec<String>,
+        detail: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self::of(
+            RejectKind::UnsupportedMediaType { accepted },
+            UnsupportedMediaTypeReason::ContentType.into(),
+            detail,
+        )
+    }
+
+    /// 422 for the body, with where it failed.
+    pub fn invalid_body(
+        reason: InvalidBodyReason,
+        errors: Vec<FieldError>,
+        detail: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self::of(RejectKind::InvalidBody { errors }, reason.into(), detail)
+    }
+
+    /// 422 for the query string, with where it failed.
+    pub fn invalid_query(errors: Vec<FieldError>, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::of(
+            RejectKind::InvalidQuery { errors },
+            InvalidQueryReason::QuerySchema.into(),
+            detail,
+        )
+    }
+
+    /// 429: `rate_limit` refused; the client may retry after `retry_after_s` seconds.
+    pub fn quota_exceeded(
+        retry_after_s: u64,
+        rate_limit: RateLimit,
+        detail: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self::of(
+            RejectKind::QuotaExceeded {
+                retry_after_s,
+                rate_limit,
+            },
+            QuotaExceededReason::Quota.into(),
+            detail,
+        )
+    }
+
+    fn of(kind: RejectKind, reason: Reason, detail: impl Into<Cow<'static, str>>) -> Self {
+        debug_assert_eq!(kind.problem_type(), reason.problem_type());
         Reject {
             kind,
             reason,
@@ -97,94 +397,45 @@ impl Reject {
         }
     }
 
-    /// Status, problem slug and title for this rejection: the table of every gateway problem.
+    /// The facts the response carries besides the reason.
+    pub fn kind(&self) -> &RejectKind {
+        &self.kind
+    }
+
+    /// Why, as logged.
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    /// Human text for the problem's `detail`. Never contains secrets, tokens or body values.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// This rejection's problem type (from its reason, via the table).
+    pub fn problem_type(&self) -> ProblemType {
+        self.reason.problem_type()
+    }
+
+    /// Status, problem slug and title for this rejection.
     pub fn describe(&self) -> (StatusCode, &'static str, &'static str) {
-        use RejectKind::*;
-        match &self.kind {
-            BadPath => (StatusCode::BAD_REQUEST, "bad-path", "Request path rejected"),
-            BadRequest => (StatusCode::BAD_REQUEST, "bad-request", "Malformed request"),
-            NotFound => (StatusCode::NOT_FOUND, "not-found", "No route for this path"),
-            MethodNotAllowed { .. } => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed on this route",
-            ),
-            Unauthenticated { .. } => (
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "Missing or invalid credentials",
-            ),
-            Forbidden => (
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Credentials lack a required scope or claim",
-            ),
-            PayloadTooLarge { .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Request body too large",
-            ),
-            UnsupportedMediaType { .. } => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Content type not accepted on this route",
-            ),
-            InvalidBody { .. } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-body",
-                "Request body failed validation",
-            ),
-            InvalidQuery { .. } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-query",
-                "Query string failed validation",
-            ),
-            QuotaExceeded { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "quota-exceeded",
-                "Quota exceeded",
-            ),
-            StoreUnavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "quota-store-unavailable",
-                "Quota store unavailable",
-            ),
-            NoPolicy => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no-policy",
-                "Gateway has no valid policy",
-            ),
-            KeysUnavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "keys-unavailable",
-                "Signing keys unavailable",
-            ),
-            OriginUnreachable => (
-                StatusCode::BAD_GATEWAY,
-                "origin-unreachable",
-                "Origin unreachable",
-            ),
-            OriginTimeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "origin-timeout",
-                "Origin timed out",
-            ),
-            Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal gateway error",
-            ),
-        }
+        let t = self.problem_type();
+        (t.status(), t.slug(), t.title())
     }
 
     /// The problem slug (`unauthenticated`, …), also the log's decision reason family.
     pub fn slug(&self) -> &'static str {
-        self.describe().1
+        self.problem_type().slug()
     }
 
     /// The HTTP status this rejection is answered with.
     pub fn status(&self) -> StatusCode {
-        self.describe().0
+        self.problem_type().status()
+    }
+
+    /// The log line's `reason`: `<problem-slug>:<reason-slug>`, e.g. `unauthenticated:token_expired`.
+    pub fn log_reason(&self) -> String {
+        format!("{}:{}", self.slug(), self.reason.slug())
     }
 
     /// The complete `application/problem+json` response, headers included.
@@ -212,7 +463,7 @@ impl Reject {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Ok(v) = HeaderValue::from_str(request_id) {
-            headers.insert(crate::forward::REQUEST_ID_HEADER, v);
+            headers.insert(crate::request_id::REQUEST_ID_HEADER, v);
         }
         match &self.kind {
             RejectKind::MethodNotAllowed { allow } => {
@@ -234,14 +485,13 @@ impl Reject {
             }
             RejectKind::QuotaExceeded {
                 retry_after_s,
-                policy,
-                state,
+                rate_limit,
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
-                if let Ok(v) = HeaderValue::from_str(policy) {
+                if let Ok(v) = HeaderValue::from_str(&rate_limit.policy().to_string()) {
                     headers.insert("ratelimit-policy", v);
                 }
-                if let Ok(v) = HeaderValue::from_str(state) {
+                if let Ok(v) = HeaderValue::from_str(&rate_limit.state().to_string()) {
                     headers.insert("ratelimit", v);
                 }
             }
@@ -251,8 +501,22 @@ impl Reject {
     }
 }
 
-/// Problem `type` URIs are `urn:portcullis:problem:<slug>`: stable names that need no web page to exist.
-pub const PROBLEM_TYPE_BASE: &str = "urn:portcullis:problem:";
+/// The README's table of reasons, as markdown: one row per [`Reason`], in table order.
+pub fn reasons_markdown() -> String {
+    let mut out =
+        String::from("| reason | problem type | status | meaning |\n| --- | --- | --- | --- |\n");
+    for r in Reason::ALL {
+        let t = r.problem_type();
+        out.push_str(&format!(
+            "| `{}` | `{PROBLEM_TYPE_BASE}{}` | {} | {} |\n",
+            r.slug(),
+            t.slug(),
+            t.status().as_u16(),
+            r.meaning().replace('|', "\\|"),
+        ));
+    }
+    out
+}
 
 #[derive(Serialize)]
 struct ProblemBody<'a> {
@@ -265,3 +529,6 @@ struct ProblemBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldError]>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::authz::Permit;
 use crate::config::{OnStoreError, Policy, QuotaBy, Route};
-use crate::decision::RequestContext;
-use crate::problem::{Reject, RejectKind};
+use crate::context::RequestContext;
+use crate::problem::{Reject, StoreUnavailableReason};
+use crate::ratelimit::RateLimit;
 use crate::time::UnixTime;
 
 /// A limit of `limit` requests per `window`.
@@ -110,15 +111,29 @@ fn ceil_secs(us: u64) -> u64 {
     us.div_ceil(1_000_000)
 }
 
-/// Why a store could not apply a transition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a store could not apply a transition. Every kind fails the same way for the client
+/// (the quota's `on_store_error`); the kinds are for the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {
+    /// The store could not be reached, is not configured, or answered with an error.
+    Unavailable,
     /// The store did not answer in time.
     Timeout,
-    /// The store answered with an error; the text is for the operator's log only.
-    Failed(String),
     /// Optimistic concurrency kept losing; the store gave up rather than loop forever.
     Contended,
+    /// The store's state or answer could not be read (undecodable, or a poisoned lock).
+    Corrupt,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreError::Unavailable => "the quota store is unavailable",
+            StoreError::Timeout => "the quota store did not answer in time",
+            StoreError::Contended => "the quota key stayed contended; the store gave up",
+            StoreError::Corrupt => "the quota store's state could not be read",
+        })
+    }
 }
 
 /// Where quota state lives. Implementations apply [`step`] atomically for one key: read the
@@ -163,10 +178,7 @@ impl MemoryStore {
 
     /// Apply [`step`] under the lock. Synchronous; the trait impl wraps it.
     pub fn apply_now(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Failed("memory store poisoned".into()))?;
+        let mut inner = self.inner.lock().map_err(|_| StoreError::Corrupt)?;
         let MemoryInner { states, sweep_at } = &mut *inner;
         let (verdict, state) = step(states.get(key).copied(), now, rate);
         if verdict.allowed {
@@ -196,8 +208,8 @@ impl<T: CounterStore + ?Sized> CounterStore for std::sync::Arc<T> {
 /// Headers describing the tightest quota on an admitted request, relayed on the origin's response.
 #[derive(Debug, Clone, Default)]
 pub struct Grant {
-    /// `RateLimit-Policy` and `RateLimit` values (draft-ietf-httpapi-ratelimit-headers).
-    pub headers: Option<(String, String)>,
+    /// The quota with the fewest requests left, if the route has any.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The quota phase: every quota on the route must admit the request.
@@ -212,7 +224,7 @@ pub(crate) async fn admit<S: CounterStore + ?Sized>(
     headers: &HeaderMap,
     store: &S,
 ) -> Result<Grant, Reject> {
-    let mut tightest: Option<(u32, String, String)> = None;
+    let mut tightest: Option<RateLimit> = None;
     for &index in &route.quotas {
         let quota = &policy.quotas[index];
         let subject = subject(&quota.by, route, permit, ctx, headers);
@@ -223,28 +235,23 @@ pub(crate) async fn admit<S: CounterStore + ?Sized>(
                 OnStoreError::Allow => continue,
                 OnStoreError::Deny => {
                     return Err(Reject::new(
-                        RejectKind::StoreUnavailable,
-                        "store_error",
+                        StoreUnavailableReason::StoreError,
                         "The quota store did not answer; the request was not forwarded.",
                     ))
                 }
             },
         };
-        let policy_header = format!(
-            "\"{}\";q={};w={}",
-            quota.name,
-            quota.rate.limit,
-            quota.rate.window_us / 1_000_000
-        );
+        let rate_limit = |remaining, reset_s| RateLimit {
+            name: quota.name.clone(),
+            limit: quota.rate.limit,
+            window_s: quota.rate.window_us / 1_000_000,
+            remaining,
+            reset_s,
+        };
         if !verdict.allowed {
-            let state = format!("\"{}\";r=0;t={}", quota.name, verdict.retry_after_s);
-            return Err(Reject::new(
-                RejectKind::QuotaExceeded {
-                    retry_after_s: verdict.retry_after_s,
-                    policy: policy_header,
-                    state,
-                },
-                "quota",
+            return Err(Reject::quota_exceeded(
+                verdict.retry_after_s,
+                rate_limit(0, verdict.retry_after_s),
                 format!(
                     "Quota \"{}\" allows {} requests per {} s.",
                     quota.name,
@@ -255,17 +262,13 @@ pub(crate) async fn admit<S: CounterStore + ?Sized>(
         }
         if tightest
             .as_ref()
-            .is_none_or(|(r, _, _)| verdict.remaining < *r)
+            .is_none_or(|t| verdict.remaining < t.remaining)
         {
-            let state = format!(
-                "\"{}\";r={};t={}",
-                quota.name, verdict.remaining, verdict.reset_s
-            );
-            tightest = Some((verdict.remaining, policy_header, state));
+            tightest = Some(rate_limit(verdict.remaining, verdict.reset_s));
         }
     }
     Ok(Grant {
-        headers: tightest.map(|(_, p, s)| (p, s)),
+        rate_limit: tightest,
     })
 }
 

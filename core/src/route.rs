@@ -8,7 +8,7 @@ use http::Method;
 
 use crate::config::{Policy, Route};
 use crate::path::NormalPath;
-use crate::problem::{Reject, RejectKind};
+use crate::problem::{NotFoundReason, Reject};
 
 /// A compiled path template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,14 +135,12 @@ pub(crate) fn select<'p>(
     }
     if allow.is_empty() {
         Err(Reject::new(
-            RejectKind::NotFound,
-            "no_route",
+            NotFoundReason::NoRoute,
             "No route matches this path.",
         ))
     } else {
-        Err(Reject::new(
-            RejectKind::MethodNotAllowed { allow },
-            "method",
+        Err(Reject::method_not_allowed(
+            allow,
             "This path exists, but not for this method.",
         ))
     }

@@ -94,7 +94,7 @@ fn decide(g: &Gateway, path: &str, headers: &[(&str, &str)]) -> Result<String, R
 
 fn refused(result: Result<String, Reject>) -> (StatusCode, &'static str) {
     let r = result.expect_err("must be refused");
-    (r.status(), r.reason)
+    (r.status(), r.reason().slug())
 }
 
 fn challenges(result: Result<String, Reject>) -> Vec<String> {

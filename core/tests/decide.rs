@@ -157,7 +157,7 @@ fn credentials_are_required_and_checked() {
     let s = MemoryStore::new();
     let r = run(&g, &s, empty(get("/v1/orders/1"))).unwrap_err();
     assert_eq!(
-        (r.status(), r.reason),
+        (r.status(), r.reason().slug()),
         (StatusCode::UNAUTHORIZED, "missing_credentials")
     );
     let challenges: Vec<_> = r
@@ -179,19 +179,19 @@ fn credentials_are_required_and_checked() {
         empty(get("/v1/orders/1").header("x-api-key", "wrong")),
     )
     .unwrap_err();
-    assert_eq!(r.reason, "api_key_invalid");
+    assert_eq!(r.reason().slug(), "api_key_invalid");
     let r = run(
         &g,
         &s,
         empty(get("/v1/orders/1").header("authorization", "Bearer a.b.c")),
     )
     .unwrap_err();
-    assert_eq!(r.reason, "token_malformed");
+    assert_eq!(r.reason().slug(), "token_malformed");
     let two = get("/v1/orders/1")
         .header("x-api-key", "k-123")
         .header("x-api-key", "k-123");
     assert_eq!(
-        run(&g, &s, empty(two)).unwrap_err().reason,
+        run(&g, &s, empty(two)).unwrap_err().reason().slug(),
         "api_key_repeated"
     );
 }
@@ -207,7 +207,10 @@ fn scopes_and_claims_give_403() {
         empty(get("/v1/orders/1").header("authorization", format!("Bearer {t}"))),
     )
     .unwrap_err();
-    assert_eq!((r.status(), r.reason), (StatusCode::FORBIDDEN, "scope"));
+    assert_eq!(
+        (r.status(), r.reason().slug()),
+        (StatusCode::FORBIDDEN, "scope")
+    );
 
     let mut c = claims("orders:write");
     c["tier"] = json!("silver");
@@ -221,7 +224,10 @@ fn scopes_and_claims_give_403() {
         post.body(Bytes(br#"{"sku":"a"}"#.to_vec())).unwrap(),
     )
     .unwrap_err();
-    assert_eq!((r.status(), r.reason), (StatusCode::FORBIDDEN, "claim"));
+    assert_eq!(
+        (r.status(), r.reason().slug()),
+        (StatusCode::FORBIDDEN, "claim")
+    );
 
     let mut c = claims("orders:write");
     c["scp"] = json!(["orders:read"]);
@@ -271,10 +277,10 @@ fn bodies_are_checked_and_forwarded_byte_for_byte() {
         "application/json",
         "",
     ));
-    assert_eq!((r.status().as_u16(), r.reason), (422, "not_json"));
+    assert_eq!((r.status().as_u16(), r.reason().slug()), (422, "not_json"));
     let r = status(post(br#"{"qty":0}"#, "application/json", ""));
-    assert_eq!((r.status().as_u16(), r.reason), (422, "schema"));
-    match &r.kind {
+    assert_eq!((r.status().as_u16(), r.reason().slug()), (422, "schema"));
+    match r.kind() {
         portcullis_core::RejectKind::InvalidBody { errors } => {
             let pointers: Vec<_> = errors.iter().map(|e| e.pointer.as_str()).collect();
             assert!(
@@ -289,7 +295,7 @@ fn bodies_are_checked_and_forwarded_byte_for_byte() {
         other => panic!("{other:?}"),
     }
     let r = status(post(br#"{"sku":"a","sku":"b"}"#, "application/json", ""));
-    assert_eq!(r.reason, "not_json", "duplicate keys are refused");
+    assert_eq!(r.reason().slug(), "not_json", "duplicate keys are refused");
     let r = status(post(br#"{"sku":"a"}"#, "text/plain", ""));
     assert_eq!(r.status().as_u16(), 415);
     let r = status(post(&[b' '; 65], "application/json", ""));
@@ -299,7 +305,10 @@ fn bodies_are_checked_and_forwarded_byte_for_byte() {
         "application/json",
         "?dry_run=maybe",
     ));
-    assert_eq!((r.status().as_u16(), r.reason), (422, "query_schema"));
+    assert_eq!(
+        (r.status().as_u16(), r.reason().slug()),
+        (422, "query_schema")
+    );
 }
 
 #[test]

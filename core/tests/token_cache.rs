@@ -88,7 +88,8 @@ fn a_cached_token_still_expires_at_exp_plus_leeway() {
     assert_eq!(
         decide(&g, "/read", &t, NOW + 91, &NoFetch)
             .unwrap_err()
-            .reason,
+            .reason()
+            .slug(),
         "token_expired"
     );
 }
@@ -101,7 +102,8 @@ fn route_checks_run_on_every_request_even_for_cached_tokens() {
     assert_eq!(
         decide(&g, "/admin", &t, NOW + 1, &NoFetch)
             .unwrap_err()
-            .reason,
+            .reason()
+            .slug(),
         "scope"
     );
 }
@@ -118,7 +120,8 @@ fn a_token_that_differs_in_one_signature_byte_is_verified_and_refused() {
     assert_eq!(
         decide(&g, "/read", &forged, NOW + 1, &NoFetch)
             .unwrap_err()
-            .reason,
+            .reason()
+            .slug(),
         "token_signature"
     );
 }
@@ -167,7 +170,10 @@ fn a_key_removed_from_the_jwks_while_cached_is_no_longer_trusted() {
     let events = block_on(g.refresh_keys(UnixTime::from_secs(NOW + 11), &idp, false));
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(
-        decide(&g, "/read", &t, NOW + 12, &idp).unwrap_err().reason,
+        decide(&g, "/read", &t, NOW + 12, &idp)
+            .unwrap_err()
+            .reason()
+            .slug(),
         "token_kid"
     );
 }

@@ -45,7 +45,8 @@ impl Fetch for WorkerFetch {
                 let mut chunks =
                     wasm_streams::ReadableStream::from_raw(stream.unchecked_into()).into_stream();
                 while let Some(chunk) = chunks.next().await {
-                    let chunk = js_sys::Uint8Array::new(&chunk.map_err(|e| failed(&e))?);
+                    let chunk =
+                        js_sys::Uint8Array::new(&chunk.map_err(|_| FetchError::Interrupted)?);
                     if body.len().saturating_add(chunk.length() as usize) > MAX_FETCH_BYTES {
                         return Err(FetchError::TooLarge);
                     }
@@ -132,7 +133,9 @@ async fn within<F: std::future::Future>(timeout: Duration, future: F) -> Option<
 }
 
 fn failed(e: &JsValue) -> FetchError {
-    FetchError::Failed(describe(e))
+    FetchError::Connect {
+        cause: describe(e),
+    }
 }
 
 /// A JavaScript error as text for the operator's log.

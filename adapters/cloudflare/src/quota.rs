@@ -52,11 +52,11 @@ impl DurableStore {
     }
 
     async fn call(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
-        let failed = |e: worker::Error| StoreError::Failed(e.to_string());
+        let failed = |_: worker::Error| StoreError::Unavailable;
         let namespace = self
             .namespace
             .as_ref()
-            .map_err(|e| StoreError::Failed(format!("Durable Object binding {DO_BINDING}: {e}")))?;
+            .map_err(|_| StoreError::Unavailable)?;
         let stub = namespace
             .id_from_name(key)
             .and_then(|id| id.get_stub())
@@ -65,20 +65,19 @@ impl DurableStore {
             rate,
             now: now.as_micros(),
         })
-        .map_err(|e| StoreError::Failed(e.to_string()))?;
+        .map_err(|_| StoreError::Corrupt)?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(body.into()));
         let request =
             Request::new_with_init("https://quota.portcullis/step", &init).map_err(failed)?;
         let mut response = stub.fetch_with_request(request).await.map_err(failed)?;
         if response.status_code() != 200 {
-            let text = response.text().await.unwrap_or_default();
-            return Err(StoreError::Failed(format!(
-                "quota object answered {}: {text}",
-                response.status_code()
-            )));
+            return Err(StoreError::Unavailable);
         }
-        response.json::<Verdict>().await.map_err(failed)
+        response
+            .json::<Verdict>()
+            .await
+            .map_err(|_| StoreError::Corrupt)
     }
 }
 

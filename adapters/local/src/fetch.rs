@@ -28,19 +28,19 @@ impl HyperFetch {
 
     /// The whole exchange: request, head, body. The caller bounds it with the timeout.
     async fn exchange(&self, url: &str) -> Result<FetchResponse, FetchError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| FetchError::Failed(format!("{url:?} is not a valid URL")))?;
+        let uri: Uri = url.parse().map_err(|_| FetchError::InvalidUrl)?;
         let request = Request::get(uri)
             .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT))
             .header(header::ACCEPT, HeaderValue::from_static("application/json"))
             .body(body::full(Bytes::new()))
-            .map_err(|e| FetchError::Failed(format!("cannot build the request: {e}")))?;
+            .map_err(|_| FetchError::InvalidUrl)?;
         let response = self
             .client
             .request(request)
             .await
-            .map_err(|e| FetchError::Failed(crate::serve::causes(&e)))?;
+            .map_err(|e| FetchError::Connect {
+                cause: crate::serve::causes(&e),
+            })?;
         let (parts, incoming) = response.into_parts();
         // A declared length over the cap is refused before a byte of the body is read.
         let declared = parts
@@ -56,9 +56,7 @@ impl HyperFetch {
             .await
             .map_err(|e| match e {
                 BodyError::TooLarge => FetchError::TooLarge,
-                BodyError::Aborted => {
-                    FetchError::Failed("the connection failed while reading the body".into())
-                }
+                BodyError::Aborted => FetchError::Interrupted,
             })?;
         Ok(FetchResponse {
             status: parts.status.as_u16(),
@@ -214,7 +212,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("addr: {e}"));
         drop(listener);
         match fetcher().get(&format!("http://{addr}/"), SECOND).await {
-            Err(FetchError::Failed(why)) => assert!(why.contains("onnect"), "{why}"),
+            Err(FetchError::Connect { cause }) => assert!(cause.contains("onnect"), "{cause}"),
             other => panic!("expected a connection failure, got {other:?}"),
         }
     }

@@ -39,15 +39,18 @@ impl Fetch for SpinFetch {
     async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
         let uri: http::Uri = url
             .parse()
-            .map_err(|_| FetchError::Failed("invalid URL".into()))?;
-        let request = outgoing(&Method::Get, &uri, Fields::new()).map_err(FetchError::Failed)?;
+            .map_err(|_| FetchError::InvalidUrl)?;
+        let request = outgoing(&Method::Get, &uri, Fields::new())
+            .map_err(|cause| FetchError::Connect { cause })?;
         let whole = async {
             let body = request
                 .body()
-                .map_err(|()| FetchError::Failed("request body unavailable".into()))?;
+                .map_err(|()| FetchError::Connect {
+                    cause: "request body unavailable".into(),
+                })?;
             let response = send(request, body, timeout).await.map_err(|e| match e {
                 OriginError::Timeout => FetchError::Timeout,
-                OriginError::Failed(why) => FetchError::Failed(why),
+                OriginError::Failed(cause) => FetchError::Connect { cause },
             })?;
             let status = response.status();
             let cache_control = response
@@ -73,12 +76,15 @@ impl Fetch for SpinFetch {
 async fn read_limited(response: &IncomingResponse) -> Result<Vec<u8>, FetchError> {
     let body = response
         .consume()
-        .map_err(|()| FetchError::Failed("response body unavailable".into()))?;
+        .map_err(|()| FetchError::Interrupted)?;
     let stream = body
         .stream()
-        .map_err(|()| FetchError::Failed("response body unavailable".into()))?;
+        .map_err(|()| FetchError::Interrupted)?;
     let mut out = Vec::new();
-    while let Some(chunk) = io::read_chunk(&stream).await.map_err(FetchError::Failed)? {
+    while let Some(chunk) = io::read_chunk(&stream)
+        .await
+        .map_err(|_| FetchError::Interrupted)?
+    {
         if out.len().saturating_add(chunk.len()) > MAX_FETCH_BYTES {
             return Err(FetchError::TooLarge);
         }

@@ -13,7 +13,7 @@
 //! then compares against that. With that, counting is exact on Spin's SQLite store and on Redis
 //! (`WATCH`/`MULTI`); other backends give whatever their `cas` promises.
 //!
-//! Store errors are [`StoreError::Failed`]: the core answers 503 unless the quota says
+//! Store errors are [`StoreError::Unavailable`]: the core answers 503 unless the quota says
 //! `on_store_error: allow`. Store calls are synchronous in WASI 0.2, so there is no timeout of
 //! our own; the host's store timeouts apply.
 //!
@@ -76,7 +76,7 @@ impl CounterStore for KvCounters<'_> {
     async fn apply(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
         self.used.set(true);
         let key = format!("{}{key}", quota_prefix());
-        let failed = |e: atomics::Error| StoreError::Failed(store::describe(&e));
+        let failed = |_: atomics::Error| StoreError::Unavailable;
         let mut cas = Cas::new(self.bucket, &key).map_err(failed)?;
         let mut created = false;
         for _ in 0..MAX_ATTEMPTS {

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::problem::RejectKind;
 
 #[test]
 fn query_parameters_become_strings_and_repeats_arrays() {
@@ -16,7 +17,7 @@ fn query_parameters_become_strings_and_repeats_arrays() {
 fn malformed_query_encoding_is_refused() {
     for q in ["a=%zz", "a=%4", "%ff=1", "a=%C3"] {
         assert_eq!(
-            parse_query(q).unwrap_err().kind,
+            *parse_query(q).unwrap_err().kind(),
             RejectKind::BadRequest,
             "{q}"
         );

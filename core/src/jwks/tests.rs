@@ -41,7 +41,7 @@ impl Fetch for Script {
         self.answers
             .borrow_mut()
             .pop_front()
-            .unwrap_or(Err(FetchError::Failed("script exhausted".into())))
+            .unwrap_or(Err(FetchError::Unsupported))
     }
 }
 
@@ -180,7 +180,9 @@ fn a_bad_response_never_replaces_a_good_set() {
             None,
         ),
         Err(FetchError::Timeout),
-        Err(FetchError::Failed("connection refused".into())),
+        Err(FetchError::Connect {
+            cause: "connection refused".into(),
+        }),
     ];
     for (i, answer) in bad.into_iter().enumerate() {
         f.push(answer);

@@ -22,6 +22,7 @@ pub use es384::{Es384, Es384Signature};
 pub use jwk::{parse_jwk, Jwk, KeyMaterial};
 
 use crate::jwks::RemoteKeys;
+use crate::problem::UnauthenticatedReason;
 use crate::signature::{PureRust, Verify};
 use crate::time::UnixTime;
 
@@ -198,22 +199,23 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// Stable reason code for logs.
-    pub fn reason(self) -> &'static str {
+    /// The reason the 401 is logged with (its slug is in [`crate::problem`]'s table).
+    pub fn reason(self) -> UnauthenticatedReason {
         use TokenError::*;
+        use UnauthenticatedReason as R;
         match self {
-            Malformed => "token_malformed",
-            AlgorithmNotAllowed => "token_alg",
-            UnknownKeyId => "token_kid",
-            NoKeyForAlgorithm => "token_no_key",
-            BadSignature => "token_signature",
-            MalformedClaims => "token_claims",
-            MissingExpiry => "token_no_exp",
-            Expired => "token_expired",
-            NotYetValid => "token_nbf",
-            WrongIssuer => "token_issuer",
-            WrongAudience => "token_audience",
-            MissingSubject => "token_no_sub",
+            Malformed => R::TokenMalformed,
+            AlgorithmNotAllowed => R::TokenAlg,
+            UnknownKeyId => R::TokenKid,
+            NoKeyForAlgorithm => R::TokenNoKey,
+            BadSignature => R::TokenSignature,
+            MalformedClaims => R::TokenClaims,
+            MissingExpiry => R::TokenNoExp,
+            Expired => R::TokenExpired,
+            NotYetValid => R::TokenNbf,
+            WrongIssuer => R::TokenIssuer,
+            WrongAudience => R::TokenAudience,
+            MissingSubject => R::TokenNoSub,
         }
     }
 

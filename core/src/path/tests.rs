@@ -1,4 +1,5 @@
 use super::*;
+use crate::problem::RejectKind;
 
 fn ok(raw: &str) -> String {
     normalise(raw)
@@ -11,8 +12,8 @@ fn reason(raw: &str) -> &'static str {
     match normalise(raw) {
         Ok(p) => panic!("{raw} accepted as {}", p.as_str()),
         Err(e) => {
-            assert_eq!(e.kind, RejectKind::BadPath, "{raw}");
-            e.reason
+            assert_eq!(*e.kind(), RejectKind::BadPath, "{raw}");
+            e.reason().slug()
         }
     }
 }
