@@ -26,6 +26,7 @@ pub mod authn;
 pub mod authz;
 pub mod body;
 pub mod config;
+pub mod cors;
 pub mod decision;
 pub mod fetch;
 pub mod forward;
