@@ -29,6 +29,7 @@ pub mod authz;
 pub mod body;
 pub mod config;
 pub mod context;
+pub mod cors;
 pub mod decision;
 pub mod event;
 pub mod exchange;
