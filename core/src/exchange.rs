@@ -81,15 +81,18 @@ pub struct Outbound<B> {
     pub timeout: Duration,
 }
 
-/// What the origin did with the outbound request.
+/// What the origin did with the outbound request. `R` is the runtime's handle on the origin's
+/// response body, handed back in [`Relay::Origin`] when the body is to be relayed.
 #[derive(Debug)]
-pub enum OriginResult {
+pub enum OriginResult<R> {
     /// It answered with these status and headers (its body is the runtime's to stream).
     Responded {
         /// The origin's status.
         status: u16,
         /// The origin's response headers, as received.
         headers: HeaderMap,
+        /// The runtime's handle on the body still to stream.
+        body: R,
     },
     /// No response headers within [`Outbound::timeout`].
     TimedOut,
@@ -113,13 +116,15 @@ pub struct Pending {
 
 /// How a forwarded exchange ends.
 #[derive(Debug)]
-pub enum Relay {
+pub enum Relay<R> {
     /// Relay the origin's body with this status and these headers.
     Origin {
         /// The status to send.
         status: u16,
         /// The headers to send: the origin's, made fit to relay, plus the gateway's.
         headers: HeaderMap,
+        /// The origin's body, as the runtime handed it to [`Pending::finish`].
+        body: R,
         /// What to log.
         record: Record,
     },
@@ -188,7 +193,7 @@ impl Gateway {
 
 impl Pending {
     /// Finish the exchange with what the origin did.
-    pub fn finish(self, result: OriginResult, clock: &dyn Clock) -> Relay {
+    pub fn finish<R>(self, result: OriginResult<R>, clock: &dyn Clock) -> Relay<R> {
         let Pending {
             facts,
             started,
@@ -203,6 +208,7 @@ impl Pending {
             OriginResult::Responded {
                 status,
                 mut headers,
+                body,
             } => {
                 forward::prepare_response(&mut headers, &response_headers);
                 let access =
@@ -210,6 +216,7 @@ impl Pending {
                 return Relay::Origin {
                     status,
                     headers,
+                    body,
                     record: Record {
                         access,
                         events,

@@ -133,9 +133,7 @@ async fn within<F: std::future::Future>(timeout: Duration, future: F) -> Option<
 }
 
 fn failed(e: &JsValue) -> FetchError {
-    FetchError::Connect {
-        cause: describe(e),
-    }
+    FetchError::Connect { cause: describe(e) }
 }
 
 /// A JavaScript error as text for the operator's log.

@@ -97,26 +97,22 @@ async fn relay(
     pending: Pending,
 ) -> worker::Result<web_sys::Response> {
     let Outbound { request, timeout } = outbound;
-    let (result, origin) = match fetch::send_to_origin(request, timeout).await {
-        Ok(origin) => {
-            let result = OriginResult::Responded {
-                status: origin.status(),
-                headers: fetch::header_map(&origin.headers()),
-            };
-            (result, Some(origin))
-        }
-        Err(fetch::OriginError::Timeout) => (OriginResult::TimedOut, None),
-        Err(fetch::OriginError::Failed(cause)) => (OriginResult::Failed { cause }, None),
+    let result = match fetch::send_to_origin(request, timeout).await {
+        Ok(origin) => OriginResult::Responded {
+            status: origin.status(),
+            headers: fetch::header_map(&origin.headers()),
+            body: origin,
+        },
+        Err(fetch::OriginError::Timeout) => OriginResult::TimedOut,
+        Err(fetch::OriginError::Failed(cause)) => OriginResult::Failed { cause },
     };
-    match (pending.finish(result, &WorkerClock), origin) {
-        (
-            Relay::Origin {
-                status,
-                headers,
-                record,
-            },
-            Some(origin),
-        ) => {
+    match pending.finish(result, &WorkerClock) {
+        Relay::Origin {
+            status,
+            headers,
+            body: origin,
+            record,
+        } => {
             record.write_to(&Console);
             let init = web_sys::ResponseInit::new();
             init.set_status(status);
@@ -127,21 +123,7 @@ async fn relay(
                 &init,
             )?)
         }
-        (Relay::Answer(answer), _) => answered(answer),
-        // `finish` relays only what the origin answered.
-        (Relay::Origin { .. }, None) => {
-            let request_ctx = RequestContext {
-                now: now(),
-                request_id: new_request_id(),
-                client_ip: None,
-            };
-            answered(exchange::internal_error(
-                &request_ctx,
-                "-",
-                "-",
-                &WorkerClock,
-            ))
-        }
+        Relay::Answer(answer) => answered(answer),
     }
 }
 

@@ -293,37 +293,32 @@ async fn relay(app: &App, outbound: Outbound<ClientBody>, pending: Pending) -> R
     let Outbound { request, timeout } = outbound;
     let sent =
         tokio::time::timeout(timeout, app.upstream.request(request.map(body::to_origin))).await;
-    let (result, origin) = match sent {
+    let result = match sent {
         Ok(Ok(response)) => {
             let (mut parts, stream) = response.into_parts();
-            let result = OriginResult::Responded {
+            OriginResult::Responded {
                 status: parts.status.as_u16(),
                 headers: std::mem::take(&mut parts.headers),
-            };
-            (result, Some((parts, stream)))
+                body: (parts, stream),
+            }
         }
-        Ok(Err(error)) => (
-            OriginResult::Failed {
-                cause: causes(&error),
-            },
-            None,
-        ),
-        Err(_) => (OriginResult::TimedOut, None),
+        Ok(Err(error)) => OriginResult::Failed {
+            cause: causes(&error),
+        },
+        Err(_) => OriginResult::TimedOut,
     };
-    match (pending.finish(result, &SystemClock), origin) {
-        (
-            Relay::Origin {
-                headers, record, ..
-            },
-            Some((mut parts, stream)),
-        ) => {
+    match pending.finish(result, &SystemClock) {
+        Relay::Origin {
+            headers,
+            body: (mut parts, stream),
+            record,
+            ..
+        } => {
             record.write_to(&log::Sink);
             parts.headers = headers;
             Response::from_parts(parts, RelayBody::Left(stream))
         }
-        (Relay::Answer(answer), _) => answered(answer),
-        // `finish` relays only what the origin answered.
-        (Relay::Origin { .. }, None) => internal_error(),
+        Relay::Answer(answer) => answered(answer),
     }
 }
 

@@ -37,17 +37,13 @@ pub struct SpinFetch;
 
 impl Fetch for SpinFetch {
     async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|_| FetchError::InvalidUrl)?;
+        let uri: http::Uri = url.parse().map_err(|_| FetchError::InvalidUrl)?;
         let request = outgoing(&Method::Get, &uri, Fields::new())
             .map_err(|cause| FetchError::Connect { cause })?;
         let whole = async {
-            let body = request
-                .body()
-                .map_err(|()| FetchError::Connect {
-                    cause: "request body unavailable".into(),
-                })?;
+            let body = request.body().map_err(|()| FetchError::Connect {
+                cause: "request body unavailable".into(),
+            })?;
             let response = send(request, body, timeout).await.map_err(|e| match e {
                 OriginError::Timeout => FetchError::Timeout,
                 OriginError::Failed(cause) => FetchError::Connect { cause },
@@ -74,12 +70,8 @@ impl Fetch for SpinFetch {
 
 /// A response body, at most [`MAX_FETCH_BYTES`].
 async fn read_limited(response: &IncomingResponse) -> Result<Vec<u8>, FetchError> {
-    let body = response
-        .consume()
-        .map_err(|()| FetchError::Interrupted)?;
-    let stream = body
-        .stream()
-        .map_err(|()| FetchError::Interrupted)?;
+    let body = response.consume().map_err(|()| FetchError::Interrupted)?;
+    let stream = body.stream().map_err(|()| FetchError::Interrupted)?;
     let mut out = Vec::new();
     while let Some(chunk) = io::read_chunk(&stream)
         .await

@@ -119,39 +119,26 @@ fn head(method: &str, target: &str, headers: HeaderMap) -> Option<http::Request<
 /// Send the outbound request and relay the origin's answer, its body streamed.
 async fn relay(out: ResponseOutparam, outbound: Outbound<body::ClientBody>, pending: Pending) {
     let Outbound { request, timeout } = outbound;
-    let (result, origin) = match fetch::send_to_origin(request, timeout).await {
-        Ok(origin) => {
-            let result = OriginResult::Responded {
-                status: origin.status(),
-                headers: fields::header_map(origin.headers().entries()),
-            };
-            (result, Some(origin))
-        }
-        Err(fetch::OriginError::Timeout) => (OriginResult::TimedOut, None),
-        Err(fetch::OriginError::Failed(cause)) => (OriginResult::Failed { cause }, None),
+    let result = match fetch::send_to_origin(request, timeout).await {
+        Ok(origin) => OriginResult::Responded {
+            status: origin.status(),
+            headers: fields::header_map(origin.headers().entries()),
+            body: origin,
+        },
+        Err(fetch::OriginError::Timeout) => OriginResult::TimedOut,
+        Err(fetch::OriginError::Failed(cause)) => OriginResult::Failed { cause },
     };
-    match (pending.finish(result, &SpinClock), origin) {
-        (
-            Relay::Origin {
-                status,
-                headers,
-                record,
-            },
-            Some(origin),
-        ) => {
+    match pending.finish(result, &SpinClock) {
+        Relay::Origin {
+            status,
+            headers,
+            body: origin,
+            record,
+        } => {
             record.write_to(&Stdio);
             stream_response(out, status, &headers, origin).await;
         }
-        (Relay::Answer(answered), _) => answer(out, answered).await,
-        // `finish` relays only what the origin answered.
-        (Relay::Origin { .. }, None) => {
-            let ctx = RequestContext {
-                now: now(),
-                request_id: new_request_id(),
-                client_ip: None,
-            };
-            answer(out, exchange::internal_error(&ctx, "-", "-", &SpinClock)).await;
-        }
+        Relay::Answer(answered) => answer(out, answered).await,
     }
 }
 
