@@ -24,6 +24,7 @@ use wasm_bindgen::JsValue;
 use worker::{event, Context, Env};
 
 pub mod body;
+pub mod fault;
 pub mod fetch;
 pub mod policy;
 pub mod quota;
@@ -35,6 +36,11 @@ pub const CLIENT_IP_HEADER: &str = "cf-connecting-ip";
 
 /// The raw `web_sys` request and response, not the `worker` crate's wrappers: wrapping would
 /// read the URL, method, headers and `cf` once more and convert the response again, for nothing.
+///
+/// Whatever fails while handling (the runtime refusing a response this adapter built, or a
+/// fault injected by a test build) is answered 500 `internal` problem+json with its log line,
+/// never the runtime's own error page; only if even that answer cannot be built does the error
+/// reach workerd.
 #[event(fetch)]
 async fn main(
     request: web_sys::Request,
@@ -47,29 +53,45 @@ async fn main(
         client_ip: None,
     };
     let Some(request) = to_http(&request) else {
-        let answer = exchange::unroutable(
+        let (method, url) = (request.method(), request.url());
+        return answered(exchange::unroutable(
             &request_ctx,
-            &request.method(),
-            &request.url(),
+            &method,
+            &url,
             &WorkerClock,
-        );
-        return answered(answer);
+        ))
+        .or_else(|error| failed(&request_ctx, &method, &url, &error));
     };
     request_ctx.client_ip = client_ip(request.headers());
-    let Some(gateway) = policy::current(&env).await else {
+    // For the log line should handling fail (cheap: the URI's parts are shared).
+    let (method, uri) = (request.method().clone(), request.uri().clone());
+    handle(request, &request_ctx, &env, &ctx)
+        .await
+        .or_else(|error| failed(&request_ctx, method.as_str(), uri.path(), &error))
+}
+
+/// One request the core can take, start to finish.
+async fn handle(
+    request: http::Request<body::ClientBody>,
+    request_ctx: &RequestContext,
+    env: &Env,
+    ctx: &Context,
+) -> worker::Result<web_sys::Response> {
+    fault::inject(request.headers())?;
+    let Some(gateway) = policy::current(env).await else {
         let target = request.uri().path();
         return answered(exchange::no_policy(
-            &request_ctx,
+            request_ctx,
             request.method().as_str(),
             target,
             &WorkerClock,
         ));
     };
-    let store = quota::DurableStore::new(&env);
+    let store = quota::DurableStore::new(env);
     let step = gateway
         .exchange(
             request,
-            &request_ctx,
+            request_ctx,
             &store,
             &fetch::WorkerFetch,
             &WorkerClock,
@@ -89,6 +111,20 @@ async fn main(
         });
     }
     response
+}
+
+/// Handling failed with `error`: answer 500 `internal`, its event naming the cause.
+fn failed(
+    ctx: &RequestContext,
+    method: &str,
+    target: &str,
+    error: &worker::Error,
+) -> worker::Result<web_sys::Response> {
+    let mut answer = exchange::internal_error(ctx, method, target, &WorkerClock);
+    for event in &mut answer.record.events {
+        event.fields.push(("cause", error.to_string()));
+    }
+    answered(answer)
 }
 
 /// Send the outbound request and relay the origin's answer, its body streamed.
