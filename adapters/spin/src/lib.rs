@@ -28,6 +28,7 @@ use spin_sdk::http::{
 use spin_sdk::http_component;
 
 pub mod body;
+pub mod fault;
 pub mod fetch;
 pub mod fields;
 pub mod io;
@@ -68,16 +69,15 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     restore_host(&mut headers, request.authority());
     let method = request.method().to_string();
     let target = request.path_with_query().unwrap_or_else(|| "/".to_owned());
+    let faulty = fault::requested(&headers);
     let Some(head) = head(&method, &target, headers) else {
-        return answer(
-            out,
-            exchange::unroutable(&ctx, &method, &target, &SpinClock),
-        )
-        .await;
+        let unroutable = exchange::unroutable(&ctx, &method, &target, &SpinClock);
+        return answer_or_fail(out, unroutable, &ctx, &method, &target).await;
     };
     let bucket = store::open().map(Arc::new);
     let Some((gateway, bucket)) = policy::load(bucket).await else {
-        return answer(out, exchange::no_policy(&ctx, &method, &target, &SpinClock)).await;
+        let no_policy = exchange::no_policy(&ctx, &method, &target, &SpinClock);
+        return answer_or_fail(out, no_policy, &ctx, &method, &target).await;
     };
     let counters = quota::KvCounters::new(&bucket);
     let body = body::ClientBody::of(&request);
@@ -90,14 +90,18 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             &SpinClock,
         )
         .await;
-    match step {
+    let sent = match step {
+        _ if faulty => Err(fault::injected(out)),
         Step::Answer(answered) => {
             if answered.record.policy_broken {
                 policy::forget_validation(&bucket);
             }
-            answer(out, answered).await;
+            answer(out, answered).await
         }
         Step::Forward(outbound, pending) => relay(out, outbound, pending).await,
+    };
+    if let Err(unanswered) = sent {
+        internal_error(unanswered, &ctx, &method, &target).await;
     }
     // After the answer: the client does not wait for housekeeping.
     if counters.used() && random_u64() % quota::SWEEP_ODDS == 0 {
@@ -116,8 +120,48 @@ fn head(method: &str, target: &str, headers: HeaderMap) -> Option<http::Request<
     Some(head)
 }
 
+/// Handling failed before a response was handed to Spin: the response slot, still unused, so
+/// that the client gets a 500 `internal` problem rather than the host's bare 500, and why.
+pub struct Unanswered {
+    out: ResponseOutparam,
+    cause: String,
+}
+
+/// Answer 500 `internal` after `failed`, its event naming the cause. If even that answer cannot
+/// be handed over, the host answers for it (the cause is logged).
+async fn internal_error(failed: Unanswered, ctx: &RequestContext, method: &str, target: &str) {
+    let Unanswered { out, cause } = failed;
+    let mut internal = exchange::internal_error(ctx, method, target, &SpinClock);
+    for event in &mut internal.record.events {
+        event.fields.push(("cause", cause.clone()));
+    }
+    if let Err(again) = answer(out, internal).await {
+        eprintln!(
+            "portcullis: cannot answer 500 either ({}): {cause}",
+            again.cause
+        );
+    }
+}
+
+/// [`answer`], or 500 `internal` if that fails.
+async fn answer_or_fail(
+    out: ResponseOutparam,
+    answered: Answer,
+    ctx: &RequestContext,
+    method: &str,
+    target: &str,
+) {
+    if let Err(unanswered) = answer(out, answered).await {
+        internal_error(unanswered, ctx, method, target).await;
+    }
+}
+
 /// Send the outbound request and relay the origin's answer, its body streamed.
-async fn relay(out: ResponseOutparam, outbound: Outbound<body::ClientBody>, pending: Pending) {
+async fn relay(
+    out: ResponseOutparam,
+    outbound: Outbound<body::ClientBody>,
+    pending: Pending,
+) -> Result<(), Unanswered> {
     let Outbound { request, timeout } = outbound;
     let result = match fetch::send_to_origin(request, timeout).await {
         Ok(origin) => OriginResult::Responded {
@@ -134,34 +178,32 @@ async fn relay(out: ResponseOutparam, outbound: Outbound<body::ClientBody>, pend
             headers,
             body: origin,
             record,
-        } => {
-            record.write_to(&Stdio);
-            stream_response(out, status, &headers, origin).await;
-        }
+        } => stream_response(out, status, &headers, origin, || record.write_to(&Stdio)).await,
         Relay::Answer(answered) => answer(out, answered).await,
     }
 }
 
-/// Relay the origin's response body as it arrives. If the origin breaks off, the client's
-/// response is left unfinished, so the client sees an aborted response, never a short one that
-/// looks complete.
+/// Relay the origin's response body as it arrives, calling `log` once the head is handed over.
+/// If the origin breaks off, the client's response is left unfinished, so the client sees an
+/// aborted response, never a short one that looks complete.
 async fn stream_response(
     out: ResponseOutparam,
     status: u16,
     headers: &HeaderMap,
     origin: IncomingResponse,
-) {
-    let response = OutgoingResponse::new(fields::fields(headers));
-    let _ = response.set_status_code(status);
-    let Ok(out_body) = response.body() else {
-        return;
+    log: impl FnOnce(),
+) -> Result<(), Unanswered> {
+    let (response, out_body) = match outgoing(status, headers) {
+        Ok(parts) => parts,
+        Err(cause) => return Err(Unanswered { out, cause }),
     };
+    log();
     out.set(response);
     let (Ok(in_body), Ok(out_stream)) = (origin.consume(), out_body.write()) else {
-        return;
+        return Ok(());
     };
     let Ok(in_stream) = in_body.stream() else {
-        return;
+        return Ok(());
     };
     let copied = io::copy(&in_stream, &out_stream).await;
     drop(in_stream);
@@ -171,30 +213,43 @@ async fn stream_response(
     }
     drop(in_body);
     drop(origin);
+    Ok(())
 }
 
-/// A response the gateway made itself, after logging its record.
-async fn answer(out: ResponseOutparam, answer: Answer) {
+/// A response the gateway made itself, its record logged once its head is handed over.
+async fn answer(out: ResponseOutparam, answer: Answer) -> Result<(), Unanswered> {
     let Answer { response, record } = answer;
-    record.write_to(&Stdio);
     let (mut parts, text) = response.into_parts();
     parts
         .headers
         .insert(http::header::CONTENT_LENGTH, text.len().into());
-    let response = OutgoingResponse::new(fields::fields(&parts.headers));
-    let _ = response.set_status_code(parts.status.as_u16());
-    let Ok(body) = response.body() else {
-        return;
+    let (response, body) = match outgoing(parts.status.as_u16(), &parts.headers) {
+        Ok(parts) => parts,
+        Err(cause) => return Err(Unanswered { out, cause }),
     };
+    record.write_to(&Stdio);
     out.set(response);
     let Ok(stream) = body.write() else {
-        return;
+        return Ok(());
     };
     let written = io::write_all(&stream, text.as_bytes()).await;
     drop(stream);
     if written.is_ok() {
         let _ = OutgoingBody::finish(body, None);
     }
+    Ok(())
+}
+
+/// A response head and its body handle, not yet handed to Spin; `Err` if Spin refuses either.
+fn outgoing(status: u16, headers: &HeaderMap) -> Result<(OutgoingResponse, OutgoingBody), String> {
+    let response = OutgoingResponse::new(fields::fields(headers));
+    response
+        .set_status_code(status)
+        .map_err(|()| format!("Spin refused the status {status}"))?;
+    let body = response
+        .body()
+        .map_err(|()| "Spin refused the response body".to_owned())?;
+    Ok((response, body))
 }
 
 /// The client's address from the last `spin-client-addr` value (`IP:port`, as Spin writes it).
