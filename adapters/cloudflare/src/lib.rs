@@ -52,7 +52,7 @@ async fn main(
         request_id: new_request_id(),
         client_ip: None,
     };
-    let Some(request) = to_http(&request) else {
+    let Some(request) = to_http(&request).filter(|_| !fault::unroutable(&request)) else {
         let (method, url) = (request.method(), request.url());
         return answered(exchange::unroutable(
             &request_ctx,

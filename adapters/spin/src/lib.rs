@@ -27,6 +27,8 @@ use spin_sdk::http::{
 };
 use spin_sdk::http_component;
 
+use crate::fault::Fault::{Internal, Unroutable};
+
 pub mod body;
 pub mod fault;
 pub mod fetch;
@@ -69,8 +71,8 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     restore_host(&mut headers, request.authority());
     let method = request.method().to_string();
     let target = request.path_with_query().unwrap_or_else(|| "/".to_owned());
-    let faulty = fault::requested(&headers);
-    let Some(head) = head(&method, &target, headers) else {
+    let fault = fault::requested(&headers);
+    let Some(head) = head(&method, &target, headers).filter(|_| fault != Some(Unroutable)) else {
         let unroutable = exchange::unroutable(&ctx, &method, &target, &SpinClock);
         return answer_or_fail(out, unroutable, &ctx, &method, &target).await;
     };
@@ -91,7 +93,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
         )
         .await;
     let sent = match step {
-        _ if faulty => Err(fault::injected(out)),
+        _ if fault == Some(Internal) => Err(fault::injected(out)),
         Step::Answer(answered) => {
             if answered.record.policy_broken {
                 policy::forget_validation(&bucket);
