@@ -361,7 +361,7 @@ pub async fn serve(policy: Policy, listen: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
     let signals = Signals::install();
     // Dropped, and so stopped, when the server returns.
-    let _refresher = keys::spawn_refresher(Arc::clone(&app)).await;
+    let _refresher = keys::spawn_refresher(Arc::clone(&app));
     announce(addr);
     run_per_core(listener, app, signals.recv()).await
 }
