@@ -12,6 +12,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use portcullis_core::event::error_chain;
 use portcullis_core::exchange;
 use portcullis_core::{
     Answer, Gateway, MemoryStore, OriginResult, Outbound, Pending, Policy, Relay, Step,
@@ -303,7 +304,7 @@ async fn relay(app: &App, outbound: Outbound<ClientBody>, pending: Pending) -> R
             }
         }
         Ok(Err(error)) => OriginResult::Failed {
-            cause: causes(&error),
+            cause: error_chain(&error),
         },
         Err(_) => OriginResult::TimedOut,
     };
@@ -331,19 +332,6 @@ fn answered(answer: Answer) -> Response<RelayBody> {
 fn internal_error() -> Response<RelayBody> {
     let ctx = context::for_request(IpAddr::from([0, 0, 0, 0]));
     answered(exchange::internal_error(&ctx, "-", "-", &SystemClock))
-}
-
-/// `error: cause: cause…`, since hyper's top-level errors ("client error (Connect)") hide the
-/// useful part in their sources.
-pub(crate) fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Run the gateway on `listen` with `policy` until SIGINT or SIGTERM. Returns only on shutdown
