@@ -25,16 +25,10 @@ pub async fn load_and_report<F: Fetch + ?Sized>(gateway: &Gateway, fetch: &F) {
 }
 
 /// The background refresh, stopped when this is dropped (so a shutdown, or an early return,
-/// stops it).
+/// stops it): dropping the sender wakes the refresher's receiver.
 #[derive(Debug)]
-pub struct Refresher(Option<oneshot::Sender<()>>);
-
-impl Drop for Refresher {
-    fn drop(&mut self) {
-        if let Some(stop) = self.0.take() {
-            let _ = stop.send(());
-        }
-    }
+pub struct Refresher {
+    _stop: Option<oneshot::Sender<()>>,
 }
 
 /// Start refreshing `app`'s remote key sets in the background, logging each event as a JSON line
@@ -45,7 +39,7 @@ impl Drop for Refresher {
 /// the multi-threaded runtime the gateway starts on.
 pub fn spawn_refresher(app: Arc<App>) -> Refresher {
     let Some(tick) = app.gateway().refresh_schedule() else {
-        return Refresher(None);
+        return Refresher { _stop: None };
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let started = std::thread::Builder::new()
@@ -67,7 +61,7 @@ pub fn spawn_refresher(app: Arc<App>) -> Refresher {
     if let Err(e) = started {
         not_refreshing(&e);
     }
-    Refresher(Some(stop))
+    Refresher { _stop: Some(stop) }
 }
 
 /// The warning when the refresher cannot start: the gateway serves on, but its key sets will go

@@ -50,23 +50,23 @@ impl App {
     /// A gateway for `policy`, checking signatures with `ring`, with an empty quota store and a
     /// fresh connection pool, which key fetches share with requests to origins.
     pub fn new(policy: Policy) -> Result<Self, String> {
-        let upstream = client::build()?;
-        Ok(App {
-            gateway: Arc::new(Gateway::new(policy).with_verifier(Ring)),
-            store: Arc::new(MemoryStore::new()),
-            fetch: HyperFetch::new(upstream.clone()),
-            upstream,
-        })
+        let gateway = Gateway::new(policy).with_verifier(Ring);
+        App::sharing(Arc::new(gateway), Arc::new(MemoryStore::new()))
     }
 
     /// The same gateway and quota store with a connection pool of its own, for one serving
     /// thread: a pooled origin connection then lives on the thread that uses it, and a request
     /// never waits on another thread to move its bytes.
     pub fn for_thread(&self) -> Result<Self, String> {
+        App::sharing(Arc::clone(&self.gateway), Arc::clone(&self.store))
+    }
+
+    /// `gateway` and `store` with a new connection pool, shared by origin requests and fetches.
+    fn sharing(gateway: Arc<Gateway>, store: Arc<MemoryStore>) -> Result<Self, String> {
         let upstream = client::build()?;
         Ok(App {
-            gateway: Arc::clone(&self.gateway),
-            store: Arc::clone(&self.store),
+            gateway,
+            store,
             fetch: HyperFetch::new(upstream.clone()),
             upstream,
         })
