@@ -49,7 +49,8 @@ mod tests {
     #[test]
     fn a_good_policy_is_ok_with_its_route_count() {
         let text = r#"{"version": 1, "origins": {"api": {"url": "http://127.0.0.1:9"}},
-                       "routes": [{"id": "r", "methods": ["GET"], "path": "/r", "origin": "api"}]}"#;
+                       "routes": [{"id": "r", "methods": ["GET"], "path": "/r", "origin": "api",
+                                   "auth": "none"}]}"#;
         match compile("p.json", text, &NoSecrets) {
             Ok(policy) => assert_eq!(ok_line("p.json", &policy), "p.json: ok (1 routes)"),
             Err(problems) => panic!("{problems}"),
