@@ -107,8 +107,14 @@ mod tests {
     /// limit, and what the reader gives.
     #[test]
     fn reads_up_to_the_limit_and_no_further() {
+        type Case = (
+            &'static [&'static [u8]],
+            bool,
+            u64,
+            Result<Vec<u8>, BodyError>,
+        );
         let hello: &[&[u8]] = &[b"hello ", b"world"];
-        let cases: [(&[&[u8]], bool, u64, Result<Vec<u8>, BodyError>); 5] = [
+        let cases: [Case; 5] = [
             (hello, false, 11, Ok(b"hello world".to_vec())),
             (hello, false, 10, Err(BodyError::TooLarge)),
             (&[b"x"], false, 0, Err(BodyError::TooLarge)),
