@@ -23,6 +23,11 @@ impl UnixTime {
         UnixTime(secs.saturating_mul(1_000_000))
     }
 
+    /// The instant `since_epoch` after the epoch, saturating far in the future.
+    pub fn from_duration(since_epoch: Duration) -> Self {
+        UnixTime(u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX))
+    }
+
     /// Microseconds since the epoch.
     pub const fn as_micros(self) -> u64 {
         self.0
@@ -67,5 +72,21 @@ pub struct FixedClock(pub UnixTime);
 impl Clock for FixedClock {
     fn now(&self) -> UnixTime {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_since_the_epoch_saturates() {
+        let d = Duration::from_micros(1_700_000_000_123_456);
+        assert_eq!(
+            UnixTime::from_duration(d).as_micros(),
+            1_700_000_000_123_456
+        );
+        assert_eq!(UnixTime::from_duration(Duration::MAX).as_micros(), u64::MAX);
+        assert_eq!(UnixTime::from_duration(Duration::ZERO).as_secs(), 0);
     }
 }
