@@ -52,6 +52,17 @@ impl std::fmt::Display for FetchError {
     }
 }
 
+/// A response body that broke off or outgrew [`MAX_FETCH_BYTES`], read with the runtime's body
+/// reader.
+impl From<crate::body::BodyError> for FetchError {
+    fn from(e: crate::body::BodyError) -> Self {
+        match e {
+            crate::body::BodyError::TooLarge => FetchError::TooLarge,
+            crate::body::BodyError::Aborted => FetchError::Interrupted,
+        }
+    }
+}
+
 /// Outbound GET. Not required to be `Send`: wasm runtimes cannot offer that.
 #[allow(async_fn_in_trait)]
 pub trait Fetch {
@@ -100,5 +111,20 @@ impl<T: Fetch + ?Sized> Fetch for &T {
 
     async fn pause(&self, step: Duration) -> bool {
         (**self).pause(step).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::BodyError;
+
+    #[test]
+    fn a_body_that_outgrows_the_limit_or_breaks_off_is_the_fetch_error_of_the_same_name() {
+        assert_eq!(FetchError::from(BodyError::TooLarge), FetchError::TooLarge);
+        assert_eq!(
+            FetchError::from(BodyError::Aborted),
+            FetchError::Interrupted
+        );
     }
 }
