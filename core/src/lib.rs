@@ -40,6 +40,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod kv;
 pub mod log;
+pub mod message;
 pub mod origin;
 pub mod path;
 pub mod policy_store;

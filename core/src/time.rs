@@ -23,6 +23,15 @@ impl UnixTime {
         UnixTime(secs.saturating_mul(1_000_000))
     }
 
+    /// The instant `time` names. A time before the epoch (a clock set before 1970) reads as the
+    /// epoch rather than failing requests; one past what microseconds hold saturates.
+    pub fn from_system_time(time: std::time::SystemTime) -> Self {
+        let micros = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        UnixTime(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
     /// Microseconds since the epoch.
     pub const fn as_micros(self) -> u64 {
         self.0
@@ -67,5 +76,24 @@ pub struct FixedClock(pub UnixTime);
 impl Clock for FixedClock {
     fn now(&self) -> UnixTime {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::UnixTime;
+
+    #[test]
+    fn a_system_time_is_its_microseconds_since_the_epoch_and_never_before_it() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        assert_eq!(
+            UnixTime::from_system_time(at).as_micros(),
+            1_700_000_000_123_456
+        );
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(UnixTime::from_system_time(before).as_micros(), 0);
+        assert!(UnixTime::from_system_time(SystemTime::now()).as_secs() > 1_700_000_000);
     }
 }
