@@ -18,6 +18,17 @@ impl UnixTime {
         UnixTime(millis.saturating_mul(1_000))
     }
 
+    /// The instant JavaScript's `Date.now()` names, fractions of a millisecond dropped. A value
+    /// that is not a finite positive number reads as the epoch rather than failing requests.
+    pub fn from_millis_f64(millis: f64) -> Self {
+        let millis = if millis.is_finite() && millis > 0.0 {
+            millis as u64
+        } else {
+            0
+        };
+        UnixTime::from_millis(millis)
+    }
+
     /// The instant `secs` seconds after the epoch.
     pub const fn from_secs(secs: u64) -> Self {
         UnixTime(secs.saturating_mul(1_000_000))
@@ -95,5 +106,14 @@ mod tests {
         let before = UNIX_EPOCH - Duration::from_secs(1);
         assert_eq!(UnixTime::from_system_time(before).as_micros(), 0);
         assert!(UnixTime::from_system_time(SystemTime::now()).as_secs() > 1_700_000_000);
+    }
+
+    #[test]
+    fn javascript_milliseconds_that_are_not_a_positive_number_are_the_epoch() {
+        let at = UnixTime::from_millis_f64(1_700_000_000_123.9);
+        assert_eq!(at.as_micros(), 1_700_000_000_123_000);
+        for odd in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, 0.0] {
+            assert_eq!(UnixTime::from_millis_f64(odd).as_micros(), 0, "{odd}");
+        }
     }
 }
