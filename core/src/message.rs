@@ -24,6 +24,23 @@ where
     out
 }
 
+/// Remove the headers a runtime adds about itself (its routing, its view of the client): those
+/// named `names`, and those whose name starts with `prefix`. They describe the runtime, not the
+/// client's request, so the policy never sees them and the origin never gets them.
+pub fn remove_headers(headers: &mut HeaderMap, names: &[&str], prefix: &str) {
+    for name in names {
+        headers.remove(*name);
+    }
+    let prefixed: Vec<_> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with(prefix))
+        .cloned()
+        .collect();
+    for name in prefixed {
+        headers.remove(name);
+    }
+}
+
 /// The client's request as the core takes it, or `None` if its method or target is not valid
 /// HTTP (answer with [`crate::exchange::unroutable`]).
 ///
@@ -68,6 +85,21 @@ mod tests {
         assert_eq!(a, ["1", "3"]);
         assert_eq!(headers.len(), 3);
         assert_eq!(headers["x-c"].as_bytes(), b"caf\xc3\xa9");
+    }
+
+    #[test]
+    fn runtime_headers_are_removed_by_name_and_prefix_and_only_those() {
+        let mut headers = header_map([
+            ("rt-route", "a"),
+            ("rt-match-id", "1"),
+            ("rt-match-name", "2"),
+            ("rt-routes", "kept: not the name"),
+            ("x-rt-match-x", "kept: not the prefix"),
+        ]);
+        remove_headers(&mut headers, &["rt-route", "rt-absent"], "rt-match-");
+        let mut left: Vec<_> = headers.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["rt-routes", "x-rt-match-x"]);
     }
 
     #[test]
