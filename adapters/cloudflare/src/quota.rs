@@ -12,14 +12,15 @@
 
 use std::time::Duration;
 
-use futures_util::future::{select, Either};
 use portcullis_core::quota::{self, CounterStore, Rate, State, StoreError, Verdict};
 use portcullis_core::UnixTime;
 use serde::{Deserialize, Serialize};
 use worker::{
-    durable_object, Delay, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit,
-    Response, ScheduledTime,
+    durable_object, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit, Response,
+    ScheduledTime,
 };
+
+use crate::fetch::within;
 
 /// The Durable Object binding.
 pub const DO_BINDING: &str = "PORTCULLIS_QUOTAS";
@@ -83,11 +84,9 @@ impl DurableStore {
 
 impl CounterStore for DurableStore {
     async fn apply(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
-        let call = std::pin::pin!(self.call(key, rate, now));
-        match select(call, Delay::from(STORE_TIMEOUT)).await {
-            Either::Left((result, _)) => result,
-            Either::Right(_) => Err(StoreError::Timeout),
-        }
+        within(STORE_TIMEOUT, self.call(key, rate, now))
+            .await
+            .unwrap_or(Err(StoreError::Timeout))
     }
 }
 
