@@ -14,7 +14,7 @@
 //! and the rest is plumbing: [`fetch`] (outbound HTTP), [`body`] (the client's body), [`fields`]
 //! (header conversion), [`io`] (waiting on WASI pollables).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
@@ -22,7 +22,9 @@ use portcullis_core::jwks::shared::Pending;
 use portcullis_core::kv::counters::KvCounters;
 use portcullis_core::kv::key_sets::Instance;
 use portcullis_core::kv::policy::settle;
-use portcullis_core::{exchange, message, request_id, Answer, Clock, Event, LogSink, Relay};
+use portcullis_core::{
+    context, exchange, message, request_id, Answer, Clock, Event, LogSink, Relay,
+};
 use portcullis_core::{RequestContext, UnixTime};
 use spin_sdk::http::{
     IncomingRequest, IncomingResponse, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -65,7 +67,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
         request_id: new_request_id(),
         client_ip: client_ip(&headers),
     };
-    remove_spin_headers(&mut headers);
+    message::remove_headers(&mut headers, SPIN_HEADERS, SPIN_PATH_MATCH_PREFIX);
     let method = request.method().to_string();
     let target = request.path_with_query().unwrap_or_else(|| "/".to_owned());
     let authority = request.authority();
@@ -167,32 +169,8 @@ async fn answer(out: ResponseOutparam, answer: Answer) {
 /// A missing or malformed value means no address, and `by: "ip"` quotas then count every such
 /// request in one shared bucket.
 pub fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
-    let value = headers
-        .get_all(CLIENT_ADDR_HEADER)
-        .iter()
-        .next_back()?
-        .to_str()
-        .ok()?
-        .trim();
-    value
-        .parse::<SocketAddr>()
-        .map(|a| a.ip())
-        .or_else(|_| value.parse::<IpAddr>())
-        .ok()
-}
-
-fn remove_spin_headers(headers: &mut HeaderMap) {
-    for name in SPIN_HEADERS {
-        headers.remove(*name);
-    }
-    let wildcards: Vec<_> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with(SPIN_PATH_MATCH_PREFIX))
-        .cloned()
-        .collect();
-    for name in wildcards {
-        headers.remove(name);
-    }
+    let last = headers.get_all(CLIENT_ADDR_HEADER).iter().next_back()?;
+    context::parse_address(last.to_str().ok()?)
 }
 
 /// The wall clock (`wasi:clocks/wall-clock`).
