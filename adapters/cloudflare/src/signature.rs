@@ -75,7 +75,7 @@ fn import_params(scheme: Scheme) -> Object {
 fn verify_params(scheme: Scheme) -> Object {
     let name = ("name", scheme.name().into());
     match scheme {
-        Scheme::Pss(hash) => object(&[name, ("saltLength", (hash.len() as u32).into())]),
+        Scheme::Pss(hash) => object(&[name, ("saltLength", (hash.output_len() as u32).into())]),
         Scheme::Ecdsa(_, hash) => object(&[name, ("hash", hash.name().into())]),
         Scheme::Pkcs1(_) | Scheme::Ed25519 => object(&[name]),
     }

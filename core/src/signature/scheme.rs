@@ -36,7 +36,7 @@ impl Hash {
     }
 
     /// Its output length in bytes: RSA-PSS's salt length.
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Hash::Sha256 => 32,
             Hash::Sha384 => 48,
