@@ -11,6 +11,10 @@
 //!   `ed25519-compact`).
 //! - Native: `adapters/local` plugs in `ring`. On Workers, `adapters/cloudflare` plugs in WebCrypto
 //!   (`crypto.subtle`).
+//!
+//! Such backends read what an algorithm means on a key from one table ([`scheme`]), so none can
+//! pair it with the wrong hash or padding, and may keep imported keys in [`imported`]. A backend
+//! whose check completes at once implements [`SyncVerify`].
 
 use std::future::Future;
 use std::pin::Pin;
