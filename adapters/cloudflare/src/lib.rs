@@ -17,8 +17,8 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 use portcullis_core::{
-    exchange, request_id, Answer, Clock, Event, Level, LogSink, OriginResult, Outbound, Pending,
-    Relay, RequestContext, Step, UnixTime,
+    exchange, message, request_id, Answer, Clock, Event, Level, LogSink, Relay, RequestContext,
+    UnixTime,
 };
 use wasm_bindgen::JsValue;
 use worker::{event, Context, Env};
@@ -36,32 +36,30 @@ pub const CLIENT_IP_HEADER: &str = "cf-connecting-ip";
 /// The raw `web_sys` request and response, not the `worker` crate's wrappers: wrapping would
 /// read the URL, method, headers and `cf` once more and convert the response again, for nothing.
 #[event(fetch)]
-async fn main(
-    request: web_sys::Request,
-    env: Env,
-    ctx: Context,
-) -> worker::Result<web_sys::Response> {
-    let mut request_ctx = RequestContext {
+async fn main(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    let headers = fetch::header_map(&raw.headers());
+    let request_ctx = RequestContext {
         now: now(),
         request_id: new_request_id(),
-        client_ip: None,
+        client_ip: client_ip(&headers),
     };
-    let Some(request) = to_http(&request) else {
-        let answer = exchange::unroutable(
+    let (method, url) = (raw.method(), raw.url());
+    // workerd has parsed the method and the URL already, so this does not happen in practice.
+    let body = body::ClientBody(raw.body());
+    let Some(request) = message::request(&method, &url, None, headers, body) else {
+        return answered(exchange::unroutable(
             &request_ctx,
-            &request.method(),
-            &request.url(),
+            &method,
+            &url,
             &WorkerClock,
-        );
-        return answered(answer);
+        ));
     };
-    request_ctx.client_ip = client_ip(request.headers());
     let Some(gateway) = policy::current(&env).await else {
-        let target = request.uri().path();
+        let path = request.uri().path();
         return answered(exchange::no_policy(
             &request_ctx,
-            request.method().as_str(),
-            target,
+            &method,
+            path,
             &WorkerClock,
         ));
     };
@@ -75,10 +73,7 @@ async fn main(
             &WorkerClock,
         )
         .await;
-    let response = match step {
-        Step::Answer(answer) => answered(answer),
-        Step::Forward(outbound, pending) => relay(outbound, pending).await,
-    };
+    let response = respond(step.run(&fetch::WorkerFetch, &WorkerClock).await);
     // Key sets that fall due are refreshed after the answer, so requests rarely wait on the IdP.
     // Scheduled only when one is due: `wait_until` costs a promise and a task on every request.
     if gateway.keys_due(now()) {
@@ -91,52 +86,27 @@ async fn main(
     response
 }
 
-/// Send the outbound request and relay the origin's answer, its body streamed.
-async fn relay(
-    outbound: Outbound<body::ClientBody>,
-    pending: Pending,
-) -> worker::Result<web_sys::Response> {
-    let Outbound { request, timeout } = outbound;
-    let result = match fetch::send_to_origin(request, timeout).await {
-        Ok(origin) => OriginResult::Responded {
-            status: origin.status(),
-            headers: fetch::header_map(&origin.headers()),
-            body: origin,
-        },
-        Err(fetch::OriginError::Timeout) => OriginResult::TimedOut,
-        Err(fetch::OriginError::Failed(cause)) => OriginResult::Failed { cause },
-    };
-    match pending.finish(result, &WorkerClock) {
+/// The response for the client, after logging its record: the gateway's own answer, or the
+/// origin's with its body stream handed on as it is.
+fn respond(relay: Relay<web_sys::Response>) -> worker::Result<web_sys::Response> {
+    let (status, headers, origin, record) = match relay {
+        Relay::Answer(answer) => return answered(answer),
         Relay::Origin {
             status,
             headers,
-            body: origin,
+            body,
             record,
-        } => {
-            record.write_to(&Console);
-            let init = web_sys::ResponseInit::new();
-            init.set_status(status);
-            init.set_headers(fetch::web_headers(&headers)?.as_ref());
-            let body = origin.body();
-            Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
-                body.as_ref(),
-                &init,
-            )?)
-        }
-        Relay::Answer(answer) => answered(answer),
-    }
-}
-
-/// The Worker's request as the core takes it, or `None` if its URL or method is not valid HTTP
-/// (workerd has parsed both already, so this does not happen in practice).
-fn to_http(raw: &web_sys::Request) -> Option<http::Request<body::ClientBody>> {
-    let uri = raw.url().parse::<http::Uri>().ok()?;
-    let method = http::Method::from_bytes(raw.method().as_bytes()).ok()?;
-    let mut request = http::Request::new(body::ClientBody(raw.body()));
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.headers_mut() = fetch::header_map(&raw.headers());
-    Some(request)
+        } => (status, headers, body, record),
+    };
+    record.write_to(&Console);
+    let init = web_sys::ResponseInit::new();
+    init.set_status(status);
+    init.set_headers(fetch::web_headers(&headers)?.as_ref());
+    let body = origin.body();
+    Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
+        body.as_ref(),
+        &init,
+    )?)
 }
 
 /// A response the gateway made itself, after logging its record.
@@ -168,12 +138,7 @@ pub fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
 /// The Worker's clock. `Date.now()` advances only across I/O on Workers, which is all the core
 /// needs (quotas, token expiry, config TTL).
 pub fn now() -> UnixTime {
-    let millis = js_sys::Date::now();
-    UnixTime::from_millis(if millis.is_finite() && millis > 0.0 {
-        millis as u64
-    } else {
-        0
-    })
+    UnixTime::from_millis_f64(js_sys::Date::now())
 }
 
 /// [`now`] as the core's [`Clock`].

@@ -3,37 +3,40 @@
 //! implements the core's traits on Spin's interfaces and carries the decision out.
 //!
 //! Spin runs each request in a fresh instance, so everything that must outlive a request lives
-//! in the key-value store:
+//! in the key-value store ([`store`], the core's `AtomicStore` on `wasi:keyvalue`), kept there by
+//! the core (`portcullis_core::kv`):
 //!
-//! - [`policy`]: the policy, re-read every request; validated in full once per text.
-//! - [`keys`]: remote key sets, read when a request needs a fetch, fetched by one instance at a
-//!   time and published as soon as fetched (the core's single flight across instances).
-//! - [`quota`]: GCRA state per quota key, updated with compare-and-swap.
+//! - the policy ([`policy`]), re-read every request, validated in full once per text;
+//! - remote key sets, read when a request needs a fetch, fetched by one instance at a time and
+//!   published as soon as fetched (the core's single flight across instances);
+//! - GCRA state per quota key, updated with compare-and-swap.
 //!
 //! and the rest is plumbing: [`fetch`] (outbound HTTP), [`body`] (the client's body), [`fields`]
-//! (header conversion), [`io`] (waiting on WASI pollables), [`store`] (the store and its keys).
+//! (header conversion), [`io`] (waiting on WASI pollables).
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
+use portcullis_core::jwks::shared::Pending;
+use portcullis_core::kv::counters::KvCounters;
+use portcullis_core::kv::key_sets::Instance;
+use portcullis_core::kv::policy::settle;
 use portcullis_core::{
-    exchange, request_id, Answer, Clock, Event, LogSink, OriginResult, Outbound, Pending, Relay,
-    RequestContext, Step, UnixTime,
+    context, exchange, message, request_id, Answer, Clock, Event, LogSink, Relay,
 };
+use portcullis_core::{RequestContext, UnixTime};
 use spin_sdk::http::{
     IncomingRequest, IncomingResponse, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 use spin_sdk::http_component;
+use wasi::clocks::monotonic_clock;
 
 pub mod body;
 pub mod fetch;
 pub mod fields;
 pub mod io;
-pub mod keys;
 pub mod policy;
-pub mod quota;
 pub mod store;
 
 /// The header Spin sets to the client's `IP:port`. Spin appends it after the client's own
@@ -58,28 +61,23 @@ const SPIN_PATH_MATCH_PREFIX: &str = "spin-path-match-";
 
 #[http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
-    let mut headers = fields::header_map(request.headers().entries());
+    let mut headers = message::header_map(request.headers().entries());
     let ctx = RequestContext {
         now: now(),
         request_id: new_request_id(),
         client_ip: client_ip(&headers),
     };
-    remove_spin_headers(&mut headers);
-    restore_host(&mut headers, request.authority());
+    message::remove_headers(&mut headers, SPIN_HEADERS, SPIN_PATH_MATCH_PREFIX);
     let method = request.method().to_string();
     let target = request.path_with_query().unwrap_or_else(|| "/".to_owned());
-    let Some(head) = head(&method, &target, headers) else {
-        return answer(
-            out,
-            exchange::unroutable(&ctx, &method, &target, &SpinClock),
-        )
-        .await;
+    let authority = request.authority();
+    let Some(head) = message::request(&method, &target, authority.as_deref(), headers, ()) else {
+        return answer(out, exchange::unroutable(&ctx, &method, &target, &Spin)).await;
     };
-    let bucket = store::open().map(Arc::new);
-    let Some((gateway, bucket)) = policy::load(bucket).await else {
-        return answer(out, exchange::no_policy(&ctx, &method, &target, &SpinClock)).await;
+    let Some((gateway, store)) = policy::load(store::open()).await else {
+        return answer(out, exchange::no_policy(&ctx, &method, &target, &Spin)).await;
     };
-    let counters = quota::KvCounters::new(&bucket);
+    let counters = KvCounters::new(&store);
     let body = body::ClientBody::of(&request);
     let step = gateway
         .exchange(
@@ -87,59 +85,29 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             &ctx,
             &counters,
             &fetch::SpinFetch,
-            &SpinClock,
+            &Spin,
         )
         .await;
-    match step {
-        Step::Answer(answered) => {
-            if answered.record.policy_broken {
-                policy::forget_validation(&bucket);
-            }
+    match step.run(&fetch::SpinFetch, &Spin).await {
+        Relay::Answer(answered) => {
+            settle(&store, &answered.record);
             answer(out, answered).await;
         }
-        Step::Forward(outbound, pending) => relay(out, outbound, pending).await,
-    }
-    // After the answer: the client does not wait for housekeeping.
-    if counters.used() && random_u64() % quota::SWEEP_ODDS == 0 {
-        quota::sweep(&bucket, now());
-    }
-    drop(request);
-}
-
-/// The request's head as the core takes it (the body is attached later), or `None` if the
-/// host handed over a method or target that is not valid HTTP.
-fn head(method: &str, target: &str, headers: HeaderMap) -> Option<http::Request<()>> {
-    let mut head = http::Request::new(());
-    *head.method_mut() = http::Method::from_bytes(method.as_bytes()).ok()?;
-    *head.uri_mut() = target.parse::<http::Uri>().ok()?;
-    *head.headers_mut() = headers;
-    Some(head)
-}
-
-/// Send the outbound request and relay the origin's answer, its body streamed.
-async fn relay(out: ResponseOutparam, outbound: Outbound<body::ClientBody>, pending: Pending) {
-    let Outbound { request, timeout } = outbound;
-    let result = match fetch::send_to_origin(request, timeout).await {
-        Ok(origin) => OriginResult::Responded {
-            status: origin.status(),
-            headers: fields::header_map(origin.headers().entries()),
-            body: origin,
-        },
-        Err(fetch::OriginError::Timeout) => OriginResult::TimedOut,
-        Err(fetch::OriginError::Failed(cause)) => OriginResult::Failed { cause },
-    };
-    match pending.finish(result, &SpinClock) {
         Relay::Origin {
             status,
             headers,
             body: origin,
             record,
         } => {
-            record.write_to(&Stdio);
+            record.write_to(&Spin);
             stream_response(out, status, &headers, origin).await;
         }
-        Relay::Answer(answered) => answer(out, answered).await,
     }
+    // After the answer: the client does not wait for housekeeping.
+    if let Some(event) = counters.sweep(random_u64, &Spin) {
+        Spin.event(&event);
+    }
+    drop(request);
 }
 
 /// Relay the origin's response body as it arrives. If the origin breaks off, the client's
@@ -176,7 +144,7 @@ async fn stream_response(
 /// A response the gateway made itself, after logging its record.
 async fn answer(out: ResponseOutparam, answer: Answer) {
     let Answer { response, record } = answer;
-    record.write_to(&Stdio);
+    record.write_to(&Spin);
     let (mut parts, text) = response.into_parts();
     parts
         .headers
@@ -201,51 +169,13 @@ async fn answer(out: ResponseOutparam, answer: Answer) {
 /// A missing or malformed value means no address, and `by: "ip"` quotas then count every such
 /// request in one shared bucket.
 pub fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
-    let value = headers
-        .get_all(CLIENT_ADDR_HEADER)
-        .iter()
-        .next_back()?
-        .to_str()
-        .ok()?
-        .trim();
-    value
-        .parse::<SocketAddr>()
-        .map(|a| a.ip())
-        .or_else(|_| value.parse::<IpAddr>())
-        .ok()
-}
-
-/// A `wasi:http` host may carry the client's `Host` as the request's authority instead of as a
-/// header; put it back, so the policy and the origin (`x-forwarded-host`) see what the client sent.
-fn restore_host(headers: &mut HeaderMap, authority: Option<String>) {
-    if headers.contains_key(http::header::HOST) {
-        return;
-    }
-    if let Some(value) = authority.and_then(|a| http::HeaderValue::try_from(a).ok()) {
-        headers.insert(http::header::HOST, value);
-    }
-}
-
-fn remove_spin_headers(headers: &mut HeaderMap) {
-    for name in SPIN_HEADERS {
-        headers.remove(*name);
-    }
-    let wildcards: Vec<_> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with(SPIN_PATH_MATCH_PREFIX))
-        .cloned()
-        .collect();
-    for name in wildcards {
-        headers.remove(name);
-    }
+    let last = headers.get_all(CLIENT_ADDR_HEADER).iter().next_back()?;
+    context::parse_address(last.to_str().ok()?)
 }
 
 /// The wall clock (`wasi:clocks/wall-clock`).
 pub fn now() -> UnixTime {
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    UnixTime::from_micros(micros)
+    UnixTime::from_system_time(SystemTime::now())
 }
 
 /// 128 bits from `wasi:random`, hex-encoded.
@@ -261,26 +191,33 @@ fn random_u64() -> u64 {
     wasi::random::random::get_random_u64()
 }
 
-/// [`now`] as the core's [`Clock`].
+/// The Spin instance as the core's [`Clock`] ([`now`]), [`LogSink`] (access lines on stdout,
+/// operator events on stderr, as natively) and [`Instance`] (its own timer).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SpinClock;
+pub struct Spin;
 
-impl Clock for SpinClock {
+impl Clock for Spin {
     fn now(&self) -> UnixTime {
         now()
     }
 }
 
-/// Spin's logs: access lines on stdout, operator events on stderr, as natively.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Stdio;
-
-impl LogSink for Stdio {
+impl LogSink for Spin {
     fn access(&self, line: &str) {
         println!("{line}");
     }
 
     fn event(&self, event: &Event) {
         eprintln!("{}", event.to_json());
+    }
+}
+
+impl Instance for Spin {
+    fn pause(&self, step: Duration) -> Pending<'_, Duration> {
+        Box::pin(async move {
+            let started = monotonic_clock::now();
+            io::sleep(step).await;
+            Duration::from_nanos(monotonic_clock::now().saturating_sub(started))
+        })
     }
 }
