@@ -29,6 +29,47 @@ pub enum BodyError {
     Aborted,
 }
 
+/// Bytes reserved up front when a body announces its size, at most. A size hint is a claim, not
+/// a promise: reserving what it says would let one header allocate gigabytes.
+pub const MAX_PREALLOCATION: u64 = 64 * 1024;
+
+/// A body being read chunk by chunk up to a limit, as [`RequestBody::read_to_limit`] promises:
+/// the runtime pushes each chunk as it arrives and stops at the first error, so an oversized
+/// body costs at most the limit plus one chunk of memory.
+#[derive(Debug)]
+pub struct LimitedBody {
+    bytes: Vec<u8>,
+    limit: u64,
+}
+
+impl LimitedBody {
+    /// Nothing read yet, of at most `limit` bytes, with room for `size_hint` bytes (what the body
+    /// claims to hold) reserved up to [`MAX_PREALLOCATION`].
+    pub fn new(limit: u64, size_hint: u64) -> Self {
+        let reserve = size_hint.min(limit).min(MAX_PREALLOCATION);
+        LimitedBody {
+            bytes: Vec::with_capacity(usize::try_from(reserve).unwrap_or(0)),
+            limit,
+        }
+    }
+
+    /// Append `chunk`, or [`BodyError::TooLarge`] (keeping nothing of it) if the body would then
+    /// hold more than the limit.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), BodyError> {
+        let total = (self.bytes.len() as u64).saturating_add(chunk.len() as u64);
+        if total > self.limit {
+            return Err(BodyError::TooLarge);
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The bytes read.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
 /// What the body phase needs from the adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BodyPlan {

@@ -3,7 +3,7 @@
 //! Its own module because both the driver ([`crate::decision`]) and the phases that need these
 //! facts (`quota`, `forward`) read it: phases never import the driver.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::time::UnixTime;
 
@@ -17,4 +17,33 @@ pub struct RequestContext {
     /// The client's address as the runtime reports it (the TCP peer natively,
     /// `CF-Connecting-IP` on Workers, `spin-client-addr` on Spin). Used by `by: "ip"` quotas.
     pub client_ip: Option<IpAddr>,
+}
+
+/// A client address as a runtime writes it into a header: `IP:port` (`[v6]:port`) or a bare IP,
+/// surrounding whitespace ignored. Anything else is no address, and `by: "ip"` quotas then count
+/// every such request in one shared bucket.
+pub fn parse_address(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    text.parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| text.parse::<IpAddr>())
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_may_carry_a_port_and_anything_else_is_none() {
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(parse_address("203.0.113.7:5000"), Some(v4));
+        assert_eq!(parse_address(" 203.0.113.7 "), Some(v4));
+        assert_eq!(parse_address("[2001:db8::1]:443"), Some(v6));
+        assert_eq!(parse_address("2001:db8::1"), Some(v6));
+        for bad in ["", "unknown", "203.0.113.7:", "203.0.113.7:99999", "1.2.3"] {
+            assert_eq!(parse_address(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -38,6 +38,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use crate::config::{Policy, Route};
+use crate::path::NormalPath;
+use crate::problem::{CorsRefusedReason, Reject};
+use crate::route;
+
 #[cfg(test)]
 mod tests;
 
@@ -534,6 +539,10 @@ impl Cors {
 
     /// Read and compile the top-level `cors` object (the `"none"` form is only for routes).
     pub fn from_json(value: &Value) -> Result<Cors, Vec<CorsError>> {
+        if !value.is_object() {
+            let why = "expected a cors object (\"none\" is for turning a route's off)";
+            return Err(vec![error("", CorsErrorKind::Shape(why.into()))]);
+        }
         unknown_fields(value)?;
         let raw = RawCors::deserialize(value)
             .map_err(|e| vec![error("", CorsErrorKind::Shape(e.to_string()))])?;
@@ -674,7 +683,7 @@ pub enum CorsSetting {
     /// `"cors": "none"`: no CORS on this route.
     Off,
     /// The route's own policy, replacing the top-level one whole.
-    Own(Cors),
+    Own(Box<Cors>),
 }
 
 impl CorsSetting {
@@ -683,7 +692,9 @@ impl CorsSetting {
         match raw {
             None => Ok(CorsSetting::Inherit),
             Some(RawCorsSetting::None) => Ok(CorsSetting::Off),
-            Some(RawCorsSetting::Policy(raw)) => Cors::compile(raw).map(CorsSetting::Own),
+            Some(RawCorsSetting::Policy(raw)) => {
+                Cors::compile(raw).map(|c| CorsSetting::Own(Box::new(c)))
+            }
         }
     }
 
@@ -767,36 +778,131 @@ fn strip_access_control(response: &mut HeaderMap) {
     }
 }
 
+/// What CORS does to one request's responses, worked out once when the request is decided and
+/// applied to whichever response it ends with (forwarded, or the gateway's own), so the driver
+/// needs neither the policy nor the request headers afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseCors {
+    /// A response under a CORS policy: the origin's `Access-Control-*` headers are removed,
+    /// `Origin` is added to `Vary`, and these headers are set (empty when the request's origin
+    /// is not allowed, or it sent none).
+    Actual(HeaderMap),
+    /// The `403` of a refused preflight: no `Access-Control-*` at all (so the browser fails the
+    /// preflight), and the preflight's `Vary` names.
+    RefusedPreflight,
+}
+
+impl ResponseCors {
+    /// Put these CORS headers on `response`.
+    pub fn apply(&self, response: &mut HeaderMap) {
+        strip_access_control(response);
+        match self {
+            ResponseCors::Actual(allow) => {
+                vary_on(response, &["Origin"]);
+                for (name, value) in allow {
+                    response.insert(name.clone(), value.clone());
+                }
+            }
+            ResponseCors::RefusedPreflight => vary_on(response, &PREFLIGHT_VARY),
+        }
+    }
+}
+
+impl Cors {
+    /// The CORS part of every response to a request that is not a preflight: for an allowed
+    /// origin, `Access-Control-Allow-Origin`, `-Allow-Credentials` and `-Expose-Headers`.
+    pub fn for_actual(&self, request: &HeaderMap) -> ResponseCors {
+        let mut allow = HeaderMap::new();
+        if let Some(allow_origin) = self.allow_origin_value(request) {
+            allow.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
+            if self.credentials {
+                allow.insert(
+                    ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+            }
+            if let Some(v) = &self.expose_value {
+                allow.insert(ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
+            }
+        }
+        ResponseCors::Actual(allow)
+    }
+}
+
 /// Put the CORS headers on any response other than a preflight answer: forwarded responses and
 /// the gateway's own (401, 403, 404, 413, 422, 429, 502, 504, …).
 ///
 /// `cors` is the effective policy ([`CorsSetting::effective`], or the top-level policy for
 /// answers made before a route is known); `None` leaves the headers untouched, so an origin
-/// behind a route without CORS does its own. With a policy: the origin's `Access-Control-*`
-/// headers are removed, `Origin` is added to `Vary`, and for an allowed origin
-/// `Access-Control-Allow-Origin`, `-Allow-Credentials` and `-Expose-Headers` are set.
+/// behind a route without CORS does its own. See [`ResponseCors::Actual`].
 pub fn apply_to_response(cors: Option<&Cors>, request: &HeaderMap, response: &mut HeaderMap) {
-    let Some(cors) = cors else { return };
-    strip_access_control(response);
-    vary_on(response, &["Origin"]);
-    let Some(allow_origin) = cors.allow_origin_value(request) else {
-        return;
-    };
-    response.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
-    if cors.credentials {
-        response.insert(
-            ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-    }
-    if let Some(v) = &cors.expose_value {
-        response.insert(ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
+    if let Some(cors) = cors {
+        cors.for_actual(request).apply(response);
     }
 }
 
-/// The CORS headers of a refused preflight's `403`: no `Access-Control-*` at all (so the browser
-/// fails the preflight), and the preflight's `Vary` names added.
+/// The CORS headers of a refused preflight's `403` ([`ResponseCors::RefusedPreflight`]).
 pub fn apply_to_refused_preflight(response: &mut HeaderMap) {
-    strip_access_control(response);
-    vary_on(response, &PREFLIGHT_VARY);
+    ResponseCors::RefusedPreflight.apply(response);
+}
+
+impl From<PreflightRefused> for Reject {
+    fn from(why: PreflightRefused) -> Reject {
+        let reason = match why {
+            PreflightRefused::Origin => CorsRefusedReason::CorsOrigin,
+            PreflightRefused::Method => CorsRefusedReason::CorsMethod,
+            PreflightRefused::Header => CorsRefusedReason::CorsHeader,
+        };
+        Reject::new(reason, why.reason())
+    }
+}
+
+// ===== the phase =====
+
+/// How the CORS phase ends for a preflight.
+#[derive(Debug)]
+pub(crate) enum Preflight<'p> {
+    /// Answer `204` with these headers: `route`, the one the actual request would take, has
+    /// CORS and allows it. Nothing is forwarded, no credential is asked for, no quota is spent.
+    Allowed {
+        headers: HeaderMap,
+        route: &'p Route,
+    },
+    /// Not a preflight the gateway answers (the route it belongs to has no CORS, or there is no
+    /// such route and no top-level `cors`): the `OPTIONS` request is routed like any other.
+    NotOurs,
+}
+
+/// The CORS phase for a preflight (see [`is_preflight`]): it belongs to the route that the
+/// actual request, with the requested method, would take. A refusal is a `403 cors-refused`,
+/// and sets `cors` to the refused preflight's headers.
+pub(crate) fn preflight<'p>(
+    policy: &'p Policy,
+    path: &NormalPath,
+    request: &HeaderMap,
+    cors: &mut Option<ResponseCors>,
+) -> Result<Preflight<'p>, Reject> {
+    let mut refuse = |why: PreflightRefused| {
+        *cors = Some(ResponseCors::RefusedPreflight);
+        Err(Reject::from(why))
+    };
+    // With no route for the requested method (or no method to route by), the request it asks
+    // about would be refused; the top-level policy, if any, refuses the preflight.
+    let Some(routed) = requested_method(request).and_then(|m| route::select(policy, path, &m).ok())
+    else {
+        return match policy.cors {
+            Some(_) => refuse(PreflightRefused::Method),
+            None => Ok(Preflight::NotOurs),
+        };
+    };
+    let Some(route_cors) = routed.route.cors.effective(policy.cors.as_ref()) else {
+        return Ok(Preflight::NotOurs);
+    };
+    match route_cors.preflight(&routed.route.methods, request) {
+        Ok(headers) => Ok(Preflight::Allowed {
+            headers,
+            route: routed.route,
+        }),
+        Err(why) => refuse(why),
+    }
 }

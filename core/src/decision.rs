@@ -3,12 +3,15 @@
 //! [`Gateway::decide`] runs the phases in a fixed order that no adapter can change:
 //!
 //! 1. `path` — normalise the request target; refuse anything ambiguous (400).
-//! 2. `route` — first route in file order whose path and method match (404, 405).
-//! 3. `authn` — the route's providers, JWT or API key (401).
-//! 4. `authz` — scopes and required claims (403).
-//! 5. `body` — declared size, content type, query schema, then the body itself when the route
+//! 2. `cors` — a CORS preflight for a route with CORS is answered here (204, or 403): before
+//!    any credential is asked for or quota spent, since browsers send preflights without them.
+//! 3. `route` — first route in file order whose path and method match (404, 405); `HEAD` goes
+//!    wherever `GET` does.
+//! 4. `authn` — the route's providers, JWT or API key (401).
+//! 5. `authz` — scopes and required claims (403).
+//! 6. `body` — declared size, content type, query schema, then the body itself when the route
 //!    inspects it (413, 415, 422).
-//! 6. `quota` — the only phase that touches a store, so it runs last (429, 503).
+//! 7. `quota` — the only phase that touches a store, so it runs last (429, 503).
 //!
 //! The result is a [`Decision`]: a request to forward, already rewritten for the origin, or a
 //! complete problem response. The adapter carries it out and writes the log line from
@@ -16,12 +19,13 @@
 
 use std::sync::Arc;
 
-use http::Request;
+use http::{HeaderMap, Request};
 
 use crate::authn::{self, Principal};
 use crate::body::{self, BodyPlan, RequestBody};
 use crate::config::Policy;
 pub use crate::context::RequestContext;
+use crate::cors::{self, Preflight, ResponseCors};
 use crate::fetch::Fetch;
 use crate::forward::{self, Forward, ForwardBody};
 use crate::jwks::{KeyEvent, KeyRing, KeySetState, SharedKeySets};
@@ -40,6 +44,8 @@ pub enum Decision<B> {
     Forward(Box<Forward<B>>),
     /// Answer with this problem response; nothing reaches the origin.
     Reject(Reject),
+    /// A CORS preflight the route's policy allows: answer `204` with these headers.
+    Preflight(HeaderMap),
 }
 
 /// A decision plus the facts the adapter logs.
@@ -49,6 +55,9 @@ pub struct Outcome<B> {
     pub decision: Decision<B>,
     /// Facts for the log line.
     pub log: LogFacts,
+    /// The CORS headers every response to this request carries, whichever it ends with
+    /// (`None`: no CORS policy applies, so the origin's own headers pass).
+    pub cors: Option<ResponseCors>,
 }
 
 /// Per-request facts every adapter logs in the same shape (see [`crate::log`]).
@@ -294,13 +303,26 @@ impl Gateway {
             key_events: Vec::new(),
             policy_problems: Vec::new(),
         };
-        let decision = match self.run(&parts, body, ctx, store, fetch, &mut log).await {
-            Ok(forward) => Decision::Forward(Box::new(forward)),
+        // Until a route is known, the top-level policy is the one that applies.
+        let mut cors = self
+            .policy
+            .cors
+            .as_ref()
+            .map(|c| c.for_actual(&parts.headers));
+        let run = self.run(&parts, body, ctx, store, fetch, &mut log, &mut cors);
+        let decision = match run.await {
+            Ok(Admitted::Forward(forward)) => Decision::Forward(forward),
+            Ok(Admitted::Preflight(headers)) => Decision::Preflight(headers),
             Err(reject) => Decision::Reject(reject),
         };
-        Outcome { decision, log }
+        Outcome {
+            decision,
+            log,
+            cors,
+        }
     }
 
+    #[allow(clippy::too_many_arguments)] // the phases' inputs, each named for what it is
     async fn run<B, S, F>(
         &self,
         parts: &http::request::Parts,
@@ -309,7 +331,8 @@ impl Gateway {
         store: &S,
         fetch: &F,
         log: &mut LogFacts,
-    ) -> Result<Forward<B>, Reject>
+        cors: &mut Option<ResponseCors>,
+    ) -> Result<Admitted<B>, Reject>
     where
         B: RequestBody,
         S: CounterStore + ?Sized,
@@ -317,8 +340,19 @@ impl Gateway {
     {
         let policy = &self.policy;
         let normal = path::normalise(parts.uri.path())?;
+        if cors::is_preflight(&parts.method, &parts.headers) {
+            if let Preflight::Allowed { headers, route } =
+                cors::preflight(policy, &normal, &parts.headers, cors)?
+            {
+                log.route = Some(route.id.clone());
+                return Ok(Admitted::Preflight(headers));
+            }
+        }
         let routed: Routed<'_> = route::select(policy, &normal, &parts.method)?;
         log.route = Some(routed.route.id.clone());
+        *cors = (routed.route.cors)
+            .effective(policy.cors.as_ref())
+            .map(|c| c.for_actual(&parts.headers));
         let principal: Option<Arc<Principal>> = authn::authenticate(
             policy,
             &self.keys,
@@ -347,7 +381,7 @@ impl Gateway {
             }
         };
         let grant = quota::admit(policy, routed.route, &permit, ctx, &parts.headers, store).await?;
-        Ok(forward::build(
+        Ok(Admitted::Forward(Box::new(forward::build(
             policy,
             &routed,
             &normal,
@@ -356,6 +390,12 @@ impl Gateway {
             principal.as_deref(),
             grant,
             ctx,
-        ))
+        ))))
     }
+}
+
+/// A request the phases let through: to the origin, or answered as an allowed preflight.
+enum Admitted<B> {
+    Forward(Box<Forward<B>>),
+    Preflight(HeaderMap),
 }

@@ -100,6 +100,20 @@ impl Event {
     }
 }
 
+/// `error: cause: cause…`: a runtime's error with every source it chains, for the `cause` of an
+/// event. Clients' top-level errors ("client error (Connect)") hide the useful part in their
+/// sources.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// `,"name":"value"`, both escaped as JSON strings.
 fn push_member(line: &mut String, name: &str, value: &str) {
     line.push(',');
@@ -141,6 +155,31 @@ mod tests {
             .map(|kv| kv.trim_start_matches('"').split('"').next().unwrap_or(""))
             .collect();
         assert_eq!(keys, ["time", "level", "provider", "event"]);
+    }
+
+    #[test]
+    fn an_error_chain_names_every_cause() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|l| l as _)
+            }
+        }
+        let error = Layer(
+            "client error (Connect)",
+            Some(Box::new(Layer("tcp connect error", None))),
+        );
+        assert_eq!(
+            error_chain(&error),
+            "client error (Connect): tcp connect error"
+        );
+        assert_eq!(error_chain(&Layer("alone", None)), "alone");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::time::Duration;
 use http::{HeaderMap, Request, Response};
 
 use crate::body::RequestBody;
+use crate::cors::ResponseCors;
 use crate::decision::{Decision, Gateway, LogFacts, RequestContext};
 use crate::event::{Event, LogSink};
 use crate::fetch::Fetch;
@@ -31,6 +32,8 @@ use crate::quota::CounterStore;
 use crate::time::{Clock, UnixTime};
 
 /// What the runtime does next with a request.
+// Made and taken apart once per request; boxing the larger variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step<B> {
     /// Answer with this; nothing reaches the origin.
@@ -112,6 +115,7 @@ pub struct Pending {
     sent: UnixTime,
     response_headers: HeaderMap,
     events: Vec<Event>,
+    cors: Option<ResponseCors>,
 }
 
 /// How a forwarded exchange ends.
@@ -163,12 +167,25 @@ impl Gateway {
                 .drain(..)
                 .map(|problem| Event::policy_problem(now, &problem)),
         );
+        let cors = outcome.cors;
         match outcome.decision {
             Decision::Reject(reject) => {
                 let mut answer = reject_answer(&facts, ctx.now, &reject, now, None);
                 answer.record.events = events;
                 answer.record.policy_broken = policy_broken;
+                answer.with_cors(cors.as_ref());
                 Step::Answer(answer)
+            }
+            Decision::Preflight(headers) => {
+                let gateway_us = micros_between(ctx.now, now);
+                Step::Answer(Answer {
+                    response: cors_preflight_response(headers, &facts.request_id),
+                    record: Record {
+                        access: LogLine::preflight(&facts, ctx.now, gateway_us).to_json(),
+                        events,
+                        policy_broken,
+                    },
+                })
             }
             Decision::Forward(forward) => {
                 let Forward {
@@ -184,6 +201,7 @@ impl Gateway {
                         sent: now,
                         response_headers,
                         events,
+                        cors,
                     },
                 )
             }
@@ -200,6 +218,7 @@ impl Pending {
             sent,
             response_headers,
             mut events,
+            cors,
         } = self;
         let now = clock.now();
         let origin_us = micros_between(sent, now);
@@ -211,6 +230,9 @@ impl Pending {
                 body,
             } => {
                 forward::prepare_response(&mut headers, &response_headers);
+                if let Some(cors) = &cors {
+                    cors.apply(&mut headers);
+                }
                 let access =
                     LogLine::forwarded(&facts, started, status, gateway_us, origin_us).to_json();
                 return Relay::Origin {
@@ -232,14 +254,16 @@ impl Pending {
         };
         let access =
             LogLine::rejected(&facts, started, &reject, gateway_us, Some(origin_us)).to_json();
-        Relay::Answer(Answer {
+        let mut answer = Answer {
             response: reject.to_response(&facts.request_id),
             record: Record {
                 access,
                 events,
                 policy_broken: false,
             },
-        })
+        };
+        answer.with_cors(cors.as_ref());
+        Relay::Answer(answer)
     }
 }
 
@@ -316,6 +340,27 @@ fn reject_answer(
             policy_broken: false,
         },
     }
+}
+
+impl Answer {
+    fn with_cors(&mut self, cors: Option<&ResponseCors>) {
+        if let Some(cors) = cors {
+            cors.apply(self.response.headers_mut());
+        }
+    }
+}
+
+/// The `204` of an allowed preflight: its CORS headers and the request id, no body.
+fn cors_preflight_response(headers: HeaderMap, request_id: &str) -> Response<String> {
+    let mut response = Response::new(String::new());
+    *response.status_mut() = http::StatusCode::NO_CONTENT;
+    *response.headers_mut() = headers;
+    if let Ok(v) = http::HeaderValue::from_str(request_id) {
+        response
+            .headers_mut()
+            .insert(crate::request_id::REQUEST_ID_HEADER, v);
+    }
+    response
 }
 
 fn micros_between(from: UnixTime, to: UnixTime) -> u64 {

@@ -4,6 +4,13 @@
 
 use std::time::Duration;
 
+use http::{header, HeaderMap, HeaderValue, Request};
+
+use crate::body::BodyError;
+
+/// `User-Agent` on every fetch, so an IdP's logs can tell the gateway's requests apart.
+pub const USER_AGENT: &str = concat!("portcullis/", env!("CARGO_PKG_VERSION"));
+
 /// Largest response body the core asks for; larger ones are a [`FetchError::TooLarge`].
 pub const MAX_FETCH_BYTES: usize = 1 << 20;
 
@@ -50,6 +57,49 @@ impl std::fmt::Display for FetchError {
             FetchError::Unsupported => f.write_str("this runtime has no outbound fetch"),
         }
     }
+}
+
+/// A body that broke off mid-fetch is [`FetchError::Interrupted`]; one over the cap,
+/// [`FetchError::TooLarge`].
+impl From<BodyError> for FetchError {
+    fn from(error: BodyError) -> Self {
+        match error {
+            BodyError::TooLarge => FetchError::TooLarge,
+            BodyError::Aborted => FetchError::Interrupted,
+        }
+    }
+}
+
+/// The GET for `url` as the core wants it sent, with the runtime's (empty) `body`: the gateway's
+/// [`USER_AGENT`], and `Accept: application/json`. A URL that is not a valid URI is
+/// [`FetchError::InvalidUrl`].
+pub fn request<B>(url: &str, body: B) -> Result<Request<B>, FetchError> {
+    let uri: http::Uri = url.parse().map_err(|_| FetchError::InvalidUrl)?;
+    Request::get(uri)
+        .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT))
+        .header(header::ACCEPT, HeaderValue::from_static("application/json"))
+        .body(body)
+        .map_err(|_| FetchError::InvalidUrl)
+}
+
+/// What a response's head settles before its body is read: a declared `Content-Length` over
+/// [`MAX_FETCH_BYTES`] is [`FetchError::TooLarge`] at once, before a byte of the body is read;
+/// otherwise the [`FetchResponse::cache_control`] to keep: every `Cache-Control` field, joined as
+/// HTTP allows (fields that are not text are ignored).
+pub fn read_head(headers: &HeaderMap) -> Result<Option<String>, FetchError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_FETCH_BYTES as u64) {
+        return Err(FetchError::TooLarge);
+    }
+    let values: Vec<&str> = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    Ok((!values.is_empty()).then(|| values.join(", ")))
 }
 
 /// Outbound GET. Not required to be `Send`: wasm runtimes cannot offer that.
@@ -100,5 +150,76 @@ impl<T: Fetch + ?Sized> Fetch for &T {
 
     async fn pause(&self, step: Duration) -> bool {
         (**self).pause(step).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(fields: &[(&str, &[u8])]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            match (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) {
+                (Ok(name), Ok(value)) => headers.append(name, value),
+                _ => panic!("not a header: {name}"),
+            };
+        }
+        headers
+    }
+
+    #[test]
+    fn a_fetch_says_who_asks_and_for_what() {
+        let request = request("https://idp.test/jwks.json", ()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(request.uri(), "https://idp.test/jwks.json");
+        assert_eq!(request.headers()[header::USER_AGENT], USER_AGENT);
+        assert!(USER_AGENT.starts_with("portcullis/"));
+        assert_eq!(request.headers()[header::ACCEPT], "application/json");
+    }
+
+    #[test]
+    fn a_url_that_is_no_uri_is_invalid() {
+        assert_eq!(
+            request("http://exa mple/", ()).err(),
+            Some(FetchError::InvalidUrl)
+        );
+    }
+
+    #[test]
+    fn cache_control_fields_are_joined_and_non_text_ones_ignored() {
+        let headers = head(&[
+            ("cache-control", b"public"),
+            ("cache-control", b"\xff"),
+            ("cache-control", b"max-age=600"),
+        ]);
+        assert_eq!(read_head(&headers), Ok(Some("public, max-age=600".into())));
+        assert_eq!(read_head(&HeaderMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn a_declared_length_over_the_cap_is_too_large() {
+        let at_cap = MAX_FETCH_BYTES.to_string();
+        let over = (MAX_FETCH_BYTES + 1).to_string();
+        assert_eq!(
+            read_head(&head(&[("content-length", at_cap.as_bytes())])),
+            Ok(None)
+        );
+        assert_eq!(
+            read_head(&head(&[("content-length", over.as_bytes())])),
+            Err(FetchError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn body_failures_become_fetch_failures() {
+        assert_eq!(FetchError::from(BodyError::TooLarge), FetchError::TooLarge);
+        assert_eq!(
+            FetchError::from(BodyError::Aborted),
+            FetchError::Interrupted
+        );
     }
 }

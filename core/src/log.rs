@@ -23,7 +23,7 @@ pub struct LogLine<'a> {
     pub path: &'a str,
     /// Status sent to the client.
     pub status: u16,
-    /// `forward` or `reject`.
+    /// `forward`, `reject`, or `preflight` (a CORS preflight the gateway answered itself).
     pub decision: &'static str,
     /// Why: `ok`, or the problem slug and reason (`unauthenticated:token_expired`).
     pub reason: String,
@@ -72,6 +72,19 @@ impl<'a> LogLine<'a> {
             reason,
             gateway_us,
             origin_us,
+        )
+    }
+
+    /// A line for a CORS preflight the gateway answered itself (`204`).
+    pub fn preflight(facts: &'a LogFacts, start: UnixTime, gateway_us: u64) -> Self {
+        Self::base(
+            facts,
+            start,
+            204,
+            "preflight",
+            "ok".into(),
+            gateway_us,
+            None,
         )
     }
 

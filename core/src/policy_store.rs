@@ -25,8 +25,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{ConfigErrors, SchemaCompilation};
 use crate::decision::Gateway;
-use crate::event::{Event, Level};
-use crate::time::UnixTime;
+use crate::event::{Event, Level, LogSink};
+use crate::fetch::Fetch;
+use crate::time::{Clock, UnixTime};
 
 /// How soon to read the source again when no good policy is live, or while one request is
 /// already reading it.
@@ -53,6 +54,28 @@ pub struct Applied {
     pub start_up: bool,
     /// What to tell the operator.
     pub events: Vec<Event>,
+}
+
+impl Applied {
+    /// Carry out what was applied: hand the events to `log`, fetch a new gateway's remote key
+    /// sets before its first request (logging what that did too), and return the live gateway.
+    pub async fn start<F: Fetch + ?Sized>(
+        self,
+        fetch: &F,
+        clock: &dyn Clock,
+        log: &dyn LogSink,
+    ) -> Option<Arc<Gateway>> {
+        for event in &self.events {
+            log.event(event);
+        }
+        let gateway = self.gateway?;
+        if self.start_up {
+            for event in gateway.start_up(fetch, clock).await {
+                log.event(&event);
+            }
+        }
+        Some(gateway)
+    }
 }
 
 /// What a runtime without memory keeps between requests (see the module docs).

@@ -205,6 +205,11 @@ reasons! {
     OriginTimeout "origin-timeout" GATEWAY_TIMEOUT "Origin timed out", OriginTimeoutReason plain {
         TimedOut "origin_timeout" "The origin did not send its response headers within its `timeout_ms`.",
     }
+    CorsRefused "cors-refused" FORBIDDEN "CORS preflight refused", CorsRefusedReason plain {
+        CorsOrigin "cors_origin" "A CORS preflight came from an origin the route's `cors` does not allow (or its `Origin` is repeated or malformed).",
+        CorsMethod "cors_method" "A CORS preflight asked for a method the route's `cors` does not allow (or its `Access-Control-Request-Method` is repeated or malformed).",
+        CorsHeader "cors_header" "A CORS preflight asked for a request header the route's `cors` does not allow.",
+    }
     Internal "internal" INTERNAL_SERVER_ERROR "Internal gateway error", InternalReason plain {
         InternalError "internal_error" "Handling the request failed in a way that is a bug in the gateway; the log line says where.",
     }
@@ -266,6 +271,8 @@ pub enum RejectKind {
     OriginUnreachable,
     /// The origin did not answer within its `timeout_ms` (504).
     OriginTimeout,
+    /// A CORS preflight the route's policy does not allow (403).
+    CorsRefused,
     /// Handling the request failed in a way that is a bug in the gateway (500).
     Internal,
 }
@@ -291,6 +298,7 @@ impl RejectKind {
             KeysUnavailable => ProblemType::KeysUnavailable,
             OriginUnreachable => ProblemType::OriginUnreachable,
             OriginTimeout => ProblemType::OriginTimeout,
+            CorsRefused => ProblemType::CorsRefused,
             Internal => ProblemType::Internal,
         }
     }

@@ -21,6 +21,8 @@ use crate::problem::{Reject, StoreUnavailableReason};
 use crate::ratelimit::RateLimit;
 use crate::time::UnixTime;
 
+pub mod serial;
+
 /// A limit of `limit` requests per `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rate {

@@ -2,7 +2,8 @@
 //!
 //! Templates are literal segments, `{name}` (exactly one non-empty segment) and a final
 //! `{*name}` (one or more segments). Matching is on the [`NormalPath`], byte for byte and
-//! case-sensitive, so a route can only be reached by the one spelling of its path.
+//! case-sensitive, so a route can only be reached by the one spelling of its path. `HEAD` is
+//! allowed wherever `GET` is, and listed in `Allow` there.
 
 use http::Method;
 
@@ -112,6 +113,14 @@ pub struct Routed<'p> {
     pub index: usize,
 }
 
+/// Whether `route` takes `method`: a method it lists, or `HEAD` where it lists `GET` (RFC 9110
+/// §9.3.2: a `HEAD` is the `GET` without the body, so refusing it would only break clients). The
+/// request is forwarded as `HEAD`, so the origin sends no body.
+fn allows(route: &Route, method: &Method) -> bool {
+    route.methods.contains(method)
+        || (*method == Method::HEAD && route.methods.contains(&Method::GET))
+}
+
 /// Select the first route whose path and method match. A path that matches only under other
 /// methods is a 405 listing them; no path match is a 404.
 pub(crate) fn select<'p>(
@@ -124,12 +133,16 @@ pub(crate) fn select<'p>(
         if !route.template.matches(path) {
             continue;
         }
-        if route.methods.contains(method) {
+        if allows(route, method) {
             return Ok(Routed { route, index });
         }
         for m in &route.methods {
-            if !allow.iter().any(|a| a == m.as_str()) {
-                allow.push(m.as_str().to_owned());
+            let implied = (*m == Method::GET && !route.methods.contains(&Method::HEAD))
+                .then_some(Method::HEAD);
+            for m in std::iter::once(m).chain(implied.as_ref()) {
+                if !allow.iter().any(|a| a == m.as_str()) {
+                    allow.push(m.as_str().to_owned());
+                }
             }
         }
     }

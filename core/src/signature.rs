@@ -11,6 +11,10 @@
 //!   `ed25519-compact`).
 //! - Native: `adapters/local` plugs in `ring`. On Workers, `adapters/cloudflare` plugs in WebCrypto
 //!   (`crypto.subtle`).
+//!
+//! Such backends read what an algorithm means on a key from one table ([`scheme`]), so none can
+//! pair it with the wrong hash or padding, and may keep imported keys in [`imported`]. A backend
+//! whose check completes at once implements [`SyncVerify`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +23,9 @@ use jwt_compact::alg::{Ed25519, Es256, Rsa};
 use jwt_compact::{Algorithm as JwsAlgorithm, AlgorithmSignature};
 
 use crate::jwt::{Algorithm, Es384, Jwk, KeyMaterial};
+
+pub mod imported;
+pub mod scheme;
 
 /// A pending signature check. Boxed so that backends can be chosen at run time; not `Send`,
 /// since WebAssembly runtimes cannot offer that.
@@ -41,6 +48,34 @@ pub trait Verify: Send + Sync + std::fmt::Debug {
 
     /// The backend's name, for start-up logs and benchmarks.
     fn name(&self) -> &'static str;
+}
+
+/// A backend whose check completes at once (pure Rust, `ring`): it is a [`Verify`] whose checks
+/// are ready when asked for.
+pub trait SyncVerify: Send + Sync + std::fmt::Debug {
+    /// Whether `signature` is valid for `message` under `key` and `alg` (see [`Verify::verify`]).
+    fn check_now(&self, alg: Algorithm, key: &Jwk, message: &[u8], signature: &[u8]) -> bool;
+
+    /// The backend's name, for start-up logs and benchmarks.
+    fn name(&self) -> &'static str;
+}
+
+impl<T: SyncVerify> Verify for T {
+    fn verify<'a>(
+        &'a self,
+        alg: Algorithm,
+        key: &'a Jwk,
+        message: &'a [u8],
+        signature: &'a [u8],
+    ) -> Check<'a> {
+        Box::pin(std::future::ready(
+            self.check_now(alg, key, message, signature),
+        ))
+    }
+
+    fn name(&self) -> &'static str {
+        SyncVerify::name(self)
+    }
 }
 
 /// The portable default: pure-Rust verification, synchronous underneath.
@@ -77,17 +112,9 @@ fn with<A: JwsAlgorithm>(alg: &A, key: &A::VerifyingKey, message: &[u8], signatu
     }
 }
 
-impl Verify for PureRust {
-    fn verify<'a>(
-        &'a self,
-        alg: Algorithm,
-        key: &'a Jwk,
-        message: &'a [u8],
-        signature: &'a [u8],
-    ) -> Check<'a> {
-        Box::pin(std::future::ready(Self::check(
-            alg, key, message, signature,
-        )))
+impl SyncVerify for PureRust {
+    fn check_now(&self, alg: Algorithm, key: &Jwk, message: &[u8], signature: &[u8]) -> bool {
+        Self::check(alg, key, message, signature)
     }
 
     fn name(&self) -> &'static str {

@@ -18,9 +18,34 @@ impl UnixTime {
         UnixTime(millis.saturating_mul(1_000))
     }
 
+    /// The instant JavaScript's `Date.now()` names, fractions of a millisecond dropped. A value
+    /// that is not a finite positive number reads as the epoch rather than failing requests.
+    pub fn from_millis_f64(millis: f64) -> Self {
+        let millis = if millis.is_finite() && millis > 0.0 {
+            millis as u64
+        } else {
+            0
+        };
+        UnixTime::from_millis(millis)
+    }
+
     /// The instant `secs` seconds after the epoch.
     pub const fn from_secs(secs: u64) -> Self {
         UnixTime(secs.saturating_mul(1_000_000))
+    }
+
+    /// The instant `since_epoch` after the epoch, saturating far in the future.
+    pub fn from_duration(since_epoch: Duration) -> Self {
+        UnixTime(u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// The instant `time` names. A time before the epoch (a clock set before 1970) reads as the
+    /// epoch rather than failing requests; one past what microseconds hold saturates.
+    pub fn from_system_time(time: std::time::SystemTime) -> Self {
+        let micros = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        UnixTime(u64::try_from(micros).unwrap_or(u64::MAX))
     }
 
     /// Microseconds since the epoch.
@@ -67,5 +92,44 @@ pub struct FixedClock(pub UnixTime);
 impl Clock for FixedClock {
     fn now(&self) -> UnixTime {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_since_the_epoch_saturates() {
+        let d = Duration::from_micros(1_700_000_000_123_456);
+        assert_eq!(
+            UnixTime::from_duration(d).as_micros(),
+            1_700_000_000_123_456
+        );
+        assert_eq!(UnixTime::from_duration(Duration::MAX).as_micros(), u64::MAX);
+        assert_eq!(UnixTime::from_duration(Duration::ZERO).as_secs(), 0);
+    }
+
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn a_system_time_is_its_microseconds_since_the_epoch_and_never_before_it() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        assert_eq!(
+            UnixTime::from_system_time(at).as_micros(),
+            1_700_000_000_123_456
+        );
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(UnixTime::from_system_time(before).as_micros(), 0);
+        assert!(UnixTime::from_system_time(SystemTime::now()).as_secs() > 1_700_000_000);
+    }
+
+    #[test]
+    fn javascript_milliseconds_that_are_not_a_positive_number_are_the_epoch() {
+        let at = UnixTime::from_millis_f64(1_700_000_000_123.9);
+        assert_eq!(at.as_micros(), 1_700_000_000_123_000);
+        for odd in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, 0.0] {
+            assert_eq!(UnixTime::from_millis_f64(odd).as_micros(), 0, "{odd}");
+        }
     }
 }

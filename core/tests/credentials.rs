@@ -89,6 +89,7 @@ fn decide(g: &Gateway, path: &str, headers: &[(&str, &str)]) -> Result<String, R
             .unwrap()
             .to_owned()),
         Decision::Reject(r) => Err(r),
+        Decision::Preflight(_) => panic!("no preflight in these tests"),
     }
 }
 

@@ -76,6 +76,7 @@ fn status<F: Fetch>(g: &Gateway, fetch: &F) -> u16 {
     match block_on(g.decide(request, &ctx, &MemoryStore::new(), fetch)).decision {
         Decision::Forward(_) => 200,
         Decision::Reject(r) => r.status().as_u16(),
+        Decision::Preflight(_) => panic!("no preflight in these tests"),
     }
 }
 

@@ -84,6 +84,7 @@ async fn status(g: &Gateway, idp: &Idp) -> u16 {
     {
         Decision::Forward(_) => 200,
         Decision::Reject(r) => r.status().as_u16(),
+        Decision::Preflight(_) => panic!("no preflight in these tests"),
     }
 }
 

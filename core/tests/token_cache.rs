@@ -63,6 +63,7 @@ fn decide<F: Fetch>(
     match block_on(g.decide(req, &ctx, &MemoryStore::new(), fetch)).decision {
         Decision::Forward(_) => Ok(()),
         Decision::Reject(r) => Err(r),
+        Decision::Preflight(_) => panic!("no preflight in these tests"),
     }
 }
 

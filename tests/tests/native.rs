@@ -83,6 +83,7 @@ vector_tests! {
     vectors_jwt => "jwt",
     vectors_api_key => "api_key",
     vectors_credentials => "credentials",
+    vectors_cors => "cors",
     vectors_authz => "authz",
     vectors_body => "body",
     vectors_query => "query",

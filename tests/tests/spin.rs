@@ -117,66 +117,6 @@ fn vectors() {
     assert!(failed.is_empty(), "failing files: {failed:?}");
 }
 
-/// The remote-key scenarios as far as Spin can run them. Spin has no start-up, so nothing is
-/// fetched before the first request that needs keys, and the steps that count a start-up fetch
-/// (a case's leading `expect_idp_fetches` steps) are listed in `tests/xfail/spin.json`, which
-/// stops those cases there. Here those steps are dropped and everything after them must pass
-/// with no expected failures: rotation, the unknown-kid flood bound across instances, and OIDC
-/// discovery end to end.
-#[test]
-#[ignore = "needs the Spin test host (scripts/test-spin) or the Spin CLI"]
-fn remote_key_scenarios_without_a_start_up_fetch() {
-    let _guard = serial();
-    let dir = std::env::temp_dir().join(format!(
-        "portcullis-spin-no-start-up-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).expect("temporary directory");
-    let tokens = "tokens.generated.json";
-    std::fs::copy(vectors_dir().join(tokens), dir.join(tokens)).expect("tokens");
-    let mut files = Vec::new();
-    let mut dropped = Vec::new();
-    for stem in ["remote_keys", "remote_keys_flood", "remote_keys_oidc"] {
-        let text = std::fs::read_to_string(vectors_dir().join(format!("{stem}.json")))
-            .expect("vector file");
-        let mut doc: Value = serde_json::from_str(&text).expect("vector JSON");
-        for case in doc["cases"].as_array_mut().expect("cases") {
-            let name = case["name"].as_str().unwrap_or_default().to_owned();
-            if let Some(steps) = case.get_mut("steps").and_then(Value::as_array_mut) {
-                let leading = steps
-                    .iter()
-                    .take_while(|s| s.get("expect_idp_fetches").is_some())
-                    .count();
-                steps.drain(..leading);
-                dropped.extend(std::iter::repeat_n(format!("{stem}/{name}"), leading));
-            }
-        }
-        let path = dir.join(format!("{stem}.json"));
-        std::fs::write(&path, doc.to_string()).expect("writing the variant");
-        files.push(path);
-    }
-    assert_eq!(
-        dropped,
-        [
-            "remote_keys/rotation",
-            "remote_keys_flood/flood-unknown-kids",
-            "remote_keys_oidc/discovery-end-to-end",
-            "remote_keys_oidc/discovery-end-to-end"
-        ],
-        "the start-up steps tests/xfail/spin.json lists"
-    );
-    let mut target = target();
-    let reports = runner::run_files(&mut target, &files, &XFail::none(), "127.0.0.1:0");
-    let _ = std::fs::remove_dir_all(&dir);
-    let failed: Vec<String> = reports
-        .expect("runner")
-        .iter()
-        .filter(|r| r.summary().failed > 0)
-        .map(|r| r.stem.clone())
-        .collect();
-    assert!(failed.is_empty(), "failing files: {failed:?}");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Spin-only behaviour. Each test starts its own origin and `up`.
 

@@ -16,18 +16,27 @@ pub struct ClientBody(pub Option<web_sys::ReadableStream>);
 
 impl RequestBody for ClientBody {
     async fn read_to_limit(self, limit: u64) -> Result<Vec<u8>, BodyError> {
-        let Some(stream) = self.0 else {
-            return Ok(Vec::new());
-        };
-        let reader: web_sys::ReadableStreamDefaultReader = stream
-            .get_reader()
-            .dyn_into()
-            .map_err(|_| BodyError::Aborted)?;
-        let result = read_all(&reader, limit).await;
-        // Released, not cancelled: an early answer leaves the rest of the body to the runtime.
-        reader.release_lock();
-        result
+        read_limited(self.0, limit).await
     }
+}
+
+/// All of `stream` (none: empty), or [`BodyError::TooLarge`] as soon as more than `limit` bytes
+/// have arrived: the client's body, and the body of a key-set fetch.
+pub async fn read_limited(
+    stream: Option<web_sys::ReadableStream>,
+    limit: u64,
+) -> Result<Vec<u8>, BodyError> {
+    let Some(stream) = stream else {
+        return Ok(Vec::new());
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = stream
+        .get_reader()
+        .dyn_into()
+        .map_err(|_| BodyError::Aborted)?;
+    let result = read_all(&reader, limit).await;
+    // Released, not cancelled: an early answer leaves the rest of the body to the runtime.
+    reader.release_lock();
+    result
 }
 
 async fn read_all(

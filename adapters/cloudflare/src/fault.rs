@@ -7,25 +7,37 @@
 //! (`exchange::internal_error`) rather than leaving it to workerd (a panic would not do: it
 //! aborts the wasm instance); `unroutable` makes the Worker treat the request as one it cannot
 //! convert, which workerd never hands over otherwise (it refuses such requests itself). Without
-//! the feature, neither does anything and the header is an ordinary header.
+//! the feature, [`requested`] is always `None` and the header is an ordinary header.
 
 use http::HeaderMap;
 
 /// The request header that makes handling fail on purpose, with the feature.
 pub const HEADER: &str = "x-portcullis-fault";
 
-/// Whether fault injection is compiled in and `raw` asks to be treated as unroutable.
-pub fn unroutable(raw: &web_sys::Request) -> bool {
-    cfg!(feature = "fault-injection")
-        && raw.headers().get(HEADER).ok().flatten().as_deref() == Some("unroutable")
+/// A failure a request can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `internal`: handling returns an error.
+    Internal,
+    /// `unroutable`: treat the request as one the Worker cannot convert.
+    Unroutable,
 }
 
-/// An error if fault injection is compiled in and `headers` ask for one.
-pub fn inject(headers: &HeaderMap) -> worker::Result<()> {
-    if cfg!(feature = "fault-injection") && headers.get(HEADER).is_some_and(|v| v == "internal") {
-        return Err(worker::Error::RustError(format!(
-            "fault injected on purpose ({HEADER}); a fault-injection test build"
-        )));
+/// The failure `headers` ask for, if fault injection is compiled in.
+pub fn requested(headers: &HeaderMap) -> Option<Fault> {
+    if !cfg!(feature = "fault-injection") {
+        return None;
     }
-    Ok(())
+    match headers.get(HEADER)?.as_bytes() {
+        b"internal" => Some(Fault::Internal),
+        b"unroutable" => Some(Fault::Unroutable),
+        _ => None,
+    }
+}
+
+/// The injected error.
+pub fn injected() -> worker::Error {
+    worker::Error::RustError(format!(
+        "fault injected on purpose ({HEADER}); a fault-injection test build"
+    ))
 }

@@ -1,29 +1,21 @@
-//! Outbound `fetch`: key sets for the core ([`WorkerFetch`]) and forwarded requests for the
-//! origin ([`send_to_origin`]), each with a timeout; redirects are never followed.
+//! Outbound `fetch`: [`WorkerFetch`] is the core's [`Fetch`] (key sets) and [`Origin`]
+//! (forwarded requests), each with a timeout; redirects are never followed.
 
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use futures_util::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http::{HeaderMap, Request};
 use portcullis_core::fetch::{Fetch, FetchError, FetchResponse, MAX_FETCH_BYTES};
-use portcullis_core::ForwardBody;
+use portcullis_core::message;
+use portcullis_core::origin::{Origin, OriginError};
+use portcullis_core::{ForwardBody, OriginResult, Outbound};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::Delay;
 
-use crate::body::ClientBody;
+use crate::body::{self, ClientBody};
 
-/// Why the origin gave no response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OriginError {
-    /// No response headers within the route origin's timeout.
-    Timeout,
-    /// The request could not be built or sent; the text is for the operator's log.
-    Failed(String),
-}
-
-/// Workers `fetch` as the core's [`Fetch`] (JWKS and OIDC discovery).
+/// Workers `fetch` for the core: GET for JWKS and OIDC discovery, and forwarded requests.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WorkerFetch;
 
@@ -31,28 +23,13 @@ impl Fetch for WorkerFetch {
     async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
         let controller = web_sys::AbortController::new().map_err(|e| failed(&e))?;
         let whole = async {
-            let init = web_sys::RequestInit::new();
-            init.set_method("GET");
-            init.set_redirect(web_sys::RequestRedirect::Manual);
-            init.set_signal(Some(&controller.signal()));
+            let init = init("GET", &controller);
             let request =
                 web_sys::Request::new_with_str_and_init(url, &init).map_err(|e| failed(&e))?;
             let response = call(&request).await.map_err(|e| failed(&e))?;
             let cache_control = response.headers().get("cache-control").ok().flatten();
             let status = response.status();
-            let mut body = Vec::new();
-            if let Some(stream) = response.body() {
-                let mut chunks =
-                    wasm_streams::ReadableStream::from_raw(stream.unchecked_into()).into_stream();
-                while let Some(chunk) = chunks.next().await {
-                    let chunk =
-                        js_sys::Uint8Array::new(&chunk.map_err(|_| FetchError::Interrupted)?);
-                    if body.len().saturating_add(chunk.length() as usize) > MAX_FETCH_BYTES {
-                        return Err(FetchError::TooLarge);
-                    }
-                    body.extend_from_slice(&chunk.to_vec());
-                }
-            }
+            let body = body::read_limited(response.body(), MAX_FETCH_BYTES as u64).await?;
             Ok(FetchResponse {
                 status,
                 body,
@@ -77,21 +54,43 @@ impl Fetch for WorkerFetch {
     }
 }
 
-/// Send the core's rewritten request to the origin. The timeout covers the response headers
+/// Forwarded requests: the core's rewritten request. The timeout covers the response headers
 /// only: the body is streamed to the client afterwards, however long it takes.
-pub async fn send_to_origin(
+impl Origin<ClientBody> for WorkerFetch {
+    type Body = web_sys::Response;
+
+    async fn send(&self, outbound: Outbound<ClientBody>) -> OriginResult<web_sys::Response> {
+        let Outbound { request, timeout } = outbound;
+        let (request, controller) = match outgoing(request) {
+            Ok(outgoing) => outgoing,
+            Err(e) => return e.into(),
+        };
+        match within(timeout, call(&request)).await {
+            Some(Ok(response)) => OriginResult::Responded {
+                status: response.status(),
+                headers: header_map(&response.headers()),
+                body: response,
+            },
+            Some(Err(e)) => OriginError::Failed(describe(&e)).into(),
+            None => {
+                controller.abort();
+                OriginError::Timeout.into()
+            }
+        }
+    }
+}
+
+/// The Worker's request for the origin (the client's body stream handed on, or the checked
+/// bytes), and what aborts it.
+fn outgoing(
     request: Request<ForwardBody<ClientBody>>,
-    timeout: Duration,
-) -> Result<web_sys::Response, OriginError> {
+) -> Result<(web_sys::Request, web_sys::AbortController), OriginError> {
+    let fail = |e: JsValue| OriginError::Failed(describe(&e));
+    let controller = web_sys::AbortController::new().map_err(fail)?;
     let (parts, body) = request.into_parts();
-    let fail = |e: &JsValue| OriginError::Failed(describe(e));
-    let controller = web_sys::AbortController::new().map_err(|e| fail(&e))?;
-    let init = web_sys::RequestInit::new();
-    init.set_method(parts.method.as_str());
+    let init = init(parts.method.as_str(), &controller);
     let headers = web_headers(&parts.headers).map_err(|e| OriginError::Failed(e.to_string()))?;
     init.set_headers(headers.as_ref());
-    init.set_redirect(web_sys::RequestRedirect::Manual);
-    init.set_signal(Some(&controller.signal()));
     match body {
         ForwardBody::Stream(client) => {
             if let Some(stream) = client.0 {
@@ -104,16 +103,17 @@ pub async fn send_to_origin(
             }
         }
     }
-    let request = web_sys::Request::new_with_str_and_init(&parts.uri.to_string(), &init)
-        .map_err(|e| fail(&e))?;
-    match within(timeout, call(&request)).await {
-        Some(Ok(response)) => Ok(response),
-        Some(Err(e)) => Err(fail(&e)),
-        None => {
-            controller.abort();
-            Err(OriginError::Timeout)
-        }
-    }
+    let request = web_sys::Request::new_with_str_and_init(&parts.uri.to_string(), &init);
+    Ok((request.map_err(fail)?, controller))
+}
+
+/// A request's options: `method`, redirects returned rather than followed, abortable.
+fn init(method: &str, controller: &web_sys::AbortController) -> web_sys::RequestInit {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    init.set_signal(Some(&controller.signal()));
+    init
 }
 
 /// `fetch(request)` on the Worker's global scope.
@@ -123,8 +123,8 @@ async fn call(request: &web_sys::Request) -> Result<web_sys::Response, JsValue> 
     response.dyn_into()
 }
 
-/// `future`'s output, or `None` once `timeout` has passed.
-async fn within<F: std::future::Future>(timeout: Duration, future: F) -> Option<F::Output> {
+/// `future`'s output, or `None` once `timeout` has passed (the future is then dropped).
+pub async fn within<F: std::future::Future>(timeout: Duration, future: F) -> Option<F::Output> {
     let future = std::pin::pin!(future);
     match select(future, Delay::from(timeout)).await {
         Either::Left((output, _)) => Some(output),
@@ -156,24 +156,18 @@ pub fn web_headers(headers: &HeaderMap) -> Result<web_sys::Headers, worker::Erro
 }
 
 /// A header map from JavaScript `Headers` (the inverse of [`web_headers`]); entries that are not
-/// valid HTTP are dropped.
+/// valid HTTP, or whose value is not a byte string, are dropped.
 pub fn header_map(headers: &web_sys::Headers) -> HeaderMap {
-    let mut out = HeaderMap::new();
     let Ok(Some(entries)) = js_sys::try_iter(headers) else {
-        return out;
+        return HeaderMap::new();
     };
-    for entry in entries.flatten() {
+    message::header_map(entries.flatten().filter_map(|entry| {
         let pair = js_sys::Array::from(&entry);
-        let (Some(name), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
-            continue;
-        };
-        let bytes: Option<Vec<u8>> = value.chars().map(|c| u8::try_from(c).ok()).collect();
-        if let (Ok(name), Some(Ok(value))) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            bytes.map(|b| HeaderValue::from_bytes(&b)),
-        ) {
-            out.append(name, value);
-        }
-    }
-    out
+        let value = pair.get(1).as_string()?;
+        let bytes: Vec<u8> = value
+            .chars()
+            .map(|c| u8::try_from(c).ok())
+            .collect::<Option<_>>()?;
+        Some((pair.get(0).as_string()?, bytes))
+    }))
 }

@@ -17,11 +17,13 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 use portcullis_core::{
-    exchange, request_id, Answer, Clock, Event, Level, LogSink, OriginResult, Outbound, Pending,
-    Relay, RequestContext, Step, UnixTime,
+    exchange, message, request_id, Answer, Clock, Event, Level, LogSink, Relay, RequestContext,
+    UnixTime,
 };
 use wasm_bindgen::JsValue;
 use worker::{event, Context, Env};
+
+use crate::fault::Fault;
 
 pub mod body;
 pub mod fault;
@@ -42,50 +44,60 @@ pub const CLIENT_IP_HEADER: &str = "cf-connecting-ip";
 /// never the runtime's own error page; only if even that answer cannot be built does the error
 /// reach workerd.
 #[event(fetch)]
-async fn main(
-    request: web_sys::Request,
-    env: Env,
-    ctx: Context,
-) -> worker::Result<web_sys::Response> {
-    let mut request_ctx = RequestContext {
+async fn main(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    let headers = fetch::header_map(&raw.headers());
+    let request_ctx = RequestContext {
         now: now(),
         request_id: new_request_id(),
-        client_ip: None,
+        client_ip: client_ip(&headers),
     };
-    let Some(request) = to_http(&request).filter(|_| !fault::unroutable(&request)) else {
-        let (method, url) = (request.method(), request.url());
-        return answered(exchange::unroutable(
-            &request_ctx,
-            &method,
-            &url,
-            &WorkerClock,
-        ))
-        .or_else(|error| failed(&request_ctx, &method, &url, &error));
+    let (method, url) = (raw.method(), raw.url());
+    let body = body::ClientBody(raw.body());
+    let request = Incoming {
+        method: &method,
+        url: &url,
+        headers,
+        body,
     };
-    request_ctx.client_ip = client_ip(request.headers());
-    // For the log line should handling fail (cheap: the URI's parts are shared).
-    let (method, uri) = (request.method().clone(), request.uri().clone());
     handle(request, &request_ctx, &env, &ctx)
         .await
-        .or_else(|error| failed(&request_ctx, method.as_str(), uri.path(), &error))
+        .or_else(|error| failed(&request_ctx, &method, &url, &error))
 }
 
-/// One request the core can take, start to finish.
+/// The client's request as workerd hands it over.
+struct Incoming<'a> {
+    method: &'a str,
+    url: &'a str,
+    headers: HeaderMap,
+    body: body::ClientBody,
+}
+
+/// One request, start to finish.
 async fn handle(
-    request: http::Request<body::ClientBody>,
+    incoming: Incoming<'_>,
     request_ctx: &RequestContext,
     env: &Env,
     ctx: &Context,
 ) -> worker::Result<web_sys::Response> {
-    fault::inject(request.headers())?;
+    let Incoming {
+        method,
+        url,
+        headers,
+        body,
+    } = incoming;
+    let fault = fault::requested(&headers);
+    // workerd has parsed the method and the URL already, so this does not happen in practice.
+    let request = message::request(method, url, None, headers, body)
+        .filter(|_| fault != Some(Fault::Unroutable));
+    let Some(request) = request else {
+        return answered(exchange::unroutable(request_ctx, method, url, &WorkerClock));
+    };
+    if fault == Some(Fault::Internal) {
+        return Err(fault::injected());
+    }
     let Some(gateway) = policy::current(env).await else {
-        let target = request.uri().path();
-        return answered(exchange::no_policy(
-            request_ctx,
-            request.method().as_str(),
-            target,
-            &WorkerClock,
-        ));
+        let path = request.uri().path();
+        return answered(exchange::no_policy(request_ctx, method, path, &WorkerClock));
     };
     let store = quota::DurableStore::new(env);
     let step = gateway
@@ -97,10 +109,7 @@ async fn handle(
             &WorkerClock,
         )
         .await;
-    let response = match step {
-        Step::Answer(answer) => answered(answer),
-        Step::Forward(outbound, pending) => relay(outbound, pending).await,
-    };
+    let response = respond(step.run(&fetch::WorkerFetch, &WorkerClock).await);
     // Key sets that fall due are refreshed after the answer, so requests rarely wait on the IdP.
     // Scheduled only when one is due: `wait_until` costs a promise and a task on every request.
     if gateway.keys_due(now()) {
@@ -113,66 +122,44 @@ async fn handle(
     response
 }
 
-/// Handling failed with `error`: answer 500 `internal`, its event naming the cause.
+/// Handling failed with `error`: answer 500 `internal`, logged with the URL's path and with an
+/// event naming the cause.
 fn failed(
     ctx: &RequestContext,
     method: &str,
-    target: &str,
+    url: &str,
     error: &worker::Error,
 ) -> worker::Result<web_sys::Response> {
-    let mut answer = exchange::internal_error(ctx, method, target, &WorkerClock);
+    let uri = url.parse::<http::Uri>().ok();
+    let path = uri.as_ref().map_or(url, http::Uri::path);
+    let mut answer = exchange::internal_error(ctx, method, path, &WorkerClock);
     for event in &mut answer.record.events {
         event.fields.push(("cause", error.to_string()));
     }
     answered(answer)
 }
 
-/// Send the outbound request and relay the origin's answer, its body streamed.
-async fn relay(
-    outbound: Outbound<body::ClientBody>,
-    pending: Pending,
-) -> worker::Result<web_sys::Response> {
-    let Outbound { request, timeout } = outbound;
-    let result = match fetch::send_to_origin(request, timeout).await {
-        Ok(origin) => OriginResult::Responded {
-            status: origin.status(),
-            headers: fetch::header_map(&origin.headers()),
-            body: origin,
-        },
-        Err(fetch::OriginError::Timeout) => OriginResult::TimedOut,
-        Err(fetch::OriginError::Failed(cause)) => OriginResult::Failed { cause },
-    };
-    match pending.finish(result, &WorkerClock) {
+/// The response for the client, after logging its record: the gateway's own answer, or the
+/// origin's with its body stream handed on as it is.
+fn respond(relay: Relay<web_sys::Response>) -> worker::Result<web_sys::Response> {
+    let (status, headers, origin, record) = match relay {
+        Relay::Answer(answer) => return answered(answer),
         Relay::Origin {
             status,
             headers,
-            body: origin,
+            body,
             record,
-        } => {
-            record.write_to(&Console);
-            let init = web_sys::ResponseInit::new();
-            init.set_status(status);
-            init.set_headers(fetch::web_headers(&headers)?.as_ref());
-            let body = origin.body();
-            Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
-                body.as_ref(),
-                &init,
-            )?)
-        }
-        Relay::Answer(answer) => answered(answer),
-    }
-}
-
-/// The Worker's request as the core takes it, or `None` if its URL or method is not valid HTTP
-/// (workerd has parsed both already, so this does not happen in practice).
-fn to_http(raw: &web_sys::Request) -> Option<http::Request<body::ClientBody>> {
-    let uri = raw.url().parse::<http::Uri>().ok()?;
-    let method = http::Method::from_bytes(raw.method().as_bytes()).ok()?;
-    let mut request = http::Request::new(body::ClientBody(raw.body()));
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.headers_mut() = fetch::header_map(&raw.headers());
-    Some(request)
+        } => (status, headers, body, record),
+    };
+    record.write_to(&Console);
+    let init = web_sys::ResponseInit::new();
+    init.set_status(status);
+    init.set_headers(fetch::web_headers(&headers)?.as_ref());
+    let body = origin.body();
+    Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
+        body.as_ref(),
+        &init,
+    )?)
 }
 
 /// A response the gateway made itself, after logging its record.
@@ -204,12 +191,7 @@ pub fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
 /// The Worker's clock. `Date.now()` advances only across I/O on Workers, which is all the core
 /// needs (quotas, token expiry, config TTL).
 pub fn now() -> UnixTime {
-    let millis = js_sys::Date::now();
-    UnixTime::from_millis(if millis.is_finite() && millis > 0.0 {
-        millis as u64
-    } else {
-        0
-    })
+    UnixTime::from_millis_f64(js_sys::Date::now())
 }
 
 /// [`now`] as the core's [`Clock`].

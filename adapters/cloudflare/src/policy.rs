@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use portcullis_core::{Gateway, LogSink, Policy, PolicyRead, PolicyStore, Secrets};
+use portcullis_core::{Gateway, Policy, PolicyRead, PolicyStore, Secrets};
 use worker::Env;
 
 use crate::fetch::WorkerFetch;
@@ -43,16 +43,7 @@ pub async fn current(env: &Env) -> Option<Arc<Gateway>> {
                 .map(|policy| Gateway::new(policy).with_verifier(WebCrypto))
         })
     });
-    for event in &applied.events {
-        Console.event(event);
-    }
-    let gateway = applied.gateway?;
-    if applied.start_up {
-        for event in gateway.start_up(&WorkerFetch, &WorkerClock).await {
-            Console.event(&event);
-        }
-    }
-    Some(gateway)
+    applied.start(&WorkerFetch, &WorkerClock, &Console).await
 }
 
 async fn read(env: &Env, key: &str) -> PolicyRead {

@@ -1,10 +1,10 @@
 //! Quota state in a Durable Object: one object per quota key (`id_from_name(key)`).
 //!
-//! The object applies the core's pure GCRA transition ([`portcullis_core::quota::step`]) to its
-//! stored [`State`]. Durable Object input gates deliver one request at a time while storage
-//! operations are in flight, so read–step–write is atomic per key, and every Worker instance
-//! anywhere counts against the same state. An alarm at [`State::expires_at`] deletes the state,
-//! so storage holds only keys active within their window.
+//! The object applies the core's step for such a store ([`serial`]) to its stored state: Durable
+//! Object input gates deliver one request at a time while storage operations are in flight, so
+//! read–step–write is atomic per key, and every Worker instance anywhere counts against the same
+//! state. An alarm at the state's expiry deletes it, so storage holds only keys active within
+//! their window.
 //!
 //! The Worker side ([`DurableStore`]) posts `{rate, now}` and gets the [`Verdict`] back. A call
 //! that fails or takes longer than [`STORE_TIMEOUT`] is a [`StoreError`]; the core then fails
@@ -12,14 +12,15 @@
 
 use std::time::Duration;
 
-use futures_util::future::{select, Either};
-use portcullis_core::quota::{self, CounterStore, Rate, State, StoreError, Verdict};
+use portcullis_core::quota::serial::{self, StepRequest};
+use portcullis_core::quota::{CounterStore, Rate, StoreError, Verdict};
 use portcullis_core::UnixTime;
-use serde::{Deserialize, Serialize};
 use worker::{
-    durable_object, Delay, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit,
-    Response, ScheduledTime,
+    durable_object, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit, Response,
+    ScheduledTime,
 };
+
+use crate::fetch::within;
 
 /// The Durable Object binding.
 pub const DO_BINDING: &str = "PORTCULLIS_QUOTAS";
@@ -27,15 +28,6 @@ pub const DO_BINDING: &str = "PORTCULLIS_QUOTAS";
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The storage key of the object's state.
 const STATE_KEY: &str = "gcra";
-
-/// What the Worker asks the object.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StepRequest {
-    /// The quota's rate.
-    pub rate: Rate,
-    /// The Worker's clock, µs since the epoch (the core decides with one `now` per request).
-    pub now: u64,
-}
 
 /// The [`CounterStore`] backed by the `PORTCULLIS_QUOTAS` namespace.
 pub struct DurableStore {
@@ -61,11 +53,8 @@ impl DurableStore {
             .id_from_name(key)
             .and_then(|id| id.get_stub())
             .map_err(failed)?;
-        let body = serde_json::to_string(&StepRequest {
-            rate,
-            now: now.as_micros(),
-        })
-        .map_err(|_| StoreError::Corrupt)?;
+        let body =
+            serde_json::to_string(&StepRequest::new(rate, now)).map_err(|_| StoreError::Corrupt)?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(body.into()));
         let request =
@@ -83,11 +72,9 @@ impl DurableStore {
 
 impl CounterStore for DurableStore {
     async fn apply(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
-        let call = std::pin::pin!(self.call(key, rate, now));
-        match select(call, Delay::from(STORE_TIMEOUT)).await {
-            Either::Left((result, _)) => result,
-            Either::Right(_) => Err(StoreError::Timeout),
-        }
+        within(STORE_TIMEOUT, self.call(key, rate, now))
+            .await
+            .unwrap_or(Err(StoreError::Timeout))
     }
 }
 
@@ -107,29 +94,27 @@ impl DurableObject for QuotaCounter {
             return Response::error("expected {rate, now}", 400);
         };
         let storage = self.state.storage();
-        let current: Option<State> = storage.get(STATE_KEY).await?;
-        let (verdict, next) = quota::step(current, UnixTime::from_micros(ask.now), ask.rate);
-        if current != Some(next) {
+        let (verdict, changed) = ask.apply(storage.get(STATE_KEY).await?);
+        if let Some(next) = changed {
             storage.put(STATE_KEY, next).await?;
-            storage.set_alarm(alarm_at(next)).await?;
+            storage.set_alarm(alarm_at(next.expires_at())).await?;
         }
         Response::from_json(&verdict)
     }
 
     async fn alarm(&self) -> worker::Result<Response> {
         let storage = self.state.storage();
-        let current: Option<State> = storage.get(STATE_KEY).await?;
-        match current {
+        match serial::on_expiry(storage.get(STATE_KEY).await?, crate::now()) {
             // Still meaningful (a later request pushed it out): look again when it expires.
-            Some(s) if s.expires_at() > crate::now() => storage.set_alarm(alarm_at(s)).await?,
-            _ => storage.delete_all().await?,
+            Some(at) => storage.set_alarm(alarm_at(at)).await?,
+            None => storage.delete_all().await?,
         }
         Response::empty()
     }
 }
 
-/// The alarm time for `state`: the instant it expires (rounded up to the next millisecond).
-fn alarm_at(state: State) -> ScheduledTime {
-    let millis = state.expires_at().as_micros().div_ceil(1000) as f64;
+/// The alarm time for `at`, rounded up to the next millisecond.
+fn alarm_at(at: UnixTime) -> ScheduledTime {
+    let millis = at.as_micros().div_ceil(1000) as f64;
     ScheduledTime::new(js_sys::Date::new(&js_sys::Number::from(millis).into()))
 }

@@ -3,11 +3,8 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Incoming};
+use portcullis_core::body::LimitedBody;
 use portcullis_core::{BodyError, ForwardBody, RequestBody};
-
-/// Bytes reserved up front when a body announces its size, at most. A client's size hint is a
-/// claim, not a promise: reserving what it says would let one header allocate gigabytes.
-const MAX_PREALLOCATION: u64 = 64 * 1024;
 
 /// The client's request body as the core sees it.
 ///
@@ -24,7 +21,8 @@ impl RequestBody for ClientBody {
 }
 
 /// Read `body` to its end, giving up with [`BodyError::TooLarge`] as soon as more than `limit`
-/// bytes have arrived, so an oversized body costs at most `limit` plus one frame of memory.
+/// bytes have arrived, so an oversized body costs at most `limit` plus one frame of memory
+/// (the core's [`LimitedBody`], which also caps what a size hint reserves).
 ///
 /// Generic over the body type so the limit logic can be tested without a socket.
 pub async fn read_limited<B>(mut body: B, limit: u64) -> Result<Vec<u8>, BodyError>
@@ -32,22 +30,15 @@ where
     B: Body + Unpin,
     B::Data: AsRef<[u8]>,
 {
-    let hint = body.size_hint().lower().min(limit).min(MAX_PREALLOCATION);
-    let mut out = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    let mut out = LimitedBody::new(limit, body.size_hint().lower());
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| BodyError::Aborted)?;
         // Trailers carry no body bytes; the core has no use for them.
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let chunk = data.as_ref();
-        let total = (out.len() as u64).saturating_add(chunk.len() as u64);
-        if total > limit {
-            return Err(BodyError::TooLarge);
+        if let Ok(data) = frame.into_data() {
+            out.push(data.as_ref())?;
         }
-        out.extend_from_slice(chunk);
     }
-    Ok(out)
+    Ok(out.into_bytes())
 }
 
 /// A body the gateway sends: a stream relayed untouched, or bytes the gateway holds.
@@ -82,8 +73,11 @@ mod tests {
     /// A body that arrives in the given chunks, then optionally fails.
     struct Chunks(VecDeque<Result<Bytes, &'static str>>);
 
-    fn chunks(parts: &[&'static [u8]], fail_at_end: bool) -> Chunks {
-        let mut items: VecDeque<_> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+    fn chunks(parts: &[&[u8]], fail_at_end: bool) -> Chunks {
+        let mut items: VecDeque<_> = parts
+            .iter()
+            .map(|p| Ok(Bytes::copy_from_slice(p)))
+            .collect();
         if fail_at_end {
             items.push_back(Err("connection reset"));
         }
@@ -109,41 +103,39 @@ mod tests {
         }
     }
 
+    /// Chunked bodies, read up to a limit: what arrives, whether the stream then breaks, the
+    /// limit, and what the reader gives.
     #[test]
-    fn reads_a_body_within_the_limit() {
-        let got = block_on(read_limited(chunks(&[b"hello ", b"world"], false), 11));
-        assert_eq!(got, Ok(b"hello world".to_vec()));
+    fn reads_up_to_the_limit_and_no_further() {
+        type Case = (
+            &'static [&'static [u8]],
+            bool,
+            u64,
+            Result<Vec<u8>, BodyError>,
+        );
+        let hello: &[&[u8]] = &[b"hello ", b"world"];
+        let cases: [Case; 5] = [
+            (hello, false, 11, Ok(b"hello world".to_vec())),
+            (hello, false, 10, Err(BodyError::TooLarge)),
+            (&[b"x"], false, 0, Err(BodyError::TooLarge)),
+            // The failure queued after the oversized chunk would be `Aborted` if the reader went
+            // on.
+            (&[b"0123456789", b"x"], true, 10, Err(BodyError::TooLarge)),
+            (&[b"part"], true, 100, Err(BodyError::Aborted)),
+        ];
+        for (parts, fail_at_end, limit, want) in cases {
+            let got = block_on(read_limited(chunks(parts, fail_at_end), limit));
+            assert_eq!(
+                got, want,
+                "{parts:?} (then failing: {fail_at_end}) within {limit}"
+            );
+        }
     }
 
     #[test]
     fn an_empty_body_is_empty() {
         let got = block_on(read_limited(Full::new(Bytes::new()), 0));
         assert_eq!(got, Ok(Vec::new()));
-    }
-
-    #[test]
-    fn one_byte_over_the_limit_is_too_large() {
-        let got = block_on(read_limited(chunks(&[b"hello ", b"world"], false), 10));
-        assert_eq!(got, Err(BodyError::TooLarge));
-    }
-
-    #[test]
-    fn a_zero_limit_refuses_any_byte() {
-        let got = block_on(read_limited(chunks(&[b"x"], false), 0));
-        assert_eq!(got, Err(BodyError::TooLarge));
-    }
-
-    #[test]
-    fn stops_reading_as_soon_as_the_limit_is_passed() {
-        // The failure queued after the oversized chunk would be `Aborted` if the reader went on.
-        let got = block_on(read_limited(chunks(&[b"0123456789", b"x"], true), 10));
-        assert_eq!(got, Err(BodyError::TooLarge));
-    }
-
-    #[test]
-    fn a_broken_stream_is_aborted() {
-        let got = block_on(read_limited(chunks(&[b"part"], true), 100));
-        assert_eq!(got, Err(BodyError::Aborted));
     }
 
     #[test]

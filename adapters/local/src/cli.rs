@@ -1,12 +1,15 @@
 //! The command line: `serve`, `check`, `demo`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use portcullis_core::key_upkeep::{self, CheckLine};
+use portcullis_core::{policy_report, Policy};
 
+use crate::context::SystemClock;
 use crate::serve::App;
-use crate::{demo, keys, policy_file, serve};
+use crate::{demo, policy_file, serve};
 
 /// Portcullis, an API gateway that decides every request from one policy file.
 #[derive(Debug, Parser)]
@@ -54,16 +57,11 @@ enum Command {
 pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { file, online } => check(&file, online),
-        Command::Serve { config, listen } => {
-            // An invalid policy must never serve, not even briefly: check it before binding.
-            match policy_file::load(&config, &policy_file::env_secret) {
-                Ok(policy) => run_async(serve::serve(policy, &listen)),
-                Err(problems) => {
-                    eprintln!("{problems}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        // An invalid policy must never serve, not even briefly: check it before binding.
+        Command::Serve { config, listen } => match load(&config) {
+            Ok(policy) => run_async(serve::serve(policy, &listen)),
+            Err(code) => code,
+        },
         Command::Demo {
             listen,
             origin_listen,
@@ -71,51 +69,43 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn check(file: &std::path::Path, online: bool) -> ExitCode {
-    match policy_file::load(file, &policy_file::env_secret) {
-        Ok(policy) => {
-            // Always "routes", even for one: scripts match this line.
-            println!(
-                "{}: ok ({} routes)",
-                file.display(),
-                policy.route_ids().count()
-            );
-            if online {
-                run_async(check_keys(file.display().to_string(), policy))
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(problems) => {
-            eprintln!("{problems}");
-            ExitCode::FAILURE
-        }
+/// The policy in `file`, or its problems printed to stderr and the failure exit code.
+fn load(file: &Path) -> Result<Policy, ExitCode> {
+    policy_file::load(file, &policy_file::env_secret).map_err(|problems| {
+        eprintln!("{problems}");
+        ExitCode::FAILURE
+    })
+}
+
+fn check(file: &Path, online: bool) -> ExitCode {
+    let policy = match load(file) {
+        Ok(policy) => policy,
+        Err(code) => return code,
+    };
+    let name = file.display().to_string();
+    println!("{}", policy_report::ok_line(&name, &policy));
+    if online {
+        run_async(check_keys(name, policy))
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
 /// `check --online`: fetch every remote key set once, with the client `serve` would use, and
 /// report each provider; fail if any key set could not be had.
-async fn check_keys(file: String, policy: portcullis_core::Policy) -> Result<(), String> {
+async fn check_keys(file: String, policy: Policy) -> Result<(), String> {
     let app = App::new(policy)?;
-    let mut failed = 0;
-    for loaded in keys::load_all(app.gateway(), app.fetch()).await {
-        let name = &loaded.provider;
-        for skipped in &loaded.skipped {
-            eprintln!("{file}: auth provider \"{name}\": warning: {skipped}");
-        }
-        match &loaded.keys {
-            Ok(n) => println!("{file}: auth provider \"{name}\": ok ({n} keys)"),
-            Err(why) => {
-                failed += 1;
-                eprintln!("{file}: auth provider \"{name}\": FAILED: {why}");
-            }
+    let fetched = app
+        .gateway()
+        .fetch_every_key_set(app.fetch(), &SystemClock)
+        .await;
+    for line in key_upkeep::check_lines(&file, &fetched) {
+        match line {
+            CheckLine::Output(text) => println!("{text}"),
+            CheckLine::Diagnostic(text) => eprintln!("{text}"),
         }
     }
-    match failed {
-        0 => Ok(()),
-        1 => Err("1 key set could not be fetched".into()),
-        n => Err(format!("{n} key sets could not be fetched")),
-    }
+    key_upkeep::check_verdict(&fetched)
 }
 
 /// Run `task` on a multi-threaded runtime: one worker per core, so a CPU-heavy request (a large

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use portcullis_core::{request_id, Clock, RequestContext, UnixTime};
+use portcullis_core::request_id::{self, IdPool};
+use portcullis_core::{Clock, RequestContext, UnixTime};
 
 /// The context for a request that just arrived from `peer`.
 pub fn for_request(peer: IpAddr) -> RequestContext {
@@ -29,58 +30,27 @@ impl Clock for SystemClock {
 /// The wall clock as the core counts time. A clock set before 1970 reads as the epoch rather
 /// than failing requests; quotas then simply see every request at the same instant.
 pub fn now() -> UnixTime {
-    let micros = SystemTime::now()
+    let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros())
-        .unwrap_or(0);
-    UnixTime::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+        .unwrap_or_default();
+    UnixTime::from_duration(since_epoch)
 }
 
-/// 128 random bits from the OS, hex-encoded.
+/// 128 random bits from the OS, hex-encoded, drawn from a per-thread [`IdPool`] that one
+/// `getrandom` call refills for many ids.
 ///
-/// The bits are drawn from a per-thread pool that one `getrandom` call refills for
-/// [`IDS_PER_REFILL`] ids: one system call per request was a measurable share of a request's cost
-/// (see `docs/benchmarks.md`), and pooling changes nothing about where the bits come from.
-///
-/// Should the OS refuse randomness (it practically never does once booted), the id falls back to
-/// the clock and a process counter: still unique within the process, which is all a log needs,
-/// and answering the request beats failing it.
+/// Should the OS refuse randomness, the id is the core's [`request_id::fallback`], from the
+/// clock and a process counter.
 pub fn new_request_id() -> String {
-    let bytes = POOL.with_borrow_mut(RandomPool::take).unwrap_or_else(|| {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&now().as_micros().to_be_bytes());
-        bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-        bytes
-    });
-    request_id::from_random(bytes)
+    POOL.with_borrow_mut(|pool| pool.next_id(|bytes| getrandom::getrandom(bytes).is_ok()))
+        .unwrap_or_else(|| {
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            request_id::fallback(now(), COUNTER.fetch_add(1, Ordering::Relaxed))
+        })
 }
-
-/// Request ids served by one refill of a thread's pool.
-pub const IDS_PER_REFILL: usize = 128;
 
 thread_local! {
-    static POOL: RefCell<RandomPool> = const { RefCell::new(RandomPool { bytes: [0; IDS_PER_REFILL * 16], used: IDS_PER_REFILL * 16 }) };
-}
-
-/// OS randomness fetched ahead; every byte is handed out once, then overwritten by the refill.
-struct RandomPool {
-    bytes: [u8; IDS_PER_REFILL * 16],
-    used: usize,
-}
-
-impl RandomPool {
-    fn take(&mut self) -> Option<[u8; 16]> {
-        if self.used == self.bytes.len() {
-            getrandom::getrandom(&mut self.bytes).ok()?;
-            self.used = 0;
-        }
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&self.bytes[self.used..self.used + 16]);
-        self.bytes[self.used..self.used + 16].fill(0);
-        self.used += 16;
-        Some(out)
-    }
+    static POOL: RefCell<IdPool> = const { RefCell::new(IdPool::new()) };
 }
 
 #[cfg(test)]
@@ -99,6 +69,8 @@ mod tests {
     /// Across refills of the pool no id repeats: a refill replaces every byte.
     #[test]
     fn ids_stay_distinct_across_refills() {
+        use portcullis_core::request_id::IDS_PER_REFILL;
+
         let ids: std::collections::HashSet<String> = (0..IDS_PER_REFILL * 3 + 5)
             .map(|_| new_request_id())
             .collect();

@@ -15,12 +15,12 @@ use jwt_compact::alg::Es256;
 use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{AlgorithmExt, Claims, Header};
 use p256::ecdsa::SigningKey;
-use portcullis_core::NoSecrets;
+use portcullis_core::{policy_report, NoSecrets};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::serve::{self, App, Signals};
-use crate::{context, echo, keys, policy_file};
+use crate::{context, echo, keys};
 
 /// The example policy, also shipped as `examples/portcullis.json`. Its origin URL and JWKS URL
 /// are placeholders: the demo points them at the echo origin's real address.
@@ -57,7 +57,7 @@ pub async fn run(listen: &str, origin_listen: &str) -> Result<(), String> {
 
     let key = DemoKey::generate()?;
     let config = example_config(origin_addr)?;
-    let policy = policy_file::compile(
+    let policy = policy_report::compile(
         "examples/portcullis.json (embedded)",
         &config.to_string(),
         &NoSecrets,
@@ -70,7 +70,7 @@ pub async fn run(listen: &str, origin_listen: &str) -> Result<(), String> {
     // The echo origin is up: the gateway fetches the demo's key set from it like from an IdP.
     keys::load_and_report(app.gateway(), app.fetch()).await;
     let signals = Signals::install();
-    let _refresher = keys::spawn_refresher(Arc::clone(&app)).await;
+    let _refresher = keys::spawn_refresher(Arc::clone(&app));
     let jwks_url = config
         .pointer(JWKS_URL)
         .and_then(Value::as_str)
@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn the_example_policy_compiles_without_secrets() {
         let config = example_config(origin()).unwrap_or_else(|e| panic!("{e}"));
-        let policy = policy_file::compile("example", &config.to_string(), &NoSecrets)
+        let policy = policy_report::compile("example", &config.to_string(), &NoSecrets)
             .unwrap_or_else(|p| panic!("{p}"));
         let ids: Vec<&str> = policy.route_ids().collect();
         assert_eq!(ids, ["health", "get-order", "create-order", "get-report"]);
@@ -281,7 +281,7 @@ mod tests {
                 "http://127.0.0.1:9/.well-known/jwks.json".into()
             ))
         );
-        policy_file::compile("example", &config.to_string(), &NoSecrets)
+        policy_report::compile("example", &config.to_string(), &NoSecrets)
             .unwrap_or_else(|p| panic!("{p}"));
     }
 

@@ -4,15 +4,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Uri};
-use portcullis_core::fetch::{Fetch, FetchError, FetchResponse, MAX_FETCH_BYTES};
-use portcullis_core::BodyError;
+use portcullis_core::event::error_chain;
+use portcullis_core::fetch::{self, Fetch, FetchError, FetchResponse, MAX_FETCH_BYTES};
 
 use crate::body;
 use crate::client::Upstream;
-
-/// `User-Agent` on every fetch, so an IdP's logs can tell the gateway's requests apart.
-const USER_AGENT: &str = concat!("portcullis/", env!("CARGO_PKG_VERSION"));
 
 /// [`Fetch`] on the gateway's pooled client (`http://` and `https://`).
 #[derive(Clone)]
@@ -26,38 +22,20 @@ impl HyperFetch {
         HyperFetch { client }
     }
 
-    /// The whole exchange: request, head, body. The caller bounds it with the timeout.
+    /// The whole exchange: request, head, body, each as the core says
+    /// ([`fetch::request`], [`fetch::read_head`]). The caller bounds it with the timeout.
     async fn exchange(&self, url: &str) -> Result<FetchResponse, FetchError> {
-        let uri: Uri = url.parse().map_err(|_| FetchError::InvalidUrl)?;
-        let request = Request::get(uri)
-            .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT))
-            .header(header::ACCEPT, HeaderValue::from_static("application/json"))
-            .body(body::full(Bytes::new()))
-            .map_err(|_| FetchError::InvalidUrl)?;
+        let request = fetch::request(url, body::full(Bytes::new()))?;
         let response = self
             .client
             .request(request)
             .await
             .map_err(|e| FetchError::Connect {
-                cause: crate::serve::causes(&e),
+                cause: error_chain(&e),
             })?;
         let (parts, incoming) = response.into_parts();
-        // A declared length over the cap is refused before a byte of the body is read.
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_FETCH_BYTES as u64) {
-            return Err(FetchError::TooLarge);
-        }
-        let cache_control = cache_control(&parts.headers);
-        let body = body::read_limited(incoming, MAX_FETCH_BYTES as u64)
-            .await
-            .map_err(|e| match e {
-                BodyError::TooLarge => FetchError::TooLarge,
-                BodyError::Aborted => FetchError::Interrupted,
-            })?;
+        let cache_control = fetch::read_head(&parts.headers)?;
+        let body = body::read_limited(incoming, MAX_FETCH_BYTES as u64).await?;
         Ok(FetchResponse {
             status: parts.status.as_u16(),
             body,
@@ -76,34 +54,33 @@ impl Fetch for HyperFetch {
     }
 }
 
-/// Every `Cache-Control` field, joined as HTTP allows; fields that are not text are ignored.
-fn cache_control(headers: &http::HeaderMap) -> Option<String> {
-    let values: Vec<&str> = headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(", "))
-}
-
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
 
-    /// A one-connection-at-a-time server on 127.0.0.1 that reads a request head and writes
-    /// `answer` (then, if `stall`, keeps the connection open without writing more).
-    async fn server(answer: Vec<u8>, stall: bool) -> SocketAddr {
+    async fn listener() -> (TcpListener, String) {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("bind: {e}"));
         let addr = listener
             .local_addr()
             .unwrap_or_else(|e| panic!("addr: {e}"));
+        (listener, format!("http://{addr}/jwks.json"))
+    }
+
+    /// Fetch, within `timeout`, from a one-connection-at-a-time server on 127.0.0.1 that reads a
+    /// request head and writes `answer` (then, if `stall`, keeps the connection open without
+    /// writing more).
+    async fn fetch_answer(
+        answer: impl Into<Vec<u8>>,
+        stall: bool,
+        timeout: Duration,
+    ) -> Result<FetchResponse, FetchError> {
+        let (listener, url) = listener().await;
+        let answer = answer.into();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let answer = answer.clone();
@@ -123,7 +100,7 @@ mod tests {
                 });
             }
         });
-        addr
+        fetcher().get(&url, timeout).await
     }
 
     fn fetcher() -> HyperFetch {
@@ -134,14 +111,12 @@ mod tests {
 
     #[tokio::test]
     async fn returns_status_body_and_cache_control() {
-        let addr = server(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nCache-Control: public\r\nCache-Control: max-age=600\r\nConnection: close\r\n\r\n{\"keys\":[]}".to_vec(),
+        let got = fetch_answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nCache-Control: public\r\nCache-Control: max-age=600\r\nConnection: close\r\n\r\n{\"keys\":[]}",
             false,
+            SECOND,
         )
         .await;
-        let got = fetcher()
-            .get(&format!("http://{addr}/jwks.json"), SECOND)
-            .await;
         assert_eq!(
             got,
             Ok(FetchResponse {
@@ -154,28 +129,18 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_status_is_a_response_not_a_failure() {
-        let addr = server(
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                .to_vec(),
-            false,
-        )
-        .await;
-        let got = fetcher().get(&format!("http://{addr}/"), SECOND).await;
+        let answer =
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let got = fetch_answer(answer, false, SECOND).await;
         assert_eq!(got.map(|r| (r.status, r.cache_control)), Ok((503, None)));
     }
 
     #[tokio::test]
     async fn a_stalled_body_times_out() {
         // The head arrives at once; the promised body never does.
-        let addr = server(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"keys\"".to_vec(),
-            true,
-        )
-        .await;
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"keys\"";
         let started = std::time::Instant::now();
-        let got = fetcher()
-            .get(&format!("http://{addr}/"), Duration::from_millis(300))
-            .await;
+        let got = fetch_answer(answer, true, Duration::from_millis(300)).await;
         assert_eq!(got, Err(FetchError::Timeout));
         assert!(started.elapsed() < Duration::from_secs(5));
     }
@@ -186,8 +151,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
             MAX_FETCH_BYTES + 1
         );
-        let addr = server(head.into_bytes(), true).await;
-        let got = fetcher().get(&format!("http://{addr}/"), SECOND).await;
+        let got = fetch_answer(head, true, SECOND).await;
         assert_eq!(got, Err(FetchError::TooLarge));
     }
 
@@ -195,23 +159,15 @@ mod tests {
     async fn an_undeclared_oversized_body_is_too_large() {
         let mut answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
         answer.resize(answer.len() + MAX_FETCH_BYTES + 1, b' ');
-        let addr = server(answer, false).await;
-        let got = fetcher()
-            .get(&format!("http://{addr}/"), Duration::from_secs(10))
-            .await;
+        let got = fetch_answer(answer, false, Duration::from_secs(10)).await;
         assert_eq!(got, Err(FetchError::TooLarge));
     }
 
     #[tokio::test]
     async fn a_refused_connection_fails_with_the_cause() {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let (listener, url) = listener().await;
         drop(listener);
-        match fetcher().get(&format!("http://{addr}/"), SECOND).await {
+        match fetcher().get(&url, SECOND).await {
             Err(FetchError::Connect { cause }) => assert!(cause.contains("onnect"), "{cause}"),
             other => panic!("expected a connection failure, got {other:?}"),
         }

@@ -17,28 +17,10 @@ use crate::context;
 /// than at once; elsewhere each line is written and flushed at once. A failed write (a closed
 /// pipe) is dropped rather than failing the request: the client's answer matters more.
 pub fn emit(line: &str) {
-    let mut text = String::with_capacity(line.len() + 1);
-    text.push_str(line);
-    text.push('\n');
-    let batched = BATCH.with_borrow_mut(|batch| {
-        let Some(batch) = batch else {
-            return false;
-        };
-        batch.text.extend_from_slice(text.as_bytes());
-        if batch.text.len() >= BATCH_BYTES {
-            write_out(&mut batch.text);
-        } else if !batch.flush_scheduled {
-            batch.flush_scheduled = true;
-            tokio::task::spawn_local(async {
-                tokio::task::yield_now().await;
-                flush_this_thread();
-            });
-        }
-        true
+    BATCH.with_borrow_mut(|batch| match batch {
+        Some(batch) => batch.push(line),
+        None => write_whole(std::io::stdout().lock(), &[line.as_bytes(), b"\n"].concat()),
     });
-    if !batched {
-        write_out(&mut text.into_bytes());
-    }
 }
 
 /// A batch is written as soon as it holds this much, whatever the turn.
@@ -48,6 +30,31 @@ const BATCH_BYTES: usize = 32 * 1024;
 struct Batch {
     text: Vec<u8>,
     flush_scheduled: bool,
+}
+
+impl Batch {
+    /// Collect `line`: written at once if the batch is now full, else by a flush at the end of
+    /// this event-loop turn.
+    fn push(&mut self, line: &str) {
+        self.text.extend_from_slice(line.as_bytes());
+        self.text.push(b'\n');
+        if self.text.len() >= BATCH_BYTES {
+            self.write_out();
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            tokio::task::spawn_local(async {
+                tokio::task::yield_now().await;
+                flush_this_thread();
+            });
+        }
+    }
+
+    fn write_out(&mut self) {
+        if !self.text.is_empty() {
+            write_whole(std::io::stdout().lock(), &self.text);
+            self.text.clear();
+        }
+    }
 }
 
 thread_local! {
@@ -72,7 +79,7 @@ pub fn flush_this_thread() {
     BATCH.with_borrow_mut(|batch| {
         if let Some(batch) = batch {
             batch.flush_scheduled = false;
-            write_out(&mut batch.text);
+            batch.write_out();
         }
     });
 }
@@ -80,18 +87,15 @@ pub fn flush_this_thread() {
 /// Write whatever this thread has collected and go back to writing each line at once.
 pub fn unbatch_this_thread() {
     if let Some(mut batch) = BATCH.take() {
-        write_out(&mut batch.text);
+        batch.write_out();
     }
 }
 
-fn write_out(text: &mut Vec<u8>) {
-    if text.is_empty() {
-        return;
-    }
-    let mut out = std::io::stdout().lock();
+/// `text` in one write to the locked stream `out`, flushed. A failed write (a closed pipe) is
+/// dropped: see [`emit`].
+fn write_whole(mut out: impl Write, text: &[u8]) {
     let _ = out.write_all(text);
     let _ = out.flush();
-    text.clear();
 }
 
 /// The native log sink: access lines on stdout (batched per serving thread, see [`emit`]),
@@ -107,9 +111,7 @@ impl LogSink for Sink {
     fn event(&self, event: &Event) {
         let mut text = event.to_json();
         text.push('\n');
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(text.as_bytes());
-        let _ = err.flush();
+        write_whole(std::io::stderr().lock(), text.as_bytes());
     }
 }
 

@@ -12,6 +12,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use portcullis_core::event::error_chain;
 use portcullis_core::exchange;
 use portcullis_core::{
     Answer, Gateway, MemoryStore, OriginResult, Outbound, Pending, Policy, Relay, Step,
@@ -49,23 +50,23 @@ impl App {
     /// A gateway for `policy`, checking signatures with `ring`, with an empty quota store and a
     /// fresh connection pool, which key fetches share with requests to origins.
     pub fn new(policy: Policy) -> Result<Self, String> {
-        let upstream = client::build()?;
-        Ok(App {
-            gateway: Arc::new(Gateway::new(policy).with_verifier(Ring)),
-            store: Arc::new(MemoryStore::new()),
-            fetch: HyperFetch::new(upstream.clone()),
-            upstream,
-        })
+        let gateway = Gateway::new(policy).with_verifier(Ring);
+        App::sharing(Arc::new(gateway), Arc::new(MemoryStore::new()))
     }
 
     /// The same gateway and quota store with a connection pool of its own, for one serving
     /// thread: a pooled origin connection then lives on the thread that uses it, and a request
     /// never waits on another thread to move its bytes.
     pub fn for_thread(&self) -> Result<Self, String> {
+        App::sharing(Arc::clone(&self.gateway), Arc::clone(&self.store))
+    }
+
+    /// `gateway` and `store` with a new connection pool, shared by origin requests and fetches.
+    fn sharing(gateway: Arc<Gateway>, store: Arc<MemoryStore>) -> Result<Self, String> {
         let upstream = client::build()?;
         Ok(App {
-            gateway: Arc::clone(&self.gateway),
-            store: Arc::clone(&self.store),
+            gateway,
+            store,
             fetch: HyperFetch::new(upstream.clone()),
             upstream,
         })
@@ -311,7 +312,7 @@ async fn relay(app: &App, outbound: Outbound<ClientBody>, pending: Pending) -> R
             }
         }
         Ok(Err(error)) => OriginResult::Failed {
-            cause: causes(&error),
+            cause: error_chain(&error),
         },
         Err(_) => OriginResult::TimedOut,
     };
@@ -347,19 +348,6 @@ fn internal_error(peer: IpAddr, method: &http::Method, uri: &http::Uri) -> Respo
     ))
 }
 
-/// `error: cause: cause…`, since hyper's top-level errors ("client error (Connect)") hide the
-/// useful part in their sources.
-pub(crate) fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Run the gateway on `listen` with `policy` until SIGINT or SIGTERM. Returns only on shutdown
 /// or a start-up failure.
 ///
@@ -375,7 +363,7 @@ pub async fn serve(policy: Policy, listen: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
     let signals = Signals::install();
     // Dropped, and so stopped, when the server returns.
-    let _refresher = keys::spawn_refresher(Arc::clone(&app)).await;
+    let _refresher = keys::spawn_refresher(Arc::clone(&app));
     fault::warn_if_compiled_in();
     announce(addr);
     run_per_core(listener, app, signals.recv()).await

@@ -1,11 +1,14 @@
 //! Signature checks on `ring` for the native gateway: the core's [`Verify`] backend, plugged in
-//! by `serve` and `demo`. The core still decides which key and algorithm apply; this only makes
-//! the check itself faster than the portable pure-Rust default.
+//! by `serve` and `demo`. The core still decides which key and algorithm apply, and its
+//! [`Scheme`] table says what they mean; this only makes the check itself faster than the
+//! portable pure-Rust default.
+//!
+//! [`Verify`]: portcullis_core::signature::Verify
 
-use portcullis_core::jwt::{Algorithm, Jwk, KeyMaterial};
-use portcullis_core::signature::{Check, Verify};
+use portcullis_core::jwt::{Algorithm, Jwk};
+use portcullis_core::signature::scheme::{Curve, Hash, PublicKey, Scheme};
+use portcullis_core::signature::SyncVerify;
 use ring::signature::{self as sig, RsaPublicKeyComponents, UnparsedPublicKey};
-use rsa::traits::PublicKeyParts;
 
 /// `ring` as the core's signature backend.
 #[derive(Debug, Default, Clone, Copy)]
@@ -15,56 +18,55 @@ impl Ring {
     /// The check itself. `false` for anything `ring` refuses, including RSA moduli outside
     /// 2048 to 8192 bits.
     pub fn check(alg: Algorithm, key: &Jwk, message: &[u8], signature: &[u8]) -> bool {
-        match (&key.material, alg) {
-            (KeyMaterial::Rsa(k), _) => {
-                let params: &sig::RsaParameters = match alg {
-                    Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
-                    Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
-                    Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
-                    Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
-                    Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
-                    Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        let Some((scheme, _)) = Scheme::of(alg, &key.material) else {
+            return false;
+        };
+        let rsa: &sig::RsaParameters = match scheme {
+            Scheme::Pkcs1(Hash::Sha256) => &sig::RSA_PKCS1_2048_8192_SHA256,
+            Scheme::Pkcs1(Hash::Sha384) => &sig::RSA_PKCS1_2048_8192_SHA384,
+            Scheme::Pkcs1(Hash::Sha512) => &sig::RSA_PKCS1_2048_8192_SHA512,
+            Scheme::Pss(Hash::Sha256) => &sig::RSA_PSS_2048_8192_SHA256,
+            Scheme::Pss(Hash::Sha384) => &sig::RSA_PSS_2048_8192_SHA384,
+            Scheme::Pss(Hash::Sha512) => &sig::RSA_PSS_2048_8192_SHA512,
+            Scheme::Ecdsa(curve, hash) => {
+                let algorithm = match (curve, hash) {
+                    (Curve::P256, Hash::Sha256) => &sig::ECDSA_P256_SHA256_FIXED,
+                    (Curve::P384, Hash::Sha384) => &sig::ECDSA_P384_SHA384_FIXED,
                     _ => return false,
                 };
-                let components = RsaPublicKeyComponents {
-                    n: k.n().to_bytes_be(),
-                    e: k.e().to_bytes_be(),
-                };
-                components.verify(params, message, signature).is_ok()
+                return unparsed(algorithm, key, message, signature);
             }
-            (KeyMaterial::P256(k), Algorithm::ES256) => {
-                let point = k.to_encoded_point(false);
-                UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, point.as_bytes())
-                    .verify(message, signature)
-                    .is_ok()
-            }
-            (KeyMaterial::P384(k), Algorithm::ES384) => {
-                let point = k.to_encoded_point(false);
-                UnparsedPublicKey::new(&sig::ECDSA_P384_SHA384_FIXED, point.as_bytes())
-                    .verify(message, signature)
-                    .is_ok()
-            }
-            (KeyMaterial::Ed25519(k), Algorithm::EdDSA) => {
-                UnparsedPublicKey::new(&sig::ED25519, k.as_ref())
-                    .verify(message, signature)
-                    .is_ok()
-            }
-            _ => false,
-        }
+            Scheme::Ed25519 => return unparsed(&sig::ED25519, key, message, signature),
+        };
+        let PublicKey::Rsa { n, e } = PublicKey::of(&key.material) else {
+            return false;
+        };
+        RsaPublicKeyComponents { n, e }
+            .verify(rsa, message, signature)
+            .is_ok()
     }
 }
 
-impl Verify for Ring {
-    fn verify<'a>(
-        &'a self,
-        alg: Algorithm,
-        key: &'a Jwk,
-        message: &'a [u8],
-        signature: &'a [u8],
-    ) -> Check<'a> {
-        Box::pin(std::future::ready(Self::check(
-            alg, key, message, signature,
-        )))
+/// A check with a key `ring` takes as bytes: an EC point, an Ed25519 key.
+fn unparsed(
+    algorithm: &'static dyn sig::VerificationAlgorithm,
+    key: &Jwk,
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    let bytes = match PublicKey::of(&key.material) {
+        PublicKey::Point(point) => point,
+        PublicKey::Ed25519(k) => k.to_vec(),
+        PublicKey::Rsa { .. } => return false,
+    };
+    UnparsedPublicKey::new(algorithm, bytes)
+        .verify(message, signature)
+        .is_ok()
+}
+
+impl SyncVerify for Ring {
+    fn check_now(&self, alg: Algorithm, key: &Jwk, message: &[u8], signature: &[u8]) -> bool {
+        Self::check(alg, key, message, signature)
     }
 
     fn name(&self) -> &'static str {

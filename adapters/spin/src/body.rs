@@ -40,19 +40,25 @@ impl std::fmt::Debug for ClientBody {
 
 impl RequestBody for ClientBody {
     async fn read_to_limit(self, limit: u64) -> Result<Vec<u8>, BodyError> {
-        let Some(stream) = &self.stream else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        while let Some(chunk) = io::read_chunk(stream)
-            .await
-            .map_err(|_| BodyError::Aborted)?
-        {
-            if (out.len() as u64).saturating_add(chunk.len() as u64) > limit {
-                return Err(BodyError::TooLarge);
-            }
-            out.extend_from_slice(&chunk);
+        match &self.stream {
+            Some(stream) => read_limited(stream, limit).await,
+            None => Ok(Vec::new()),
         }
-        Ok(out)
     }
+}
+
+/// All of `stream`, or [`BodyError::TooLarge`] as soon as more than `limit` bytes have arrived:
+/// the client's body, and the body of a key-set fetch.
+pub async fn read_limited(stream: &InputStream, limit: u64) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = io::read_chunk(stream)
+        .await
+        .map_err(|_| BodyError::Aborted)?
+    {
+        if (out.len() as u64).saturating_add(chunk.len() as u64) > limit {
+            return Err(BodyError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }

@@ -1,53 +1,41 @@
-//! Outbound HTTP through `wasi:http/outgoing-handler`: key sets for the core ([`SpinFetch`]) and
-//! forwarded requests for the origin ([`send_to_origin`]).
+//! Outbound HTTP through `wasi:http/outgoing-handler`: [`SpinFetch`] is the core's [`Fetch`] (key
+//! sets) and [`Origin`] (forwarded requests).
 //!
 //! `wasi:http` never follows redirects, so neither does anything here. Timeouts are enforced on
 //! our own clock ([`io::within`]) and also handed to the host as request options (connect and
 //! first-byte timeouts), which Spin applies where it can.
 
+use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use http::Request;
 use portcullis_core::fetch::{Fetch, FetchError, FetchResponse, MAX_FETCH_BYTES};
-use portcullis_core::ForwardBody;
+use portcullis_core::message;
+use portcullis_core::origin::{Origin, OriginError};
+use portcullis_core::{ForwardBody, OriginResult, Outbound};
 use spin_sdk::http::{
     ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, Scheme,
 };
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::RequestOptions;
 
-use crate::body::ClientBody;
+use crate::body::{self, ClientBody};
 use crate::fields;
 use crate::io;
 
-/// Why the origin gave no response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OriginError {
-    /// No response headers within the route origin's timeout.
-    Timeout,
-    /// The request could not be built or sent; the text is for the operator's log.
-    Failed(String),
-}
-
-/// Outbound GET for the core (JWKS and OIDC discovery).
+/// Outbound HTTP for the core: GET for JWKS and OIDC discovery, and forwarded requests.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SpinFetch;
 
 impl Fetch for SpinFetch {
     async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
         let uri: http::Uri = url.parse().map_err(|_| FetchError::InvalidUrl)?;
-        let request = outgoing(&Method::Get, &uri, Fields::new())
+        let (request, body) = outgoing(&Method::Get, &uri, Fields::new())
             .map_err(|cause| FetchError::Connect { cause })?;
         let whole = async {
-            let body = request.body().map_err(|()| FetchError::Connect {
-                cause: "request body unavailable".into(),
-            })?;
-            let response = send(request, body, timeout).await.map_err(|e| match e {
-                OriginError::Timeout => FetchError::Timeout,
-                OriginError::Failed(cause) => FetchError::Connect { cause },
-            })?;
+            let finish = async { drop(OutgoingBody::finish(body, None)) };
+            let response = send(request, timeout, finish).await?;
             let status = response.status();
             let cache_control = response
                 .headers()
@@ -55,7 +43,9 @@ impl Fetch for SpinFetch {
                 .into_iter()
                 .next()
                 .and_then(|v| String::from_utf8(v).ok());
-            let body = read_limited(&response).await?;
+            let incoming = response.consume().map_err(|()| FetchError::Interrupted)?;
+            let stream = incoming.stream().map_err(|()| FetchError::Interrupted)?;
+            let body = body::read_limited(&stream, MAX_FETCH_BYTES as u64).await?;
             Ok(FetchResponse {
                 status,
                 body,
@@ -68,55 +58,32 @@ impl Fetch for SpinFetch {
     }
 }
 
-/// A response body, at most [`MAX_FETCH_BYTES`].
-async fn read_limited(response: &IncomingResponse) -> Result<Vec<u8>, FetchError> {
-    let body = response.consume().map_err(|()| FetchError::Interrupted)?;
-    let stream = body.stream().map_err(|()| FetchError::Interrupted)?;
-    let mut out = Vec::new();
-    while let Some(chunk) = io::read_chunk(&stream)
-        .await
-        .map_err(|_| FetchError::Interrupted)?
-    {
-        if out.len().saturating_add(chunk.len()) > MAX_FETCH_BYTES {
-            return Err(FetchError::TooLarge);
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
+/// Forwarded requests: the core's rewritten request, the body spliced from the client or
+/// written from the checked bytes. The timeout covers everything up to the response headers;
+/// the response body is relayed afterwards, however long it takes.
+impl Origin<ClientBody> for SpinFetch {
+    type Body = IncomingResponse;
 
-/// Send the core's rewritten request to the origin, the body spliced from the client or written
-/// from the checked bytes. The timeout covers everything up to the response headers; the
-/// response body is relayed afterwards, however long it takes.
-pub async fn send_to_origin(
-    request: Request<ForwardBody<ClientBody>>,
-    timeout: Duration,
-) -> Result<IncomingResponse, OriginError> {
-    let (parts, body) = request.into_parts();
-    let method = method(&parts.method);
-    let outgoing = outgoing(&method, &parts.uri, fields::fields(&parts.headers))
-        .map_err(OriginError::Failed)?;
-    let out_body = outgoing
-        .body()
-        .map_err(|()| OriginError::Failed("request body unavailable".into()))?;
-    let exchange = async {
-        let options = options(timeout);
-        let future = outgoing_handler::handle(outgoing, options).map_err(failure)?;
-        let upload = pin!(upload(body, out_body));
-        let answer = pin!(async {
-            io::ready(|| future.subscribe()).await;
-            answer(future.get())
-        });
-        match select(upload, answer).await {
-            Either::Left((_, answer)) => answer.await,
-            // Answered before the upload ended: dropping the unfinished upload tells the host the
-            // request body is incomplete, which is all that can be said now.
-            Either::Right((answer, _)) => answer,
+    async fn send(&self, outbound: Outbound<ClientBody>) -> OriginResult<IncomingResponse> {
+        let Outbound { request, timeout } = outbound;
+        let (parts, body) = request.into_parts();
+        let sent = async {
+            let method = Method::from(parts.method);
+            let headers = fields::fields(&parts.headers);
+            let (outgoing, out_body) =
+                outgoing(&method, &parts.uri, headers).map_err(OriginError::Failed)?;
+            send(outgoing, timeout, upload(body, out_body)).await
+        };
+        match io::within(timeout, sent).await {
+            Some(Ok(origin)) => OriginResult::Responded {
+                status: origin.status(),
+                headers: message::header_map(origin.headers().entries()),
+                body: origin,
+            },
+            Some(Err(e)) => e.into(),
+            None => OriginError::Timeout.into(),
         }
-    };
-    io::within(timeout, exchange)
-        .await
-        .unwrap_or(Err(OriginError::Timeout))
+    }
 }
 
 /// Write the request body and finish it; an unfinished body (on error) is dropped, which the
@@ -140,25 +107,27 @@ async fn upload(body: ForwardBody<ClientBody>, out_body: OutgoingBody) {
     drop(body);
 }
 
-/// Send `request` (whose body the caller finishes) and wait for the response headers.
+/// Send `request`, its body written by `upload` meanwhile, and wait for the response headers.
 async fn send(
     request: OutgoingRequest,
-    body: OutgoingBody,
     timeout: Duration,
+    upload: impl Future<Output = ()>,
 ) -> Result<IncomingResponse, OriginError> {
     let future = outgoing_handler::handle(request, options(timeout)).map_err(failure)?;
-    let _ = OutgoingBody::finish(body, None);
-    io::ready(|| future.subscribe()).await;
-    answer(future.get())
-}
-
-type FutureResult = Option<Result<Result<IncomingResponse, ErrorCode>, ()>>;
-
-fn answer(result: FutureResult) -> Result<IncomingResponse, OriginError> {
-    match result {
-        Some(Ok(Ok(response))) => Ok(response),
-        Some(Ok(Err(code))) => Err(failure(code)),
-        Some(Err(())) | None => Err(OriginError::Failed("response unavailable".into())),
+    let upload = pin!(upload);
+    let answer = pin!(async {
+        io::ready(|| future.subscribe()).await;
+        match future.get() {
+            Some(Ok(Ok(response))) => Ok(response),
+            Some(Ok(Err(code))) => Err(failure(code)),
+            Some(Err(())) | None => Err(OriginError::Failed("response unavailable".into())),
+        }
+    });
+    match select(upload, answer).await {
+        Either::Left((_, answer)) => answer.await,
+        // Answered before the upload ended: dropping the unfinished upload tells the host the
+        // request body is incomplete, which is all that can be said now.
+        Either::Right((answer, _)) => answer,
     }
 }
 
@@ -184,8 +153,12 @@ fn options(timeout: Duration) -> Option<RequestOptions> {
     Some(options)
 }
 
-/// An outgoing request for an absolute `uri`.
-fn outgoing(method: &Method, uri: &http::Uri, headers: Fields) -> Result<OutgoingRequest, String> {
+/// An outgoing request for an absolute `uri`, and its body for the caller to write and finish.
+fn outgoing(
+    method: &Method,
+    uri: &http::Uri,
+    headers: Fields,
+) -> Result<(OutgoingRequest, OutgoingBody), String> {
     let scheme = match uri.scheme_str() {
         Some("https") => Scheme::Https,
         Some("http") => Scheme::Http,
@@ -204,20 +177,6 @@ fn outgoing(method: &Method, uri: &http::Uri, headers: Fields) -> Result<Outgoin
     set(request.set_scheme(Some(&scheme)), "scheme")?;
     set(request.set_authority(Some(&authority)), "authority")?;
     set(request.set_path_with_query(Some(&path)), "path")?;
-    Ok(request)
-}
-
-fn method(m: &http::Method) -> Method {
-    match *m {
-        http::Method::GET => Method::Get,
-        http::Method::HEAD => Method::Head,
-        http::Method::POST => Method::Post,
-        http::Method::PUT => Method::Put,
-        http::Method::DELETE => Method::Delete,
-        http::Method::CONNECT => Method::Connect,
-        http::Method::OPTIONS => Method::Options,
-        http::Method::TRACE => Method::Trace,
-        http::Method::PATCH => Method::Patch,
-        _ => Method::Other(m.as_str().to_owned()),
-    }
+    let body = request.body().map_err(|()| "request body unavailable")?;
+    Ok((request, body))
 }

@@ -95,10 +95,7 @@ pub async fn read_chunk(input: &InputStream) -> Result<Option<Vec<u8>>, String> 
 
 /// Write all of `bytes`, waiting for the stream to accept them, then flush.
 pub async fn write_all(output: &OutputStream, mut bytes: &[u8]) -> Result<(), String> {
-    let failed = |e: StreamError| match e {
-        StreamError::Closed => "stream closed".to_owned(),
-        StreamError::LastOperationFailed(e) => e.to_debug_string(),
-    };
+    let failed = describe;
     while !bytes.is_empty() {
         let permitted = output.check_write().map_err(failed)?;
         if permitted == 0 {

@@ -3,29 +3,34 @@
 //! implements the core's traits on Spin's interfaces and carries the decision out.
 //!
 //! Spin runs each request in a fresh instance, so everything that must outlive a request lives
-//! in the key-value store:
+//! in the key-value store ([`store`], the core's `AtomicStore` on `wasi:keyvalue`), kept there by
+//! the core (`portcullis_core::kv`):
 //!
-//! - [`policy`]: the policy, re-read every request; validated in full once per text.
-//! - [`keys`]: remote key sets, read when a request needs a fetch, fetched by one instance at a
-//!   time and published as soon as fetched (the core's single flight across instances).
-//! - [`quota`]: GCRA state per quota key, updated with compare-and-swap.
+//! - the policy ([`policy`]), re-read every request, validated in full once per text;
+//! - remote key sets, read when a request needs a fetch, fetched by one instance at a time and
+//!   published as soon as fetched (the core's single flight across instances);
+//! - GCRA state per quota key, updated with compare-and-swap.
 //!
 //! and the rest is plumbing: [`fetch`] (outbound HTTP), [`body`] (the client's body), [`fields`]
-//! (header conversion), [`io`] (waiting on WASI pollables), [`store`] (the store and its keys).
+//! (header conversion), [`io`] (waiting on WASI pollables).
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
+use portcullis_core::jwks::shared::Pending;
+use portcullis_core::kv::counters::KvCounters;
+use portcullis_core::kv::key_sets::Instance;
+use portcullis_core::kv::policy::settle;
 use portcullis_core::{
-    exchange, request_id, Answer, Clock, Event, LogSink, OriginResult, Outbound, Pending, Relay,
-    RequestContext, Step, UnixTime,
+    context, exchange, message, request_id, Answer, Clock, Event, LogSink, Relay,
 };
+use portcullis_core::{RequestContext, UnixTime};
 use spin_sdk::http::{
     IncomingRequest, IncomingResponse, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 use spin_sdk::http_component;
+use wasi::clocks::monotonic_clock;
 
 use crate::fault::Fault::{Internal, Unroutable};
 
@@ -34,9 +39,7 @@ pub mod fault;
 pub mod fetch;
 pub mod fields;
 pub mod io;
-pub mod keys;
 pub mod policy;
-pub mod quota;
 pub mod store;
 
 /// The header Spin sets to the client's `IP:port`. Spin appends it after the client's own
@@ -61,27 +64,28 @@ const SPIN_PATH_MATCH_PREFIX: &str = "spin-path-match-";
 
 #[http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
-    let mut headers = fields::header_map(request.headers().entries());
+    let mut headers = message::header_map(request.headers().entries());
     let ctx = RequestContext {
         now: now(),
         request_id: new_request_id(),
         client_ip: client_ip(&headers),
     };
-    remove_spin_headers(&mut headers);
-    restore_host(&mut headers, request.authority());
+    message::remove_headers(&mut headers, SPIN_HEADERS, SPIN_PATH_MATCH_PREFIX);
     let method = request.method().to_string();
     let target = request.path_with_query().unwrap_or_else(|| "/".to_owned());
+    let authority = request.authority();
     let fault = fault::requested(&headers);
-    let Some(head) = head(&method, &target, headers).filter(|_| fault != Some(Unroutable)) else {
-        let unroutable = exchange::unroutable(&ctx, &method, &target, &SpinClock);
+    let head = message::request(&method, &target, authority.as_deref(), headers, ())
+        .filter(|_| fault != Some(Unroutable));
+    let Some(head) = head else {
+        let unroutable = exchange::unroutable(&ctx, &method, &target, &Spin);
         return answer_or_fail(out, unroutable, &ctx, &method, &target).await;
     };
-    let bucket = store::open().map(Arc::new);
-    let Some((gateway, bucket)) = policy::load(bucket).await else {
-        let no_policy = exchange::no_policy(&ctx, &method, &target, &SpinClock);
+    let Some((gateway, store)) = policy::load(store::open()).await else {
+        let no_policy = exchange::no_policy(&ctx, &method, &target, &Spin);
         return answer_or_fail(out, no_policy, &ctx, &method, &target).await;
     };
-    let counters = quota::KvCounters::new(&bucket);
+    let counters = KvCounters::new(&store);
     let body = body::ClientBody::of(&request);
     let step = gateway
         .exchange(
@@ -89,37 +93,30 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             &ctx,
             &counters,
             &fetch::SpinFetch,
-            &SpinClock,
+            &Spin,
         )
         .await;
-    let sent = match step {
+    let sent = match step.run(&fetch::SpinFetch, &Spin).await {
         _ if fault == Some(Internal) => Err(fault::injected(out)),
-        Step::Answer(answered) => {
-            if answered.record.policy_broken {
-                policy::forget_validation(&bucket);
-            }
+        Relay::Answer(answered) => {
+            settle(&store, &answered.record);
             answer(out, answered).await
         }
-        Step::Forward(outbound, pending) => relay(out, outbound, pending).await,
+        Relay::Origin {
+            status,
+            headers,
+            body: origin,
+            record,
+        } => stream_response(out, status, &headers, origin, || record.write_to(&Spin)).await,
     };
     if let Err(unanswered) = sent {
         internal_error(unanswered, &ctx, &method, &target).await;
     }
     // After the answer: the client does not wait for housekeeping.
-    if counters.used() && random_u64() % quota::SWEEP_ODDS == 0 {
-        quota::sweep(&bucket, now());
+    if let Some(event) = counters.sweep(random_u64, &Spin) {
+        Spin.event(&event);
     }
     drop(request);
-}
-
-/// The request's head as the core takes it (the body is attached later), or `None` if the
-/// host handed over a method or target that is not valid HTTP.
-fn head(method: &str, target: &str, headers: HeaderMap) -> Option<http::Request<()>> {
-    let mut head = http::Request::new(());
-    *head.method_mut() = http::Method::from_bytes(method.as_bytes()).ok()?;
-    *head.uri_mut() = target.parse::<http::Uri>().ok()?;
-    *head.headers_mut() = headers;
-    Some(head)
 }
 
 /// Handling failed before a response was handed to Spin: the response slot, still unused, so
@@ -133,7 +130,7 @@ pub struct Unanswered {
 /// be handed over, the host answers for it (the cause is logged).
 async fn internal_error(failed: Unanswered, ctx: &RequestContext, method: &str, target: &str) {
     let Unanswered { out, cause } = failed;
-    let mut internal = exchange::internal_error(ctx, method, target, &SpinClock);
+    let mut internal = exchange::internal_error(ctx, method, target, &Spin);
     for event in &mut internal.record.events {
         event.fields.push(("cause", cause.clone()));
     }
@@ -155,33 +152,6 @@ async fn answer_or_fail(
 ) {
     if let Err(unanswered) = answer(out, answered).await {
         internal_error(unanswered, ctx, method, target).await;
-    }
-}
-
-/// Send the outbound request and relay the origin's answer, its body streamed.
-async fn relay(
-    out: ResponseOutparam,
-    outbound: Outbound<body::ClientBody>,
-    pending: Pending,
-) -> Result<(), Unanswered> {
-    let Outbound { request, timeout } = outbound;
-    let result = match fetch::send_to_origin(request, timeout).await {
-        Ok(origin) => OriginResult::Responded {
-            status: origin.status(),
-            headers: fields::header_map(origin.headers().entries()),
-            body: origin,
-        },
-        Err(fetch::OriginError::Timeout) => OriginResult::TimedOut,
-        Err(fetch::OriginError::Failed(cause)) => OriginResult::Failed { cause },
-    };
-    match pending.finish(result, &SpinClock) {
-        Relay::Origin {
-            status,
-            headers,
-            body: origin,
-            record,
-        } => stream_response(out, status, &headers, origin, || record.write_to(&Stdio)).await,
-        Relay::Answer(answered) => answer(out, answered).await,
     }
 }
 
@@ -229,7 +199,7 @@ async fn answer(out: ResponseOutparam, answer: Answer) -> Result<(), Unanswered>
         Ok(parts) => parts,
         Err(cause) => return Err(Unanswered { out, cause }),
     };
-    record.write_to(&Stdio);
+    record.write_to(&Spin);
     out.set(response);
     let Ok(stream) = body.write() else {
         return Ok(());
@@ -258,51 +228,13 @@ fn outgoing(status: u16, headers: &HeaderMap) -> Result<(OutgoingResponse, Outgo
 /// A missing or malformed value means no address, and `by: "ip"` quotas then count every such
 /// request in one shared bucket.
 pub fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
-    let value = headers
-        .get_all(CLIENT_ADDR_HEADER)
-        .iter()
-        .next_back()?
-        .to_str()
-        .ok()?
-        .trim();
-    value
-        .parse::<SocketAddr>()
-        .map(|a| a.ip())
-        .or_else(|_| value.parse::<IpAddr>())
-        .ok()
-}
-
-/// A `wasi:http` host may carry the client's `Host` as the request's authority instead of as a
-/// header; put it back, so the policy and the origin (`x-forwarded-host`) see what the client sent.
-fn restore_host(headers: &mut HeaderMap, authority: Option<String>) {
-    if headers.contains_key(http::header::HOST) {
-        return;
-    }
-    if let Some(value) = authority.and_then(|a| http::HeaderValue::try_from(a).ok()) {
-        headers.insert(http::header::HOST, value);
-    }
-}
-
-fn remove_spin_headers(headers: &mut HeaderMap) {
-    for name in SPIN_HEADERS {
-        headers.remove(*name);
-    }
-    let wildcards: Vec<_> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with(SPIN_PATH_MATCH_PREFIX))
-        .cloned()
-        .collect();
-    for name in wildcards {
-        headers.remove(name);
-    }
+    let last = headers.get_all(CLIENT_ADDR_HEADER).iter().next_back()?;
+    context::parse_address(last.to_str().ok()?)
 }
 
 /// The wall clock (`wasi:clocks/wall-clock`).
 pub fn now() -> UnixTime {
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    UnixTime::from_micros(micros)
+    UnixTime::from_system_time(SystemTime::now())
 }
 
 /// 128 bits from `wasi:random`, hex-encoded.
@@ -318,26 +250,33 @@ fn random_u64() -> u64 {
     wasi::random::random::get_random_u64()
 }
 
-/// [`now`] as the core's [`Clock`].
+/// The Spin instance as the core's [`Clock`] ([`now`]), [`LogSink`] (access lines on stdout,
+/// operator events on stderr, as natively) and [`Instance`] (its own timer).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SpinClock;
+pub struct Spin;
 
-impl Clock for SpinClock {
+impl Clock for Spin {
     fn now(&self) -> UnixTime {
         now()
     }
 }
 
-/// Spin's logs: access lines on stdout, operator events on stderr, as natively.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Stdio;
-
-impl LogSink for Stdio {
+impl LogSink for Spin {
     fn access(&self, line: &str) {
         println!("{line}");
     }
 
     fn event(&self, event: &Event) {
         eprintln!("{}", event.to_json());
+    }
+}
+
+impl Instance for Spin {
+    fn pause(&self, step: Duration) -> Pending<'_, Duration> {
+        Box::pin(async move {
+            let started = monotonic_clock::now();
+            io::sleep(step).await;
+            Duration::from_nanos(monotonic_clock::now().saturating_sub(started))
+        })
     }
 }

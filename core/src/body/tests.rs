@@ -54,3 +54,28 @@ fn strict_json_refuses_trailing_data_and_bad_utf8() {
     assert!(crate::json::parse_strict(b"\"\xff\"").is_err());
     assert!(crate::json::parse_strict(b"").is_err());
 }
+
+#[test]
+fn a_limited_body_takes_chunks_up_to_its_limit() {
+    let mut body = LimitedBody::new(11, 11);
+    assert_eq!(body.push(b"hello "), Ok(()));
+    assert_eq!(body.push(b"world"), Ok(()));
+    assert_eq!(body.push(b""), Ok(()));
+    assert_eq!(body.push(b"!"), Err(BodyError::TooLarge));
+    assert_eq!(body.into_bytes(), b"hello world");
+}
+
+#[test]
+fn a_zero_limit_refuses_any_byte() {
+    let mut body = LimitedBody::new(0, 0);
+    assert_eq!(body.push(b"x"), Err(BodyError::TooLarge));
+    assert!(body.into_bytes().is_empty());
+}
+
+#[test]
+fn a_claimed_size_reserves_no_more_than_the_cap() {
+    let body = LimitedBody::new(u64::MAX, u64::MAX);
+    assert_eq!(body.bytes.capacity() as u64, MAX_PREALLOCATION);
+    let body = LimitedBody::new(10, u64::MAX);
+    assert_eq!(body.bytes.capacity(), 10);
+}

@@ -54,6 +54,9 @@ pub struct Policy {
     pub(crate) providers: Vec<Provider>,
     pub(crate) quotas: Vec<Quota>,
     pub(crate) routes: Vec<Route>,
+    /// The top-level `cors`: every route's unless it says otherwise, and the policy of the
+    /// gateway's answers made before a route is known (400, 404, 405).
+    pub(crate) cors: Option<crate::cors::Cors>,
     /// Every API-key header in the policy: never forwarded to any origin.
     pub(crate) api_key_headers: Vec<HeaderName>,
 }
@@ -195,6 +198,8 @@ pub struct Route {
     pub(crate) auth: RouteAuth,
     pub(crate) request: RequestRules,
     pub(crate) quotas: Vec<usize>,
+    /// The route's `cors`: the top level's, none, or its own.
+    pub(crate) cors: crate::cors::CorsSetting,
 }
 
 /// Who may call a route.

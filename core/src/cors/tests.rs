@@ -262,7 +262,7 @@ fn effective_policy() {
     let own = policy(json!({"allow_origins": ["https://own.com"]}));
     let inherit = CorsSetting::Inherit;
     let off = CorsSetting::Off;
-    let mine = CorsSetting::Own(own);
+    let mine = CorsSetting::Own(Box::new(own));
     let req = headers(&[("origin", "https://own.com")]);
     assert!(inherit.effective(Some(&top)).is_some());
     assert!(inherit.effective(None).is_none());
@@ -860,7 +860,9 @@ fn route_without_cors_is_untouched() {
 fn vary_keeps_the_origins_values() {
     let cors = example();
     let req = headers(&[("origin", "https://app.example.com")]);
-    let cases: [(&[(&str, &str)], Option<&str>); 6] = [
+    /// The origin's response headers, and the `Vary` the client must get.
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+    let cases: [Case; 6] = [
         (
             &[("vary", "Accept-Encoding")],
             Some("Accept-Encoding, Origin"),

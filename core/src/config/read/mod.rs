@@ -23,6 +23,7 @@ mod routes;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::{
     ConfigError, ConfigErrorKind, ConfigErrors, Policy, ProviderKind, SchemaCompilation, Secrets,
@@ -45,6 +46,8 @@ struct RawPolicy {
     auth: Field<auth::Section>,
     quotas: Field<quotas::Section>,
     routes: Field<routes::Section>,
+    /// A CORS policy object, compiled by [`crate::cors::Cors`].
+    cors: Field<Value>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -100,6 +103,7 @@ fn read_policy(r: &mut Reader, doc: Json<RawPolicy>, secrets: &dyn Secrets) -> O
         auth: Field(auth),
         quotas: Field(quotas),
         routes: Field(routes),
+        cors: Field(cors),
         unknown,
     } = r.object(doc, "")?;
     r.unknown(unknown, "");
@@ -153,6 +157,11 @@ fn read_policy(r: &mut Reader, doc: Json<RawPolicy>, secrets: &dyn Secrets) -> O
         Some(v) => routes::read(r, v, "/routes", &names, &providers, &quotas),
         None => Vec::new(),
     };
+    let cors = cors.and_then(|v| {
+        crate::cors::Cors::from_json(&v)
+            .map_err(|errors| r.cors_errors("/cors", errors))
+            .ok()
+    });
     let api_key_headers = providers
         .iter()
         .filter_map(|p| match &p.kind {
@@ -170,6 +179,7 @@ fn read_policy(r: &mut Reader, doc: Json<RawPolicy>, secrets: &dyn Secrets) -> O
         providers,
         quotas,
         routes,
+        cors,
         api_key_headers,
     })
 }

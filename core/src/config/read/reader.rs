@@ -158,6 +158,13 @@ impl Reader {
         self.err(pointer, ConfigErrorKind::Invalid(why.into()));
     }
 
+    /// A `cors` setting's problems, their pointers made absolute under `at`.
+    pub(super) fn cors_errors(&mut self, at: &str, errors: Vec<crate::cors::CorsError>) {
+        for e in errors {
+            self.invalid(format!("{at}{}", e.at), e.kind.to_string());
+        }
+    }
+
     fn wrong_type(&mut self, at: &str, expected: &'static str) {
         self.err(at, ConfigErrorKind::WrongType { expected });
     }

@@ -37,6 +37,8 @@ pub(super) struct RawRoute {
     request: Field<Json<RawRequest>>,
     /// A quota name or a list of them.
     quota: Field<Value>,
+    /// `"none"` or a CORS policy object that replaces the top level's.
+    cors: Field<Value>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -111,6 +113,7 @@ fn read_route(
         auth: Field(auth),
         request: Field(request),
         quota: Field(quota),
+        cors: Field(cors),
         unknown,
     } = r.object(raw, at)?;
     r.unknown(unknown, at);
@@ -162,6 +165,9 @@ fn read_route(
         Some(q) => read_route_quotas(r, q, &ptr(at, "quota"), names, quotas, auth.as_ref()),
         None => (Vec::new(), true),
     };
+    let cors = crate::cors::CorsSetting::from_json(cors.as_ref())
+        .map_err(|errors| r.cors_errors(&ptr(at, "cors"), errors))
+        .ok();
     if !r.clean_since(before) || !quotas_ok {
         return None;
     }
@@ -173,6 +179,7 @@ fn read_route(
         auth: auth?,
         request: request?,
         quotas: route_quotas,
+        cors: cors?,
     })
 }
 

@@ -1,0 +1,59 @@
+//! A policy text as the operator reads about it before anything serves it: every problem on a
+//! line of its own, prefixed with the name of the text's source, so `check` over several files,
+//! or an editor's quickfix list, points at the right one; and the line that says a text is good.
+
+use std::fmt;
+
+use crate::config::{Policy, Secrets};
+
+/// Why a policy text cannot be used: lines to print, one problem each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<String>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+/// Compile policy `text`, naming it `name` in problems.
+pub fn compile(name: &str, text: &str, secrets: &dyn Secrets) -> Result<Policy, Problems> {
+    Policy::from_json(text, secrets)
+        .map_err(|errors| Problems(errors.0.iter().map(|e| format!("{name}: {e}")).collect()))
+}
+
+/// What `check` prints for a policy that compiled: `{name}: ok ({n} routes)`. Always "routes",
+/// even for one: scripts match this line.
+pub fn ok_line(name: &str, policy: &Policy) -> String {
+    format!("{name}: ok ({} routes)", policy.route_ids().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NoSecrets;
+
+    #[test]
+    fn every_problem_is_one_line_prefixed_with_the_source() {
+        let Err(problems) = compile("p.json", r#"{"version": 2, "routes": []}"#, &NoSecrets) else {
+            panic!("an invalid policy compiled");
+        };
+        assert!(problems.0.len() >= 2, "{problems}");
+        for line in &problems.0 {
+            assert!(line.starts_with("p.json: /"), "{line}");
+            assert!(!line.contains('\n'));
+        }
+        assert_eq!(problems.to_string().lines().count(), problems.0.len());
+    }
+
+    #[test]
+    fn a_good_policy_is_ok_with_its_route_count() {
+        let text = r#"{"version": 1, "origins": {"api": {"url": "http://127.0.0.1:9"}},
+                       "routes": [{"id": "r", "methods": ["GET"], "path": "/r", "origin": "api",
+                                   "auth": "none"}]}"#;
+        match compile("p.json", text, &NoSecrets) {
+            Ok(policy) => assert_eq!(ok_line("p.json", &policy), "p.json: ok (1 routes)"),
+            Err(problems) => panic!("{problems}"),
+        }
+    }
+}
