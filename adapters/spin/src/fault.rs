@@ -2,7 +2,7 @@
 //! `fault-injection` (off by default; `scripts/test-spin` builds the component with it).
 //!
 //! With the feature, a request carrying [`HEADER`]`: internal` fails after the core decided it,
-//! before any answer is handed to Spin, so the suite can see that such a failure is answered 500
+//! before anything is sent to the origin or any answer handed to Spin, so the suite can see that such a failure is answered 500
 //! `internal` problem+json (`exchange::internal_error`) rather than left to the host's bare 500
 //! (a panic would not do: it aborts the instance); `unroutable` makes the component treat the
 //! request as one it cannot convert, which the host never hands over otherwise (it refuses such

@@ -96,18 +96,23 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             &Spin,
         )
         .await;
-    let sent = match step.run(&fetch::SpinFetch, &Spin).await {
-        _ if fault == Some(Internal) => Err(fault::injected(out)),
-        Relay::Answer(answered) => {
+    // An injected failure comes after the decision, before anything is sent to the origin.
+    let relay = match fault {
+        Some(Internal) => None,
+        _ => Some(step.run(&fetch::SpinFetch, &Spin).await),
+    };
+    let sent = match relay {
+        None => Err(fault::injected(out)),
+        Some(Relay::Answer(answered)) => {
             settle(&store, &answered.record);
             answer(out, answered).await
         }
-        Relay::Origin {
+        Some(Relay::Origin {
             status,
             headers,
             body: origin,
             record,
-        } => stream_response(out, status, &headers, origin, || record.write_to(&Spin)).await,
+        }) => stream_response(out, status, &headers, origin, || record.write_to(&Spin)).await,
     };
     if let Err(unanswered) = sent {
         internal_error(unanswered, &ctx, &method, &target).await;
