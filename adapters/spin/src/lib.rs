@@ -78,12 +78,12 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let head = message::request(&method, &target, authority.as_deref(), headers, ())
         .filter(|_| fault != Some(Unroutable));
     let Some(head) = head else {
-        let unroutable = exchange::unroutable(&ctx, &method, &target, &Spin);
-        return answer_or_fail(out, unroutable, &ctx, &method, &target).await;
+        let sent = answer(out, exchange::unroutable(&ctx, &method, &target, &Spin)).await;
+        return or_internal_error(sent, &ctx, &method, &target).await;
     };
     let Some((gateway, store)) = policy::load(store::open()).await else {
-        let no_policy = exchange::no_policy(&ctx, &method, &target, &Spin);
-        return answer_or_fail(out, no_policy, &ctx, &method, &target).await;
+        let sent = answer(out, exchange::no_policy(&ctx, &method, &target, &Spin)).await;
+        return or_internal_error(sent, &ctx, &method, &target).await;
     };
     let counters = KvCounters::new(&store);
     let body = body::ClientBody::of(&request);
@@ -114,9 +114,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             record,
         }) => stream_response(out, status, &headers, origin, || record.write_to(&Spin)).await,
     };
-    if let Err(unanswered) = sent {
-        internal_error(unanswered, &ctx, &method, &target).await;
-    }
+    or_internal_error(sent, &ctx, &method, &target).await;
     // After the answer: the client does not wait for housekeeping.
     if let Some(event) = counters.sweep(random_u64, &Spin) {
         Spin.event(&event);
@@ -131,10 +129,17 @@ pub struct Unanswered {
     cause: String,
 }
 
-/// Answer 500 `internal` after `failed`, its event naming the cause. If even that answer cannot
-/// be handed over, the host answers for it (the cause is logged).
-async fn internal_error(failed: Unanswered, ctx: &RequestContext, method: &str, target: &str) {
-    let Unanswered { out, cause } = failed;
+/// If `sent` failed before a response was handed to Spin, answer 500 `internal`, its event
+/// naming the cause. If even that answer cannot be handed over, the host answers for it.
+async fn or_internal_error(
+    sent: Result<(), Unanswered>,
+    ctx: &RequestContext,
+    method: &str,
+    target: &str,
+) {
+    let Err(Unanswered { out, cause }) = sent else {
+        return;
+    };
     let mut internal = exchange::internal_error(ctx, method, target, &Spin);
     for event in &mut internal.record.events {
         event.fields.push(("cause", cause.clone()));
@@ -144,19 +149,6 @@ async fn internal_error(failed: Unanswered, ctx: &RequestContext, method: &str, 
             "portcullis: cannot answer 500 either ({}): {cause}",
             again.cause
         );
-    }
-}
-
-/// [`answer`], or 500 `internal` if that fails.
-async fn answer_or_fail(
-    out: ResponseOutparam,
-    answered: Answer,
-    ctx: &RequestContext,
-    method: &str,
-    target: &str,
-) {
-    if let Err(unanswered) = answer(out, answered).await {
-        internal_error(unanswered, ctx, method, target).await;
     }
 }
 
