@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::client::{self, BodyFraming, Exchange, Response, Timed, WireRequest};
 use crate::idp::{IdpMode, IdpServer};
 use crate::origin::{Record, RecordingOrigin, ID_HEADER};
-use crate::target::Target;
+use crate::target::{LogLines, Target, WithoutPolicy};
 use crate::vector::{Burst, Case, Expect, OriginExpect, Request, Step, VectorFile};
 
 /// Problem members the gateway may send; anything else would be a leak of internals.
@@ -115,6 +115,9 @@ pub enum Verdict {
     },
     /// Passed although listed as an expected failure.
     XPass { reason: String },
+    /// Not run: the target, by design, runs no gateway for this file (it refused to start
+    /// without a policy, and the target checked that it refused properly), as described.
+    NotApplicable { why: String },
 }
 
 /// One case's result.
@@ -150,6 +153,8 @@ pub struct Summary {
     pub failed: usize,
     /// Cases that failed as listed.
     pub xfailed: usize,
+    /// Cases not run because the target checked that it, by design, runs no gateway for them.
+    pub not_applicable: usize,
 }
 
 impl Summary {
@@ -158,14 +163,19 @@ impl Summary {
         self.passed += other.passed;
         self.failed += other.failed;
         self.xfailed += other.xfailed;
+        self.not_applicable += other.not_applicable;
     }
 
-    /// The closing line: `conformance: N passed, M failed`.
+    /// The closing line: `conformance: N passed, M failed` (and `, K not applicable`).
     pub fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "conformance: {} passed, {} failed",
             self.passed, self.failed
-        )
+        );
+        if self.not_applicable > 0 {
+            let _ = write!(line, ", {} not applicable", self.not_applicable);
+        }
+        line
     }
 }
 
@@ -178,6 +188,7 @@ impl FileReport {
                 Verdict::Pass => s.passed += 1,
                 Verdict::Fail(_) | Verdict::XPass { .. } => s.failed += 1,
                 Verdict::XFail { .. } => s.xfailed += 1,
+                Verdict::NotApplicable { .. } => s.not_applicable += 1,
             }
         }
         s
@@ -211,6 +222,9 @@ impl FileReport {
                 }
                 Verdict::XPass { reason } => {
                     let _ = writeln!(out, "  XPASS {} (listed as expected failure: {reason}; remove it from the list)", c.name);
+                }
+                Verdict::NotApplicable { why } => {
+                    let _ = writeln!(out, "  N/A   {} ({why})", c.name);
                 }
             }
         }
@@ -421,11 +435,28 @@ impl Runner {
             idp: idp.as_ref().map(IdpServer::url),
             ..self.placeholders.clone()
         };
-        let started = config_text(&ph, &file).and_then(|config| {
-            tokio::task::block_in_place(|| target.start(&config, &file.secrets))
-        });
+        let started = if file.config.is_null() {
+            tokio::task::block_in_place(|| target.start_without_policy(&file.secrets))
+        } else {
+            config_text(&ph, &file)
+                .and_then(|config| {
+                    tokio::task::block_in_place(|| target.start(&config, &file.secrets))
+                })
+                .map(WithoutPolicy::Serving)
+        };
         let base = match started {
-            Ok(base) => base,
+            Ok(WithoutPolicy::Serving(base)) => base,
+            Ok(WithoutPolicy::Refused(why)) => {
+                for case in &file.cases {
+                    report.cases.push(CaseResult {
+                        name: case.name.clone(),
+                        verdict: Verdict::NotApplicable { why: why.clone() },
+                        observed: String::new(),
+                    });
+                }
+                drop(idp);
+                return report;
+            }
             Err(e) => {
                 for case in &file.cases {
                     let failures = vec![format!(
@@ -444,8 +475,13 @@ impl Runner {
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_owned();
+        let gw = Gateway {
+            addr: &addr,
+            target: target.name(),
+            logs: target.log_lines(),
+        };
         for case in &file.cases {
-            let (failures, observed) = match self.run_case(&ph, &mut idp, &addr, case).await {
+            let (failures, observed) = match self.run_case(&ph, &mut idp, &gw, case).await {
                 Ok(r) => r,
                 Err(e) => (
                     vec![format!("could not run the case: {e:#}")],
@@ -505,25 +541,28 @@ impl Runner {
         &self,
         ph: &Placeholders,
         idp: &mut Option<IdpServer>,
-        addr: &str,
+        gw: &Gateway<'_>,
         case: &Case,
     ) -> anyhow::Result<(Vec<String>, String)> {
         if let Some(steps) = &case.steps {
-            return self.run_scenario(ph, idp, addr, steps).await;
+            return self.run_scenario(ph, idp, gw, steps).await;
         }
         if let (Some(burst), Some(statuses)) = (&case.burst, &case.expect_statuses) {
-            return self.run_burst(ph, addr, burst, statuses).await;
+            return self.run_burst(ph, gw, burst, statuses).await;
         }
         let request = case
             .request
             .as_ref()
             .ok_or_else(|| anyhow!("case has no request"))?;
-        let expect = case
-            .expect
-            .as_ref()
-            .ok_or_else(|| anyhow!("case has no expect"))?;
-        self.run_request(ph, addr, request, expect, case.repeat.unwrap_or(1))
-            .await
+        let (expect, why) = case.expect_for(gw.target);
+        let expect = expect.ok_or_else(|| anyhow!("case has no expect"))?;
+        let (failures, mut observed) = self
+            .run_request(ph, gw, request, expect, case.repeat.unwrap_or(1))
+            .await?;
+        if let Some(why) = why {
+            let _ = write!(observed, "; on {}: {why}", gw.target);
+        }
+        Ok((failures, observed))
     }
 
     /// Run a scenario's steps in order; the first step with a difference ends it.
@@ -531,7 +570,7 @@ impl Runner {
         &self,
         ph: &Placeholders,
         idp: &mut Option<IdpServer>,
-        addr: &str,
+        gw: &Gateway<'_>,
         steps: &[Step],
     ) -> anyhow::Result<(Vec<String>, String)> {
         for (i, step) in steps.iter().enumerate() {
@@ -552,12 +591,12 @@ impl Runner {
             } else if let (Some(request), Some(expect)) = (&step.request, &step.expect) {
                 (
                     format!("{} {}", request.method, request.target),
-                    self.run_request(ph, addr, request, expect, 1).await?,
+                    self.run_request(ph, gw, request, expect, 1).await?,
                 )
             } else if let (Some(burst), Some(statuses)) = (&step.burst, &step.expect_statuses) {
                 (
                     format!("burst of {}", burst.count),
-                    self.run_burst(ph, addr, burst, statuses).await?,
+                    self.run_burst(ph, gw, burst, statuses).await?,
                 )
             } else if let Some(want) = &step.expect_idp_fetches {
                 let server = idp
@@ -602,11 +641,12 @@ impl Runner {
     async fn run_request(
         &self,
         ph: &Placeholders,
-        addr: &str,
+        gw: &Gateway<'_>,
         request: &Request,
         expect: &Expect,
         times: u32,
     ) -> anyhow::Result<(Vec<String>, String)> {
+        let addr = gw.addr;
         let times = times.max(1);
         let mut observed = String::new();
         for i in 0..times {
@@ -633,7 +673,15 @@ impl Runner {
                 observed = format!("×{times}, last {observed}");
             }
             let mut failures = match outcome {
-                Ok(timed) => self.check(ph, expect, &timed, &records)?,
+                Ok(timed) => {
+                    let mut f = self.check(ph, expect, &timed, &records)?;
+                    if let (Some(want), Exchange::Response(response)) =
+                        (&expect.access_log, &timed.exchange)
+                    {
+                        check_access_log(want, response, gw, &mut f).await;
+                    }
+                    f
+                }
                 Err(e) => vec![format!("{e:#}")],
             };
             if !failures.is_empty() {
@@ -649,10 +697,11 @@ impl Runner {
     async fn run_burst(
         &self,
         ph: &Placeholders,
-        addr: &str,
+        gw: &Gateway<'_>,
         burst: &Burst,
         want: &BTreeMap<String, u32>,
     ) -> anyhow::Result<(Vec<String>, String)> {
+        let addr = gw.addr;
         let members = burst.members();
         if members.is_empty() {
             bail!("a burst needs a request");
@@ -985,6 +1034,73 @@ impl Runner {
             },
         }
         Ok(f)
+    }
+}
+
+/// The gateway a file's cases run against.
+struct Gateway<'a> {
+    /// Its `host:port`.
+    addr: &'a str,
+    /// The target's name (for `expect_on`).
+    target: &'a str,
+    /// Its output, if the target shows it (for `access_log`).
+    logs: Option<LogLines>,
+}
+
+/// How long an access line may take to show in the target's output (it is read by another
+/// thread, and a gateway may write it after the response).
+const ACCESS_LOG_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The access line with the response's request id (a JSON object with a `decision` member,
+/// anywhere in an output line: wrangler and Spin may prefix or colour it) must have `want`'s
+/// members.
+async fn check_access_log(
+    want: &BTreeMap<String, Value>,
+    response: &Response,
+    gw: &Gateway<'_>,
+    f: &mut Vec<String>,
+) {
+    let Some(logs) = &gw.logs else {
+        f.push(format!(
+            "access log: target {} does not show the gateway's output, so the line cannot be checked",
+            gw.target
+        ));
+        return;
+    };
+    let Some(id) = response.header(REQUEST_ID_HEADER) else {
+        f.push(format!(
+            "access log: no {REQUEST_ID_HEADER} in the response to find the line by"
+        ));
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + ACCESS_LOG_WAIT;
+    let line = loop {
+        let found = logs.lock().ok().and_then(|lines| {
+            lines.iter().rev().find_map(|line| {
+                let json = &line[line.find('{')?..=line.rfind('}')?];
+                let v: Value = serde_json::from_str(json).ok()?;
+                (v.get("request_id")?.as_str()? == id && v.get("decision").is_some()).then_some(v)
+            })
+        });
+        if let Some(line) = found {
+            break line;
+        }
+        if tokio::time::Instant::now() > deadline {
+            f.push(format!(
+                "access log: no access line with request_id {id:?} in the gateway's output within {} s",
+                ACCESS_LOG_WAIT.as_secs()
+            ));
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    for (name, value) in want {
+        if line.get(name) != Some(value) {
+            f.push(format!(
+                "access log {name}: expected {value}, got {} (line: {line})",
+                line.get(name).unwrap_or(&Value::Null)
+            ));
+        }
     }
 }
 

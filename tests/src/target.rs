@@ -31,6 +31,38 @@ pub trait Target {
     fn diagnostics(&self) -> String {
         String::new()
     }
+    /// Start a gateway with no policy at all, for a vector file whose `config` is `null`.
+    ///
+    /// A runtime that serves without a policy (answering 503 `no-policy`) gives its base URL. A
+    /// runtime that by design refuses to start without one gives [`WithoutPolicy::Refused`],
+    /// and only after checking that it refused properly: exited non-zero, never listening. By
+    /// default a target cannot do either, which fails the file.
+    fn start_without_policy(
+        &mut self,
+        _secrets: &BTreeMap<String, String>,
+    ) -> anyhow::Result<WithoutPolicy> {
+        bail!(
+            "target {} cannot start a gateway without a policy",
+            self.name()
+        )
+    }
+    /// The gateway's output so far (stdout and stderr lines as read), shared with the threads
+    /// that read it, so a check can wait for a log line; `None` if this target cannot see it.
+    fn log_lines(&self) -> Option<LogLines> {
+        None
+    }
+}
+
+/// A gateway's output lines, appended as they are read (the oldest dropped beyond a limit).
+pub type LogLines = Arc<Mutex<Vec<String>>>;
+
+/// How a target started without a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WithoutPolicy {
+    /// It serves at this base URL, and must answer 503 `no-policy`.
+    Serving(String),
+    /// It refused to start, as it should, in the way described (exit status, first output).
+    Refused(String),
 }
 
 /// The line a `portcullis serve` process prints once it accepts connections.
@@ -142,6 +174,71 @@ impl Target for NativeTarget {
         let skip = lines.len().saturating_sub(20);
         lines[skip..].join("\n")
     }
+
+    /// `portcullis serve` on a policy file that does not exist: natively there is no gateway
+    /// without a policy, since `serve` refuses to start (as for an invalid one). Checked: it
+    /// exits non-zero within [`START_TIMEOUT`] and never prints the listening line.
+    fn start_without_policy(
+        &mut self,
+        secrets: &BTreeMap<String, String>,
+    ) -> anyhow::Result<WithoutPolicy> {
+        self.stop();
+        let config = self.dir.join("no-policy.json");
+        if config.exists() {
+            std::fs::remove_file(&config)?;
+        }
+        let mut child = Command::new(&self.binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .envs(secrets)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {}", self.binary.display()))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow!("no stderr pipe"))?;
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
+        });
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("`serve` without a policy file still runs after {START_TIMEOUT:?}; it must refuse to start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let lines = reader
+            .join()
+            .map_err(|_| anyhow!("stderr reader panicked"))?;
+        if let Some(line) = lines.iter().find(|l| l.starts_with(LISTENING_PREFIX)) {
+            bail!("`serve` without a policy file listened ({line:?}) before exiting {status}");
+        }
+        match status.code() {
+            Some(code) if code != 0 => Ok(WithoutPolicy::Refused(format!(
+                "`portcullis serve` without its policy file exited {code} without listening: {}",
+                lines.first().map_or("(no output)", String::as_str)
+            ))),
+            _ => bail!("`serve` without a policy file exited {status}; it must fail"),
+        }
+    }
+
+    fn log_lines(&self) -> Option<LogLines> {
+        Some(self.log.clone())
+    }
 }
 
 impl Drop for NativeTarget {
@@ -225,10 +322,22 @@ impl Target for ExternalTarget {
     fn name(&self) -> &str {
         &self.name
     }
+
+    /// Whoever started it is trusted to have given it no policy.
+    fn start_without_policy(
+        &mut self,
+        _secrets: &BTreeMap<String, String>,
+    ) -> anyhow::Result<WithoutPolicy> {
+        Ok(WithoutPolicy::Serving(
+            self.base_url.trim_end_matches('/').to_owned(),
+        ))
+    }
 }
 
 /// Find the `portcullis` binary: `$PORTCULLIS_BIN` if set, else build it with cargo (the same
-/// profile as the running test executable) and use `target/<profile>/portcullis`.
+/// profile as the running test executable, with the `fault-injection` feature the
+/// `outside_decision` vectors need) and use `target/<profile>/portcullis`. A later plain
+/// `cargo build -p portcullis` rebuilds it without the feature.
 pub fn locate_native_binary() -> anyhow::Result<PathBuf> {
     if let Some(bin) = std::env::var_os("PORTCULLIS_BIN") {
         let bin = PathBuf::from(bin);
@@ -264,6 +373,8 @@ pub fn locate_native_binary() -> anyhow::Result<PathBuf> {
             "portcullis",
             "--bin",
             "portcullis",
+            "--features",
+            "fault-injection",
             "--manifest-path",
         ])
         .arg(&manifest);

@@ -20,7 +20,8 @@
 //!   a real `spin up` serves it). Default: [`cached_host_binary`].
 //! - `$PORTCULLIS_SPIN_COMPONENT`: the component. Default:
 //!   `adapters/spin/target/wasm32-wasip2/release/portcullis_spin.wasm`, built by
-//!   [`build_component`] unless `$PORTCULLIS_SPIN_PREBUILT=1` (`scripts/test-spin` has built it).
+//!   [`build_component`] (with the `fault-injection` feature) unless `$PORTCULLIS_SPIN_PREBUILT=1`
+//!   (`scripts/test-spin` has built it).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::target::Target;
+use crate::target::{LogLines, Target, WithoutPolicy};
 
 /// How long `up` may take to print its `Serving http://` line (it compiles the component).
 pub const SPIN_START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -128,8 +129,10 @@ pub fn default_component() -> PathBuf {
     repo_root().join("adapters/spin/target/wasm32-wasip2/release/portcullis_spin.wasm")
 }
 
-/// Build the adapter (`cargo build --target wasm32-wasip2 --release --locked` in
-/// `adapters/spin`), unless `$PORTCULLIS_SPIN_PREBUILT` or `$PORTCULLIS_SPIN_COMPONENT` is set.
+/// Build the adapter (`cargo build --target wasm32-wasip2 --release --locked --features
+/// fault-injection` in `adapters/spin`, for the `outside_decision` vectors), unless
+/// `$PORTCULLIS_SPIN_PREBUILT` or `$PORTCULLIS_SPIN_COMPONENT` is set. A later build without
+/// the feature (`spin build`, `bench/run`) rebuilds the component without it.
 pub fn build_component() -> anyhow::Result<()> {
     if ["PORTCULLIS_SPIN_PREBUILT", "PORTCULLIS_SPIN_COMPONENT"]
         .iter()
@@ -146,6 +149,8 @@ pub fn build_component() -> anyhow::Result<()> {
             "wasm32-wasip2",
             "--release",
             "--locked",
+            "--features",
+            "fault-injection",
         ])
         .current_dir(repo_root().join("adapters").join("spin"))
         .env_remove("CARGO_TARGET_DIR")
@@ -423,6 +428,17 @@ impl Target for SpinTarget {
         let lines = self.log.lock().map(|l| l.clone()).unwrap_or_default();
         let skip = lines.len().saturating_sub(40);
         lines[skip..].join("\n")
+    }
+    /// No policy in the store: every request is answered 503 `no-policy`.
+    fn start_without_policy(
+        &mut self,
+        secrets: &BTreeMap<String, String>,
+    ) -> anyhow::Result<WithoutPolicy> {
+        self.start_with(None, secrets).map(WithoutPolicy::Serving)
+    }
+
+    fn log_lines(&self) -> Option<LogLines> {
+        Some(self.log.clone())
     }
 }
 

@@ -1,8 +1,9 @@
 //! [`WorkersTarget`]: the Cloudflare Workers adapter in the real Workers runtime (`workerd`, via
 //! `wrangler dev --local`), no mocks.
 //!
-//! The Worker is built once with `worker-build --release` (or taken prebuilt from
-//! `$PORTCULLIS_WORKER_BUILD`, a directory holding worker-build's `index.js`). Each start gets its
+//! The Worker is built once with `worker-build --release` and the `fault-injection` feature, into
+//! [`TEST_BUILD_DIR`] (or taken prebuilt from `$PORTCULLIS_WORKER_BUILD`, a directory holding
+//! worker-build's `index.js`). Each start gets its
 //! own directory with a `wrangler.toml` naming that build (the same bindings as the repository's
 //! `wrangler.toml`, without its `[build]` step), a `.dev.vars` holding the secrets, and a persist
 //! directory; the policy goes into local KV with `wrangler kv key put --local`. Tools are the
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::target::{drain_lines, Target};
+use crate::target::{drain_lines, LogLines, Target, WithoutPolicy};
 
 /// How long `wrangler dev` may take to report ready.
 pub const WORKERS_START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -31,8 +32,13 @@ pub fn repo_root() -> PathBuf {
     crate::suite_dir().join("..")
 }
 
-/// Build the Worker with `worker-build --release` in `adapters/cloudflare` (or use
-/// `$PORTCULLIS_WORKER_BUILD`) and return the directory holding `index.js`.
+/// Where the suite's build of the Worker goes, relative to `adapters/cloudflare`: not `build/`,
+/// which `wrangler dev` and `bench/run` use, since this one has the `fault-injection` feature.
+pub const TEST_BUILD_DIR: &str = "target/build-fault-injection";
+
+/// Build the Worker with `worker-build --release --features fault-injection` in
+/// `adapters/cloudflare`, into [`TEST_BUILD_DIR`] (or use `$PORTCULLIS_WORKER_BUILD`), and return
+/// the directory holding `index.js`.
 pub fn build_worker() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("PORTCULLIS_WORKER_BUILD") {
         let dir = PathBuf::from(dir);
@@ -54,7 +60,13 @@ pub fn build_worker() -> anyhow::Result<PathBuf> {
         .unwrap_or_else(|| home.join(".cargo/bin/worker-build"));
     let mut command = Command::new(&worker_build);
     command
-        .arg("--release")
+        .args([
+            "--release",
+            "--out-dir",
+            TEST_BUILD_DIR,
+            "--features",
+            "fault-injection",
+        ])
         .current_dir(&crate_dir)
         .env("WASM_BINDGEN_BIN", &wasm_bindgen)
         .env(
@@ -72,7 +84,7 @@ pub fn build_worker() -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("worker-build --release failed ({status})");
     }
-    let dir = crate_dir.join("build");
+    let dir = crate_dir.join(TEST_BUILD_DIR);
     if !dir.join("index.js").is_file() {
         bail!(
             "worker-build succeeded but {} has no index.js",
@@ -337,6 +349,17 @@ impl Target for WorkersTarget {
         let lines = self.log.lock().map(|l| l.clone()).unwrap_or_default();
         let skip = lines.len().saturating_sub(40);
         lines[skip..].join("\n")
+    }
+    /// No policy in the store: every request is answered 503 `no-policy`.
+    fn start_without_policy(
+        &mut self,
+        secrets: &BTreeMap<String, String>,
+    ) -> anyhow::Result<WithoutPolicy> {
+        self.start_with(None, secrets).map(WithoutPolicy::Serving)
+    }
+
+    fn log_lines(&self) -> Option<LogLines> {
+        Some(self.log.clone())
     }
 }
 

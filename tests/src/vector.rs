@@ -24,7 +24,8 @@ use crate::idp::IdpMode;
 pub struct VectorFile {
     /// What the file covers.
     pub description: String,
-    /// The policy the gateway runs for every case in this file.
+    /// The policy the gateway runs for every case in this file; `null` for a gateway with no
+    /// policy at all (see [`crate::target::Target::start_without_policy`]).
     pub config: Value,
     /// Secrets (`secret_env` names and values) the gateway needs for this config.
     #[serde(default)]
@@ -54,6 +55,11 @@ pub struct Case {
     /// What the client and the origin must see.
     #[serde(default)]
     pub expect: Option<Expect>,
+    /// Per target name (`native`, `workers`, `spin`): what that runtime answers instead, and why
+    /// (its HTTP server refuses the request before the adapter runs, say). Checked as exactly as
+    /// `expect`; other targets get `expect`.
+    #[serde(default)]
+    pub expect_on: BTreeMap<String, TargetExpect>,
     /// Send many copies of a request at once.
     #[serde(default)]
     pub burst: Option<Burst>,
@@ -63,6 +69,16 @@ pub struct Case {
     /// A scenario: steps run in order (requests, bursts, IdP switches, fetch-count checks).
     #[serde(default)]
     pub steps: Option<Vec<Step>>,
+}
+
+/// What one runtime answers in place of a case's `expect`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetExpect {
+    /// Why this runtime differs: what answers, and where (shown in the report).
+    pub why: String,
+    /// What the client and the origin must see on this runtime.
+    pub expect: Expect,
 }
 
 /// One step of a scenario; exactly one kind per step.
@@ -289,6 +305,11 @@ pub struct Expect {
     /// The whole exchange must finish within this many milliseconds.
     #[serde(default)]
     pub max_ms: Option<u64>,
+    /// The gateway's access line for this request (found by the response's
+    /// `x-portcullis-request-id` among the target's output) has these members with these values,
+    /// e.g. `{"status": 503, "reason": "no-policy:no_policy"}`.
+    #[serde(default)]
+    pub access_log: Option<BTreeMap<String, Value>>,
     /// Absent: not checked, except that a problem other than `origin-*` implies `null`.
     /// `null`: the origin must not have received the request. An object: it received it once,
     /// like this.
@@ -399,8 +420,33 @@ impl VectorFile {
                     bail!("case {:?}: expect needs status or status_any", case.name);
                 }
             }
+            if !case.expect_on.is_empty() && case.request.is_none() {
+                bail!("case {:?}: expect_on is for request cases", case.name);
+            }
+            for (target, on) in &case.expect_on {
+                if on.why.trim().is_empty() {
+                    bail!("case {:?}: expect_on {target:?} needs a why", case.name);
+                }
+                if on.expect.status.is_none() && on.expect.status_any.is_none() {
+                    bail!(
+                        "case {:?}: expect_on {target:?} needs status or status_any",
+                        case.name
+                    );
+                }
+            }
         }
         Ok(())
+    }
+}
+
+impl Case {
+    /// What `target` must see for this case: its `expect_on` entry (and why) if it has one,
+    /// else `expect`.
+    pub fn expect_for(&self, target: &str) -> (Option<&Expect>, Option<&str>) {
+        match self.expect_on.get(target) {
+            Some(on) => (Some(&on.expect), Some(on.why.as_str())),
+            None => (self.expect.as_ref(), None),
+        }
     }
 }
 

@@ -97,6 +97,8 @@ vector_tests! {
     vectors_remote_keys_unavailable => "remote_keys_unavailable",
     vectors_remote_keys_oidc => "remote_keys_oidc",
     vectors_remote_keys_oidc_wrong_issuer => "remote_keys_oidc_wrong_issuer",
+    vectors_no_policy => "no_policy",
+    vectors_outside_decision => "outside_decision",
 }
 
 #[test]

@@ -23,7 +23,10 @@ use portcullis_core::{
 use wasm_bindgen::JsValue;
 use worker::{event, Context, Env};
 
+use crate::fault::Fault;
+
 pub mod body;
+pub mod fault;
 pub mod fetch;
 pub mod policy;
 pub mod quota;
@@ -35,6 +38,11 @@ pub const CLIENT_IP_HEADER: &str = "cf-connecting-ip";
 
 /// The raw `web_sys` request and response, not the `worker` crate's wrappers: wrapping would
 /// read the URL, method, headers and `cf` once more and convert the response again, for nothing.
+///
+/// Whatever fails while handling (the runtime refusing a response this adapter built, or a
+/// fault injected by a test build) is answered 500 `internal` problem+json with its log line,
+/// never the runtime's own error page; only if even that answer cannot be built does the error
+/// reach workerd.
 #[event(fetch)]
 async fn main(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
     let headers = fetch::header_map(&raw.headers());
@@ -44,30 +52,58 @@ async fn main(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<w
         client_ip: client_ip(&headers),
     };
     let (method, url) = (raw.method(), raw.url());
-    // workerd has parsed the method and the URL already, so this does not happen in practice.
     let body = body::ClientBody(raw.body());
-    let Some(request) = message::request(&method, &url, None, headers, body) else {
-        return answered(exchange::unroutable(
-            &request_ctx,
-            &method,
-            &url,
-            &WorkerClock,
-        ));
+    let request = Incoming {
+        method: &method,
+        url: &url,
+        headers,
+        body,
     };
-    let Some(gateway) = policy::current(&env).await else {
+    handle(request, &request_ctx, &env, &ctx)
+        .await
+        .or_else(|error| failed(&request_ctx, &method, &url, &error))
+}
+
+/// The client's request as workerd hands it over.
+struct Incoming<'a> {
+    method: &'a str,
+    url: &'a str,
+    headers: HeaderMap,
+    body: body::ClientBody,
+}
+
+/// One request, start to finish.
+async fn handle(
+    incoming: Incoming<'_>,
+    request_ctx: &RequestContext,
+    env: &Env,
+    ctx: &Context,
+) -> worker::Result<web_sys::Response> {
+    let Incoming {
+        method,
+        url,
+        headers,
+        body,
+    } = incoming;
+    let fault = fault::requested(&headers);
+    // workerd has parsed the method and the URL already, so this does not happen in practice.
+    let request = message::request(method, url, None, headers, body)
+        .filter(|_| fault != Some(Fault::Unroutable));
+    let Some(request) = request else {
+        return answered(exchange::unroutable(request_ctx, method, url, &WorkerClock));
+    };
+    if fault == Some(Fault::Internal) {
+        return Err(fault::injected());
+    }
+    let Some(gateway) = policy::current(env).await else {
         let path = request.uri().path();
-        return answered(exchange::no_policy(
-            &request_ctx,
-            &method,
-            path,
-            &WorkerClock,
-        ));
+        return answered(exchange::no_policy(request_ctx, method, path, &WorkerClock));
     };
-    let store = quota::DurableStore::new(&env);
+    let store = quota::DurableStore::new(env);
     let step = gateway
         .exchange(
             request,
-            &request_ctx,
+            request_ctx,
             &store,
             &fetch::WorkerFetch,
             &WorkerClock,
@@ -84,6 +120,23 @@ async fn main(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<w
         });
     }
     response
+}
+
+/// Handling failed with `error`: answer 500 `internal`, logged with the URL's path and with an
+/// event naming the cause.
+fn failed(
+    ctx: &RequestContext,
+    method: &str,
+    url: &str,
+    error: &worker::Error,
+) -> worker::Result<web_sys::Response> {
+    let uri = url.parse::<http::Uri>().ok();
+    let path = uri.as_ref().map_or(url, http::Uri::path);
+    let mut answer = exchange::internal_error(ctx, method, path, &WorkerClock);
+    for event in &mut answer.record.events {
+        event.fields.push(("cause", error.to_string()));
+    }
+    answered(answer)
 }
 
 /// The response for the client, after logging its record: the gateway's own answer, or the

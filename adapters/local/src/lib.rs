@@ -13,6 +13,7 @@ pub mod client;
 pub mod context;
 pub mod demo;
 pub mod echo;
+pub mod fault;
 pub mod fetch;
 pub mod keys;
 pub mod log;

@@ -25,7 +25,7 @@ use crate::context::SystemClock;
 use crate::fetch::HyperFetch;
 use crate::log;
 use crate::signature::Ring;
-use crate::{context, keys};
+use crate::{context, fault, keys};
 
 /// Largest request head (request line plus headers) accepted. Far above what browsers and API
 /// clients send, far below what would let a few thousand slow clients pin much memory; larger
@@ -135,13 +135,20 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, shutdown: impl Future
         let _ = stream.set_nodelay(true);
         let peer = peer.ip().to_canonical();
         let app = Arc::clone(&app);
-        let service = service_fn(move |request| {
+        let service = service_fn(move |request: Request<Incoming>| {
             let app = Arc::clone(&app);
+            // For the log line should handling panic (cheap: the URI shares hyper's buffer).
+            let (method, uri) = (request.method().clone(), request.uri().clone());
             // Its own task: hyper drops this future if the client's connection fails, but by
             // then the request may have been counted against a quota and reached the origin;
             // it still runs to the end and gets its log line.
             let task = tokio::task::spawn_local(async move { handle(&app, peer, request).await });
-            async move { Ok::<_, Infallible>(task.await.unwrap_or_else(|_| internal_error())) }
+            async move {
+                Ok::<_, Infallible>(
+                    task.await
+                        .unwrap_or_else(|_| internal_error(peer, &method, &uri)),
+                )
+            }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::task::spawn_local(async move {
@@ -272,6 +279,7 @@ impl Signals {
 
 /// One request, start to finish: the core decides and finishes it; this moves the bytes.
 async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response<RelayBody> {
+    fault::inject(request.headers());
     let ctx = context::for_request(peer);
     let step = app
         .gateway
@@ -328,10 +336,16 @@ fn answered(answer: Answer) -> Response<RelayBody> {
     answer.response.map(body::full)
 }
 
-/// The answer when handling a request panicked: a bug, and the client still gets a problem.
-fn internal_error() -> Response<RelayBody> {
-    let ctx = context::for_request(IpAddr::from([0, 0, 0, 0]));
-    answered(exchange::internal_error(&ctx, "-", "-", &SystemClock))
+/// The answer when handling a request panicked: a bug, and the client still gets a problem,
+/// logged with the request's method and path.
+fn internal_error(peer: IpAddr, method: &http::Method, uri: &http::Uri) -> Response<RelayBody> {
+    let ctx = context::for_request(peer);
+    answered(exchange::internal_error(
+        &ctx,
+        method.as_str(),
+        uri.path(),
+        &SystemClock,
+    ))
 }
 
 /// Run the gateway on `listen` with `policy` until SIGINT or SIGTERM. Returns only on shutdown
@@ -350,6 +364,7 @@ pub async fn serve(policy: Policy, listen: &str) -> Result<(), String> {
     let signals = Signals::install();
     // Dropped, and so stopped, when the server returns.
     let _refresher = keys::spawn_refresher(Arc::clone(&app));
+    fault::warn_if_compiled_in();
     announce(addr);
     run_per_core(listener, app, signals.recv()).await
 }

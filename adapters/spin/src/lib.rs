@@ -32,7 +32,10 @@ use spin_sdk::http::{
 use spin_sdk::http_component;
 use wasi::clocks::monotonic_clock;
 
+use crate::fault::Fault::{Internal, Unroutable};
+
 pub mod body;
+pub mod fault;
 pub mod fetch;
 pub mod fields;
 pub mod io;
@@ -71,11 +74,16 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let method = request.method().to_string();
     let target = request.path_with_query().unwrap_or_else(|| "/".to_owned());
     let authority = request.authority();
-    let Some(head) = message::request(&method, &target, authority.as_deref(), headers, ()) else {
-        return answer(out, exchange::unroutable(&ctx, &method, &target, &Spin)).await;
+    let fault = fault::requested(&headers);
+    let head = message::request(&method, &target, authority.as_deref(), headers, ())
+        .filter(|_| fault != Some(Unroutable));
+    let Some(head) = head else {
+        let sent = answer(out, exchange::unroutable(&ctx, &method, &target, &Spin)).await;
+        return or_internal_error(sent, &ctx, &method, &target).await;
     };
     let Some((gateway, store)) = policy::load(store::open()).await else {
-        return answer(out, exchange::no_policy(&ctx, &method, &target, &Spin)).await;
+        let sent = answer(out, exchange::no_policy(&ctx, &method, &target, &Spin)).await;
+        return or_internal_error(sent, &ctx, &method, &target).await;
     };
     let counters = KvCounters::new(&store);
     let body = body::ClientBody::of(&request);
@@ -88,21 +96,25 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             &Spin,
         )
         .await;
-    match step.run(&fetch::SpinFetch, &Spin).await {
-        Relay::Answer(answered) => {
+    // An injected failure comes after the decision, before anything is sent to the origin.
+    let relay = match fault {
+        Some(Internal) => None,
+        _ => Some(step.run(&fetch::SpinFetch, &Spin).await),
+    };
+    let sent = match relay {
+        None => Err(fault::injected(out)),
+        Some(Relay::Answer(answered)) => {
             settle(&store, &answered.record);
-            answer(out, answered).await;
+            answer(out, answered).await
         }
-        Relay::Origin {
+        Some(Relay::Origin {
             status,
             headers,
             body: origin,
             record,
-        } => {
-            record.write_to(&Spin);
-            stream_response(out, status, &headers, origin).await;
-        }
-    }
+        }) => stream_response(out, status, &headers, origin, || record.write_to(&Spin)).await,
+    };
+    or_internal_error(sent, &ctx, &method, &target).await;
     // After the answer: the client does not wait for housekeeping.
     if let Some(event) = counters.sweep(random_u64, &Spin) {
         Spin.event(&event);
@@ -110,26 +122,57 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     drop(request);
 }
 
-/// Relay the origin's response body as it arrives. If the origin breaks off, the client's
-/// response is left unfinished, so the client sees an aborted response, never a short one that
-/// looks complete.
+/// Handling failed before a response was handed to Spin: the response slot, still unused, so
+/// that the client gets a 500 `internal` problem rather than the host's bare 500, and why.
+pub struct Unanswered {
+    out: ResponseOutparam,
+    cause: String,
+}
+
+/// If `sent` failed before a response was handed to Spin, answer 500 `internal`, its event
+/// naming the cause. If even that answer cannot be handed over, the host answers for it.
+async fn or_internal_error(
+    sent: Result<(), Unanswered>,
+    ctx: &RequestContext,
+    method: &str,
+    target: &str,
+) {
+    let Err(Unanswered { out, cause }) = sent else {
+        return;
+    };
+    let mut internal = exchange::internal_error(ctx, method, target, &Spin);
+    for event in &mut internal.record.events {
+        event.fields.push(("cause", cause.clone()));
+    }
+    if let Err(again) = answer(out, internal).await {
+        eprintln!(
+            "portcullis: cannot answer 500 either ({}): {cause}",
+            again.cause
+        );
+    }
+}
+
+/// Relay the origin's response body as it arrives, calling `log` once the head is handed over.
+/// If the origin breaks off, the client's response is left unfinished, so the client sees an
+/// aborted response, never a short one that looks complete.
 async fn stream_response(
     out: ResponseOutparam,
     status: u16,
     headers: &HeaderMap,
     origin: IncomingResponse,
-) {
-    let response = OutgoingResponse::new(fields::fields(headers));
-    let _ = response.set_status_code(status);
-    let Ok(out_body) = response.body() else {
-        return;
+    log: impl FnOnce(),
+) -> Result<(), Unanswered> {
+    let (response, out_body) = match outgoing(status, headers) {
+        Ok(parts) => parts,
+        Err(cause) => return Err(Unanswered { out, cause }),
     };
+    log();
     out.set(response);
     let (Ok(in_body), Ok(out_stream)) = (origin.consume(), out_body.write()) else {
-        return;
+        return Ok(());
     };
     let Ok(in_stream) = in_body.stream() else {
-        return;
+        return Ok(());
     };
     let copied = io::copy(&in_stream, &out_stream).await;
     drop(in_stream);
@@ -139,30 +182,43 @@ async fn stream_response(
     }
     drop(in_body);
     drop(origin);
+    Ok(())
 }
 
-/// A response the gateway made itself, after logging its record.
-async fn answer(out: ResponseOutparam, answer: Answer) {
+/// A response the gateway made itself, its record logged once its head is handed over.
+async fn answer(out: ResponseOutparam, answer: Answer) -> Result<(), Unanswered> {
     let Answer { response, record } = answer;
-    record.write_to(&Spin);
     let (mut parts, text) = response.into_parts();
     parts
         .headers
         .insert(http::header::CONTENT_LENGTH, text.len().into());
-    let response = OutgoingResponse::new(fields::fields(&parts.headers));
-    let _ = response.set_status_code(parts.status.as_u16());
-    let Ok(body) = response.body() else {
-        return;
+    let (response, body) = match outgoing(parts.status.as_u16(), &parts.headers) {
+        Ok(parts) => parts,
+        Err(cause) => return Err(Unanswered { out, cause }),
     };
+    record.write_to(&Spin);
     out.set(response);
     let Ok(stream) = body.write() else {
-        return;
+        return Ok(());
     };
     let written = io::write_all(&stream, text.as_bytes()).await;
     drop(stream);
     if written.is_ok() {
         let _ = OutgoingBody::finish(body, None);
     }
+    Ok(())
+}
+
+/// A response head and its body handle, not yet handed to Spin; `Err` if Spin refuses either.
+fn outgoing(status: u16, headers: &HeaderMap) -> Result<(OutgoingResponse, OutgoingBody), String> {
+    let response = OutgoingResponse::new(fields::fields(headers));
+    response
+        .set_status_code(status)
+        .map_err(|()| format!("Spin refused the status {status}"))?;
+    let body = response
+        .body()
+        .map_err(|()| "Spin refused the response body".to_owned())?;
+    Ok((response, body))
 }
 
 /// The client's address from the last `spin-client-addr` value (`IP:port`, as Spin writes it).
