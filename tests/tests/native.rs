@@ -307,6 +307,37 @@ fn valid_configs_are_accepted() {
     );
 }
 
+/// A valid policy with things that likely do not do what was meant: `check` still accepts it,
+/// and names each with its pointer after the ok line.
+#[test]
+fn check_prints_warnings_and_still_accepts() {
+    let _guard = serial();
+    let file = suite_dir()
+        .join("configs")
+        .join("valid")
+        .join("warnings.json");
+    let (code, text) = check(&file);
+    assert_eq!(code, Some(0), "{text}");
+    let warned: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(": warning: "))
+        .filter_map(|l| l.split(": ").nth(1))
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "/forward_headers/allow/3",
+            "/routes/0/quota",
+            "/routes/1/forward_headers/allow/1"
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("\"x-client-id\", which the client chooses"),
+        "{text}"
+    );
+}
+
 /// The latency measurement the edge targets report (`portcullis_conformance::latency`), run
 /// against the native gateway with few requests: it checks that every case gets its 200 (a
 /// signature or policy problem in the measuring setup would otherwise only show on the edge).
