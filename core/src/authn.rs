@@ -3,8 +3,9 @@
 //! A *credential* is a header one of the route's providers reads: `Authorization` for JWT
 //! providers, the configured header for API-key providers. It is *presented* when that header is
 //! in the request at all, malformed or repeated included. Exceptions: an `Authorization` header
-//! with another scheme (`Basic …`) is not a bearer credential, and a header no provider of this
-//! route reads is not a credential for this route.
+//! with another scheme (`Basic …`) is not a bearer credential (but one that holds a second
+//! credential after it, `Basic a, Bearer b`, is a malformed one), and a header no provider of
+//! this route reads is not a credential for this route.
 //!
 //! What is promised:
 //! - every presented credential is checked against every provider of the route that reads it,
@@ -365,11 +366,16 @@ enum Bearer<'h> {
 }
 
 /// The bearer token in one `Authorization` value. A value that is not `<scheme> <credentials>`,
-/// or a Bearer one whose token is empty or has spaces inside, is malformed rather than ignored.
+/// a Bearer one whose token is empty or has spaces inside, or one that holds a second credential
+/// (`Basic a, Bearer b`: the origin may read the one the gateway did not) is malformed rather
+/// than ignored.
 fn bearer(value: &HeaderValue) -> Bearer<'_> {
     let Ok(text) = value.to_str() else {
         return Bearer::Malformed;
     };
+    if crate::forward::headers::several_credentials(value.as_bytes()) {
+        return Bearer::Malformed;
+    }
     let Some((scheme, token)) = text.split_once(' ') else {
         return Bearer::Malformed;
     };

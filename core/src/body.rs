@@ -1,11 +1,10 @@
-//! Request content: size, content type, query and body schemas.
+//! Request content: size, content type and coding, query and body schemas.
 //!
 //! Bodies the route does not inspect are streamed to the origin untouched. A route inspects the
 //! body when it sets `max_body_bytes` or a `body_schema`; then the gateway reads at most
 //! `max_body_bytes` (1 MiB by default for schema routes) and forwards exactly the bytes it checked.
 
 use http::{header, request::Parts};
-use serde_json::Value;
 
 use crate::config::Route;
 use crate::json;
@@ -93,11 +92,14 @@ pub(crate) fn check_head(route: &Route, parts: &Parts) -> Result<BodyPlan, Rejec
         None => parts.headers.contains_key(header::TRANSFER_ENCODING),
     };
     if !rules.content_types.is_empty() && (has_body || rules.body_schema.is_some()) {
-        let essence = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(media_type_essence);
+        // Exactly one Content-Type field line: with two, the origin may parse the body as the
+        // one that was not checked. (Runtimes that join repeats into one comma-separated value
+        // get the same 415, since a list is no media type the route lists.)
+        let mut values = parts.headers.get_all(header::CONTENT_TYPE).iter();
+        let essence = match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok().map(media_type_essence),
+            _ => None,
+        };
         let accepted = essence
             .as_deref()
             .is_some_and(|e| rules.content_types.iter().any(|c| c == e));
@@ -108,17 +110,12 @@ pub(crate) fn check_head(route: &Route, parts: &Parts) -> Result<BodyPlan, Rejec
             ));
         }
     }
-    if let Some(schema) = &rules.query_schema {
-        let schema = schema.get().map_err(|_| broken_schema())?;
-        let query = parse_query(parts.uri.query().unwrap_or(""))?;
-        let errors = schema.errors(&query);
-        if !errors.is_empty() {
-            return Err(Reject::invalid_query(
-                errors,
-                "The query string does not match the route's schema.",
-            ));
-        }
+    if rules.body_schema.is_some() && !identity_coded(parts) {
+        return Err(Reject::unsupported_encoding(
+            "The request body has a Content-Encoding; this route checks bodies as sent.",
+        ));
     }
+    crate::query::check(rules, parts.uri.query().unwrap_or(""))?;
     Ok(match (rules.body_schema.is_some(), rules.max_body_bytes) {
         (true, limit) => BodyPlan::Inspect {
             limit: limit.unwrap_or(DEFAULT_SCHEMA_BODY_LIMIT),
@@ -166,6 +163,24 @@ fn declared_length(parts: &Parts) -> Result<Option<u64>, Reject> {
         }
     }
     Ok(Some(len))
+}
+
+/// Whether the body carries no content coding but `identity`. A route that validates the body
+/// checks the bytes as sent; an origin that honours `Content-Encoding: gzip` would decode them
+/// into a document the schema never saw. Every `Content-Encoding` line and every list element
+/// counts, in any case; an empty element is no coding.
+fn identity_coded(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .all(|v| match v.to_str() {
+            Ok(text) => text
+                .split(',')
+                .map(str::trim)
+                .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case("identity")),
+            Err(_) => false,
+        })
 }
 
 /// `Application/JSON; charset=utf-8` -> `application/json`.
@@ -223,60 +238,6 @@ pub(crate) fn check_body(route: &Route, bytes: &[u8]) -> Result<(), Reject> {
             "The request body does not match the route's schema.",
         ))
     }
-}
-
-/// The query string as a JSON object for `query_schema`: each parameter a string, a repeated
-/// parameter an array of strings in order. Malformed percent-encoding is a 400, not a guess.
-pub(crate) fn parse_query(query: &str) -> Result<Value, Reject> {
-    let mut map = serde_json::Map::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = decode_component(k)?;
-        let value = Value::String(decode_component(v)?);
-        match map.get_mut(&key) {
-            None => {
-                map.insert(key, value);
-            }
-            Some(Value::Array(items)) => items.push(value),
-            Some(existing) => {
-                let first = existing.take();
-                *existing = Value::Array(vec![first, value]);
-            }
-        }
-    }
-    Ok(Value::Object(map))
-}
-
-fn decode_component(s: &str) -> Result<String, Reject> {
-    let bad = || {
-        Reject::new(
-            BadRequestReason::QueryEncoding,
-            "The query string is not valid percent-encoded UTF-8.",
-        )
-    };
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hi = bytes
-                    .get(i + 1)
-                    .and_then(|b| (*b as char).to_digit(16))
-                    .ok_or_else(bad)?;
-                let lo = bytes
-                    .get(i + 2)
-                    .and_then(|b| (*b as char).to_digit(16))
-                    .ok_or_else(bad)?;
-                out.push((hi * 16 + lo) as u8);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| bad())
 }
 
 #[cfg(test)]

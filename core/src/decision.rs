@@ -372,6 +372,7 @@ impl Gateway {
             return Err(body::broken_schema());
         }
         let plan = body::check_head(routed.route, parts)?;
+        forward::headers::screen(policy, &parts.headers)?; // the header table's refusals (400)
         let body = match plan {
             BodyPlan::Stream => ForwardBody::Stream(body),
             BodyPlan::Inspect { limit } => {

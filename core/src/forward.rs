@@ -1,8 +1,10 @@
 //! The request the origin receives, and the headers added to its response.
 //!
-//! The origin sees exactly the path that was matched, the client's headers minus hop-by-hop
-//! headers, credentials meant for the gateway and anything claiming to come from the gateway,
-//! plus the gateway's own identity headers.
+//! The origin sees exactly the path that was matched, the client's headers that [`headers`]'s
+//! table lets through (and the route's allow list names, if it has one), plus the gateway's own
+//! identity and forwarding headers.
+
+pub mod headers;
 
 use std::time::Duration;
 
@@ -23,22 +25,6 @@ pub use crate::request_id::REQUEST_ID_HEADER;
 pub const ROUTE_HEADER: &str = "x-portcullis-route";
 /// Prefix reserved for the gateway: clients cannot send headers with it.
 pub const RESERVED_PREFIX: &str = "x-portcullis-";
-
-/// Headers meaningful for one connection only (RFC 9110 §7.6.1), never relayed.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    // Not hop-by-hop in RFC 9110, but the gateway answers `100-continue` itself when it reads
-    // the body; the origin must not be asked to do it again.
-    "expect",
-];
 
 /// A request to send to the origin.
 #[derive(Debug)]
@@ -87,25 +73,20 @@ pub(crate) fn build<B>(
         .unwrap_or_else(|_| Uri::from_static("http://invalid.invalid/"));
 
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
-    let connection_named = connection_tokens(&parts.headers);
+    let nominated = headers::nominated(&parts.headers);
+    let allow = route
+        .forward_headers
+        .as_ref()
+        .or(policy.forward_headers.as_ref());
     for (name, value) in parts.headers.iter() {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n)
-            || is_reserved(n)
-            || n == "host"
-            || policy
-                .api_key_headers
-                .iter()
-                .any(|h| same_name(h.as_str(), n))
-            || connection_named.iter().any(|c| c == n)
-        {
-            continue;
+        if headers::forwarded(policy, allow, &nominated, name) {
+            headers.append(name.clone(), value.clone());
         }
-        headers.append(name.clone(), value.clone());
     }
     if let Some(host) = parts.headers.get(header::HOST) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
+    // The client's chain only with the peer appended: without it every entry is the client's.
     if let Some(ip) = ctx.client_ip {
         let mut xff = parts
             .headers
@@ -162,47 +143,14 @@ pub(crate) fn build<B>(
     }
 }
 
-/// Whether `name` claims to come from the gateway. Underscores count as hyphens: CGI, WSGI,
-/// Rack and PHP origins read `X_Portcullis_Consumer` and `X-Portcullis-Consumer` as the same
-/// variable, so both spellings are removed.
-fn is_reserved(name: &str) -> bool {
-    name.len() >= RESERVED_PREFIX.len()
-        && same_name(&name[..RESERVED_PREFIX.len()], RESERVED_PREFIX)
-}
-
-/// Header names equal up to case and `_`/`-`.
-fn same_name(a: &str, b: &str) -> bool {
-    let fold = |c: u8| {
-        if c == b'_' {
-            b'-'
-        } else {
-            c.to_ascii_lowercase()
-        }
-    };
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
-}
-
-fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
-/// Make the origin's response headers fit to relay: drop hop-by-hop headers and any
-/// `x-portcullis-*` header the origin set, then add the gateway's `extra` headers.
+/// Make the origin's response headers fit to relay: drop hop-by-hop headers (and those its
+/// `Connection` names) and any `x-portcullis-*` header the origin set, in either spelling, then
+/// add the gateway's `extra` headers.
 pub fn prepare_response(headers: &mut HeaderMap, extra: &HeaderMap) {
-    let connection_named = connection_tokens(headers);
+    let nominated = headers::nominated(headers);
     let drop: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| {
-            let n = n.as_str();
-            HOP_BY_HOP.contains(&n) || is_reserved(n) || connection_named.iter().any(|c| c == n)
-        })
+        .filter(|n| !headers::relayed_from_origin(&nominated, n))
         .cloned()
         .collect();
     for name in drop {

@@ -47,6 +47,7 @@ pub mod path;
 pub mod policy_report;
 pub mod policy_store;
 pub mod problem;
+pub mod query;
 pub mod quota;
 pub mod ratelimit;
 pub mod request_id;
@@ -60,7 +61,8 @@ pub mod token_cache;
 
 pub use body::{BodyError, RequestBody};
 pub use config::{
-    ConfigError, ConfigErrorKind, ConfigErrors, NoSecrets, Policy, SchemaCompilation, Secrets,
+    ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, NoSecrets, Policy,
+    SchemaCompilation, Secrets,
 };
 pub use context::RequestContext;
 pub use decision::{Decision, Gateway, LogFacts, Outcome};

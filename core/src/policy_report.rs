@@ -1,6 +1,7 @@
 //! A policy text as the operator reads about it before anything serves it: every problem on a
 //! line of its own, prefixed with the name of the text's source, so `check` over several files,
-//! or an editor's quickfix list, points at the right one; and the line that says a text is good.
+//! or an editor's quickfix list, points at the right one; and the line that says a text is good,
+//! with the policy's warnings (see [`Policy::warnings`]) after it, prefixed the same way.
 
 use std::fmt;
 
@@ -22,10 +23,15 @@ pub fn compile(name: &str, text: &str, secrets: &dyn Secrets) -> Result<Policy, 
         .map_err(|errors| Problems(errors.0.iter().map(|e| format!("{name}: {e}")).collect()))
 }
 
-/// What `check` prints for a policy that compiled: `{name}: ok ({n} routes)`. Always "routes",
-/// even for one: scripts match this line.
+/// What `check` prints for a policy that compiled: `{name}: ok ({n} routes)`, then one line per
+/// warning, `{name}: {pointer}: warning: {message}`. Always "routes", even for one: scripts
+/// match the first line. A warning never makes a policy invalid: it is still "ok".
 pub fn ok_line(name: &str, policy: &Policy) -> String {
-    format!("{name}: ok ({} routes)", policy.route_ids().count())
+    let mut out = format!("{name}: ok ({} routes)", policy.route_ids().count());
+    for warning in policy.warnings() {
+        out.push_str(&format!("\n{name}: {warning}"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -55,5 +61,27 @@ mod tests {
             Ok(policy) => assert_eq!(ok_line("p.json", &policy), "p.json: ok (1 routes)"),
             Err(problems) => panic!("{problems}"),
         }
+    }
+
+    #[test]
+    fn warnings_follow_the_ok_line_one_per_line() {
+        let text = r#"{"version": 1, "origins": {"api": {"url": "http://127.0.0.1:9"}},
+                       "quotas": {"q": {"limit": 1, "window_s": 1, "by": "header:x-client"}},
+                       "routes": [{"id": "r", "methods": ["GET"], "path": "/r", "origin": "api",
+                                   "auth": "none", "quota": "q",
+                                   "forward_headers": {"allow": ["x-real-ip"]}}]}"#;
+        let policy = compile("p.json", text, &NoSecrets).unwrap_or_else(|p| panic!("{p}"));
+        let out = ok_line("p.json", &policy);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert_eq!(lines[0], "p.json: ok (1 routes)");
+        assert!(
+            lines[1].starts_with("p.json: /routes/0/quota: warning: quota \"q\""),
+            "{out}"
+        );
+        assert!(
+            lines[2].starts_with("p.json: /routes/0/forward_headers/allow/0: warning: "),
+            "{out}"
+        );
     }
 }

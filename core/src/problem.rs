@@ -142,6 +142,12 @@ reasons! {
         ContentLength "content_length" "The `Content-Length` header is not a decimal number, or copies of it disagree.",
         BodyAborted "body_aborted" "The client stopped sending the body before it was complete.",
         QueryEncoding "query_encoding" "The query string is not valid percent-encoded UTF-8.",
+        QueryRepeated "query_repeated" "The query string repeats a parameter that the route's `query_schema` does not declare a list (`\"type\": \"array\"`), so the origin could read another value than the one checked.",
+        MethodOverride "method_override" "The request carries a method-override header (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`), which would make the origin run a method the route never admitted.",
+        UrlOverride "url_override" "The request carries a URL-rewrite header (`X-Original-URL`, `X-Original-URI`, `X-Rewrite-URL`), which would make the origin serve another path than the one matched.",
+        HeaderRepeated "header_repeated" "A header the gateway reads once (`Host`, `Content-Type`, `Content-Length`, `Authorization`, an API-key header) is repeated or holds a list, so the origin could read another value than the one checked.",
+        ConnectionOption "connection_option" "`Connection` names a header the gateway reads once, which would then not reach the origin as checked.",
+        TransferEncoding "transfer_encoding" "`Transfer-Encoding` is anything but one `chunked`, or comes with a `Content-Length`: a request-smuggling shape.",
         Malformed "bad_request" "The runtime could not turn the request into HTTP the gateway can read.",
     }
     NotFound "not-found" NOT_FOUND "No route for this path", NotFoundReason plain {
@@ -152,13 +158,13 @@ reasons! {
     }
     Unauthenticated "unauthenticated" UNAUTHORIZED "Missing or invalid credentials", UnauthenticatedReason data {
         MissingCredentials "missing_credentials" "The route requires credentials and the request carries none it accepts.",
-        AuthorizationMalformed "authorization_malformed" "The `Authorization` header is not a single `Bearer <token>`.",
-        TokenMalformed "token_malformed" "The bearer token is not a well-formed JWT.",
+        AuthorizationMalformed "authorization_malformed" "The `Authorization` header is not a single `Bearer <token>` (it is repeated, or holds a second credential).",
+        TokenMalformed "token_malformed" "The bearer token is not a well-formed JWT (its header repeats a key, for one).",
         TokenAlg "token_alg" "The token's `alg` is `none`, unknown, or not accepted by the provider.",
         TokenKid "token_kid" "The token's `kid` names no key of the provider.",
         TokenNoKey "token_no_key" "The provider has no key that can verify the token's `alg`.",
         TokenSignature "token_signature" "The token's signature does not verify.",
-        TokenClaims "token_claims" "The token's claims are not a JSON object of the expected shape.",
+        TokenClaims "token_claims" "The token's claims are not a JSON object of the expected shape (or repeat a key).",
         TokenNoExp "token_no_exp" "The token has no `exp` claim.",
         TokenExpired "token_expired" "The token's `exp` has passed (beyond the provider's leeway).",
         TokenNbf "token_nbf" "The token's `nbf` is in the future (beyond the provider's leeway).",
@@ -177,7 +183,8 @@ reasons! {
         BodySize "body_size" "The body is larger than the route's `max_body_bytes`.",
     }
     UnsupportedMediaType "unsupported-media-type" UNSUPPORTED_MEDIA_TYPE "Content type not accepted on this route", UnsupportedMediaTypeReason data {
-        ContentType "content_type" "The `Content-Type` is not one the route lists; `Accept-Post` lists those it does.",
+        ContentType "content_type" "The `Content-Type` is not one the route lists (or is repeated); `Accept-Post` lists those it does.",
+        ContentEncoding "content_encoding" "The body has a `Content-Encoding` other than `identity` on a route that validates the body: the origin would decode it into something the schema never saw.",
     }
     InvalidBody "invalid-body" UNPROCESSABLE_ENTITY "Request body failed validation", InvalidBodyReason data {
         NotJson "not_json" "The body is not strict JSON (syntax errors, duplicate keys).",
@@ -362,6 +369,17 @@ impl Reject {
         )
     }
 
+    /// 415: the body has a content coding the route cannot check; only `identity` is accepted.
+    pub fn unsupported_encoding(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::of(
+            RejectKind::UnsupportedMediaType {
+                accepted: Vec::new(),
+            },
+            UnsupportedMediaTypeReason::ContentEncoding.into(),
+            detail,
+        )
+    }
+
     /// 422 for the body, with where it failed.
     pub fn invalid_body(
         reason: InvalidBodyReason,
@@ -487,7 +505,13 @@ impl Reject {
                 }
             }
             RejectKind::UnsupportedMediaType { accepted } => {
-                if let Ok(v) = HeaderValue::from_str(&accepted.join(", ")) {
+                if self.reason == Reason::ContentEncoding {
+                    // RFC 7694 §3: the codings the server would accept.
+                    headers.insert(
+                        header::ACCEPT_ENCODING,
+                        HeaderValue::from_static("identity"),
+                    );
+                } else if let Ok(v) = HeaderValue::from_str(&accepted.join(", ")) {
                     headers.insert("accept-post", v);
                 }
             }

@@ -87,8 +87,11 @@ vector_tests! {
     vectors_authz => "authz",
     vectors_body => "body",
     vectors_query => "query",
+    vectors_ambiguity => "ambiguity",
     vectors_quota => "quota",
     vectors_headers => "headers",
+    vectors_forwarding => "forwarding",
+    vectors_forward_headers => "forward_headers",
     vectors_origin => "origin",
     vectors_problem => "problem",
     vectors_robustness => "robustness",
@@ -303,6 +306,37 @@ fn valid_configs_are_accepted() {
         failures.is_empty(),
         "valid config fixtures:\n{}",
         failures.join("\n")
+    );
+}
+
+/// A valid policy with things that likely do not do what was meant: `check` still accepts it,
+/// and names each with its pointer after the ok line.
+#[test]
+fn check_prints_warnings_and_still_accepts() {
+    let _guard = serial();
+    let file = suite_dir()
+        .join("configs")
+        .join("valid")
+        .join("warnings.json");
+    let (code, text) = check(&file);
+    assert_eq!(code, Some(0), "{text}");
+    let warned: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(": warning: "))
+        .filter_map(|l| l.split(": ").nth(1))
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "/forward_headers/allow/3",
+            "/routes/0/quota",
+            "/routes/1/forward_headers/allow/1"
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("\"x-client-id\", which the client chooses"),
+        "{text}"
     );
 }
 

@@ -1,28 +1,4 @@
-use serde_json::json;
-
 use super::*;
-use crate::problem::RejectKind;
-
-#[test]
-fn query_parameters_become_strings_and_repeats_arrays() {
-    let q = parse_query("a=1&b=x%20y&a=2&c&d=&e=%E2%82%AC+z").unwrap();
-    assert_eq!(
-        q,
-        json!({ "a": ["1", "2"], "b": "x y", "c": "", "d": "", "e": "€ z" })
-    );
-    assert_eq!(parse_query("").unwrap(), json!({}));
-}
-
-#[test]
-fn malformed_query_encoding_is_refused() {
-    for q in ["a=%zz", "a=%4", "%ff=1", "a=%C3"] {
-        assert_eq!(
-            *parse_query(q).unwrap_err().kind(),
-            RejectKind::BadRequest,
-            "{q}"
-        );
-    }
-}
 
 #[test]
 fn media_type_essence_ignores_case_and_parameters() {

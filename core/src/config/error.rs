@@ -87,3 +87,23 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+/// Something in a valid policy that likely does not do what was meant. Never fatal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// JSON pointer (RFC 6901) of the field it is about.
+    pub pointer: String,
+    /// What is likely wrong, and what to do instead.
+    pub message: Cow<'static, str>,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = if self.pointer.is_empty() {
+            "(document)"
+        } else {
+            &self.pointer
+        };
+        write!(f, "{at}: warning: {}", self.message)
+    }
+}

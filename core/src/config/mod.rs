@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
-pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning};
 
 use crate::api_key::ApiKeyProvider;
 use crate::jwt::JwtProvider;
@@ -59,6 +59,11 @@ pub struct Policy {
     pub(crate) cors: Option<crate::cors::Cors>,
     /// Every API-key header in the policy: never forwarded to any origin.
     pub(crate) api_key_headers: Vec<HeaderName>,
+    /// The top-level `forward_headers` allow list: every route's unless it has its own.
+    pub(crate) forward_headers: Option<crate::forward::headers::AllowList>,
+    /// What `check` should tell the operator about a policy that is valid but likely not what
+    /// was meant (see [`Policy::warnings`]).
+    pub(crate) warnings: Vec<ConfigWarning>,
 }
 
 /// When a policy's JSON Schemas (`body_schema`, `query_schema`) are compiled.
@@ -100,6 +105,13 @@ impl Policy {
     /// (`config_ttl_s`, default 30 s).
     pub fn config_ttl(&self) -> Duration {
         self.config_ttl
+    }
+
+    /// Things in a valid policy that likely do not do what was meant, each with its JSON
+    /// pointer: an allow-list entry the header table overrides, a quota a client can dodge.
+    /// They never stop a policy from loading; `portcullis check` prints them.
+    pub fn warnings(&self) -> &[ConfigWarning] {
+        &self.warnings
     }
 
     /// Route ids in match order.
@@ -200,6 +212,8 @@ pub struct Route {
     pub(crate) quotas: Vec<usize>,
     /// The route's `cors`: the top level's, none, or its own.
     pub(crate) cors: crate::cors::CorsSetting,
+    /// The route's own `forward_headers` allow list, replacing the top level's.
+    pub(crate) forward_headers: Option<crate::forward::headers::AllowList>,
 }
 
 /// Who may call a route.
@@ -223,6 +237,8 @@ pub(crate) struct RequestRules {
     pub(crate) content_types: Vec<String>,
     pub(crate) body_schema: Option<RouteSchema>,
     pub(crate) query_schema: Option<RouteSchema>,
+    /// The query parameters `query_schema` declares lists: the only ones that may repeat.
+    pub(crate) query_lists: Vec<String>,
 }
 
 impl RequestRules {

@@ -532,3 +532,118 @@ fn a_provider_that_is_not_an_object_is_named_as_such() {
         }]
     );
 }
+
+fn warnings(doc: &Value) -> Vec<(String, String)> {
+    let policy = Policy::from_json(&doc.to_string(), &secrets).expect("valid config");
+    policy
+        .warnings()
+        .iter()
+        .map(|w| (w.pointer.clone(), w.message.to_string()))
+        .collect()
+}
+
+#[test]
+fn forward_headers_are_read_at_the_top_and_on_routes() {
+    let mut doc = valid();
+    doc["forward_headers"] = json!({ "allow": ["accept", "x-request-*"] });
+    doc["routes"][0]["forward_headers"] = json!({ "allow": [] });
+    let policy = Policy::from_json(&doc.to_string(), &secrets).unwrap();
+    assert!(policy
+        .forward_headers
+        .as_ref()
+        .unwrap()
+        .allows("x-request-id"));
+    assert!(!policy.routes[0]
+        .forward_headers
+        .as_ref()
+        .unwrap()
+        .allows("accept"));
+    assert!(policy.routes[1].forward_headers.is_none());
+    assert!(policy.warnings().is_empty(), "{:?}", policy.warnings());
+
+    assert_eq!(
+        with(|d| d["forward_headers"] = json!({ "allow": ["ok", "*", "a b"], "deny": [] })),
+        [
+            "/forward_headers/deny",
+            "/forward_headers/allow/1",
+            "/forward_headers/allow/2"
+        ]
+    );
+    assert_eq!(
+        with(|d| d["forward_headers"] = json!({})),
+        ["/forward_headers/allow"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][1]["forward_headers"] = json!({ "allow": ["a", "A"] })),
+        ["/routes/1/forward_headers/allow/1"]
+    );
+    assert_eq!(
+        with(|d| d["routes"][1]["forward_headers"] = json!(["accept"])),
+        ["/routes/1/forward_headers"]
+    );
+}
+
+#[test]
+fn allow_list_entries_the_header_table_overrides_are_warnings() {
+    let mut doc = valid();
+    doc["forward_headers"] = json!({ "allow": ["accept", "x-forwarded-*", "x-api-key"] });
+    doc["routes"][1]["forward_headers"] = json!({ "allow": ["X-HTTP-Method-Override"] });
+    let w = warnings(&doc);
+    let pointers: Vec<&str> = w.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        pointers,
+        [
+            "/forward_headers/allow/1",
+            "/forward_headers/allow/2",
+            "/routes/1/forward_headers/allow/0"
+        ]
+    );
+    assert!(w[1].1.contains("Credentials for the gateway"), "{}", w[1].1);
+    assert!(w[2].1.contains("refused"), "{}", w[2].1);
+    let policy = Policy::from_json(&doc.to_string(), &secrets).unwrap();
+    assert_eq!(
+        policy.warnings()[0].to_string(),
+        format!("/forward_headers/allow/1: warning: {}", w[0].1)
+    );
+}
+
+#[test]
+fn quotas_by_a_header_the_client_chooses_are_warnings() {
+    let mut doc = valid();
+    doc["auth"]["keys"]["header"] = json!("x-partner-key");
+    doc["quotas"] = json!({
+        "per-client": { "limit": 10, "window_s": 60, "by": "header:x-client-id" },
+        "per-key": { "limit": 10, "window_s": 60, "by": "header:X-Partner-Key" },
+        "per-token": { "limit": 10, "window_s": 60, "by": "header:authorization" },
+        "spoofed": { "limit": 10, "window_s": 60, "by": "header:x-portcullis-consumer" },
+        "q": { "limit": 10, "window_s": 60, "by": "consumer" }
+    });
+    doc["routes"][0]["quota"] = json!(["per-client", "per-key"]);
+    doc["routes"][1]["quota"] = json!(["q", "per-key", "per-token", "spoofed"]);
+    let w = warnings(&doc);
+    let pointers: Vec<&str> = w.iter().map(|(p, _)| p.as_str()).collect();
+    // The key header is checked on /routes/1 (its providers read it), not on the public route.
+    assert_eq!(
+        pointers,
+        [
+            "/routes/0/quota/0",
+            "/routes/0/quota/1",
+            "/routes/1/quota/2",
+            "/routes/1/quota/3"
+        ]
+    );
+    assert!(w[0].1.contains("\"per-client\"") && w[0].1.contains("x-client-id"));
+    assert!(w[0].1.contains("\"consumer\""));
+}
+
+#[test]
+fn query_lists_are_the_parameters_the_schema_types_as_arrays() {
+    let mut doc = valid();
+    doc["routes"][0]["request"] = json!({ "query_schema": { "type": "object", "properties": {
+        "tag": { "type": "array" }, "q": { "type": "string" } } } });
+    let policy = Policy::from_json(&doc.to_string(), &secrets).unwrap();
+    assert_eq!(policy.routes[0].request.query_lists, ["tag"]);
+    let deferred =
+        Policy::from_json_with(&doc.to_string(), &secrets, SchemaCompilation::OnFirstUse).unwrap();
+    assert_eq!(deferred.routes[0].request.query_lists, ["tag"]);
+}

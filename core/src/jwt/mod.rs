@@ -5,7 +5,10 @@
 //!   key's type (an RSA public key is never used as an HMAC secret);
 //! - `kid`, when present, selects the key; a `kid` the provider does not know is refused;
 //! - `exp` is required; `exp` and `nbf` are checked with the provider's leeway; `iss` must equal
-//!   the issuer; `aud` must name one of the audiences; `sub` names the consumer.
+//!   the issuer; `aud` must name one of the audiences; `sub` names the consumer;
+//! - the header and the claims are strict JSON: a key that occurs twice (`"sub":"alice",
+//!   "sub":"admin"`) is refused, since JWT libraries disagree on which copy wins and the origin
+//!   may read the token again with another one.
 
 mod es384;
 mod jwk;
@@ -13,6 +16,8 @@ mod jwk;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use futures_util::FutureExt;
 use jwt_compact::alg::{Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key};
 use jwt_compact::{AlgorithmExt, Claims, TimeOptions, UntrustedToken, ValidationError};
@@ -280,6 +285,9 @@ impl JwtProvider {
         }
         let untrusted =
             UntrustedToken::<HeaderExtras>::try_from(token).map_err(|_| TokenError::Malformed)?;
+        if !strict_segment(token.split('.').next().unwrap_or_default()) {
+            return Err(TokenError::Malformed);
+        }
         if untrusted.header().other_fields.crit.is_some() {
             return Err(TokenError::Malformed);
         }
@@ -318,6 +326,10 @@ impl JwtProvider {
         } else {
             verify_public(keys, token, verifier).await?
         };
+        // Read only now that the signature holds, like every other claim check.
+        if !strict_segment(token.signing_input.split('.').nth(1).unwrap_or_default()) {
+            return Err(TokenError::MalformedClaims);
+        }
         self.check_claims(claims, now)
     }
 
@@ -436,6 +448,13 @@ fn check(
         Err(ValidationError::MalformedClaims(_)) => Err(TokenError::MalformedClaims),
         Err(_) => Err(TokenError::MalformedClaims),
     }
+}
+
+/// Whether a token segment is base64url of strict JSON (no key repeated at any depth).
+fn strict_segment(segment: &str) -> bool {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .is_ok_and(|bytes| crate::json::parse_strict(&bytes).is_ok())
 }
 
 /// `Cow` reason text for JWK problems.

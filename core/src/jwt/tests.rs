@@ -291,3 +291,53 @@ fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// An HS256 token over exactly these header and claims texts.
+fn hs256_raw(header: &str, claims: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HS_SECRET.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+#[test]
+fn duplicate_keys_in_header_or_claims_are_refused_though_signed() {
+    let p = provider(vec![Algorithm::HS256]);
+    let exp = NOW + 600;
+    let claims = format!(r#"{{"iss":"https://idp.test/","aud":"api","sub":"alice","exp":{exp}}}"#);
+    assert!(verify(&p, &hs256_raw(r#"{"alg":"HS256","typ":"JWT"}"#, &claims)).is_ok());
+    // Last-wins parsers would read `admin`, first-wins ones `alice`.
+    let twice_sub = format!(
+        r#"{{"iss":"https://idp.test/","aud":"api","sub":"alice","exp":{exp},"sub":"admin"}}"#
+    );
+    assert_eq!(
+        verify(&p, &hs256_raw(r#"{"alg":"HS256"}"#, &twice_sub)),
+        Err(TokenError::MalformedClaims)
+    );
+    let nested = format!(
+        r#"{{"iss":"https://idp.test/","aud":"api","sub":"alice","exp":{exp},"ctx":{{"role":"user","role":"admin"}}}}"#
+    );
+    assert_eq!(
+        verify(&p, &hs256_raw(r#"{"alg":"HS256"}"#, &nested)),
+        Err(TokenError::MalformedClaims)
+    );
+    let escaped = format!(
+        r#"{{"iss":"https://idp.test/","aud":"api","sub":"alice","exp":{exp},"s\u0075b":"admin"}}"#
+    );
+    assert_eq!(
+        verify(&p, &hs256_raw(r#"{"alg":"HS256"}"#, &escaped)),
+        Err(TokenError::MalformedClaims)
+    );
+    for header in [
+        r#"{"alg":"HS256","kid":"a","kid":"b"}"#,
+        r#"{"alg":"HS256","typ":"JWT","typ":"JWT"}"#,
+        r#"{"alg":"HS256","x":1,"x":2}"#,
+    ] {
+        assert_eq!(
+            verify(&p, &hs256_raw(header, &claims)),
+            Err(TokenError::Malformed),
+            "{header}"
+        );
+    }
+}

@@ -14,6 +14,7 @@
 //! turns it into the compiled type; its problems are reported at `ptr(at, "name")`.
 
 mod auth;
+mod forward_headers;
 mod names;
 mod origins;
 mod quotas;
@@ -48,6 +49,7 @@ struct RawPolicy {
     routes: Field<routes::Section>,
     /// A CORS policy object, compiled by [`crate::cors::Cors`].
     cors: Field<Value>,
+    forward_headers: Field<forward_headers::Section>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -69,11 +71,15 @@ pub(super) fn policy(
     })?;
     let mut r = Reader {
         errors: Vec::new(),
+        warnings: Vec::new(),
         schemas,
     };
     let policy = read_policy(&mut r, Json::from_value(doc), secrets);
     match policy {
-        Some(p) if r.errors.is_empty() => Ok(p),
+        Some(mut p) if r.errors.is_empty() => {
+            p.warnings = r.warnings;
+            Ok(p)
+        }
         _ => {
             if r.errors.is_empty() {
                 r.invalid("", "config is invalid");
@@ -104,6 +110,7 @@ fn read_policy(r: &mut Reader, doc: Json<RawPolicy>, secrets: &dyn Secrets) -> O
         quotas: Field(quotas),
         routes: Field(routes),
         cors: Field(cors),
+        forward_headers: Field(forward_headers),
         unknown,
     } = r.object(doc, "")?;
     r.unknown(unknown, "");
@@ -147,6 +154,15 @@ fn read_policy(r: &mut Reader, doc: Json<RawPolicy>, secrets: &dyn Secrets) -> O
     };
     let (origins, origin_names) = split(origins);
     let (providers, provider_names) = split(providers);
+    let api_key_headers: Vec<http::HeaderName> = providers
+        .iter()
+        .filter_map(|p| match &p.kind {
+            ProviderKind::ApiKey(k) => Some(k.header.clone()),
+            ProviderKind::Jwt(_) => None,
+        })
+        .collect();
+    let forward_headers = forward_headers
+        .and_then(|v| forward_headers::read(r, v, "/forward_headers", &api_key_headers));
     let (quotas, quota_names) = split(quotas);
     let names = Names {
         origins: origin_names,
@@ -154,7 +170,15 @@ fn read_policy(r: &mut Reader, doc: Json<RawPolicy>, secrets: &dyn Secrets) -> O
         quotas: quota_names,
     };
     let routes = match r.required(routes, "", "routes") {
-        Some(v) => routes::read(r, v, "/routes", &names, &providers, &quotas),
+        Some(v) => routes::read(
+            r,
+            v,
+            "/routes",
+            &names,
+            &providers,
+            &quotas,
+            &api_key_headers,
+        ),
         None => Vec::new(),
     };
     let cors = cors.and_then(|v| {
@@ -162,13 +186,6 @@ fn read_policy(r: &mut Reader, doc: Json<RawPolicy>, secrets: &dyn Secrets) -> O
             .map_err(|errors| r.cors_errors("/cors", errors))
             .ok()
     });
-    let api_key_headers = providers
-        .iter()
-        .filter_map(|p| match &p.kind {
-            ProviderKind::ApiKey(k) => Some(k.header.clone()),
-            ProviderKind::Jwt(_) => None,
-        })
-        .collect();
     Some(Policy {
         config_ttl: Duration::from_secs(config_ttl_s),
         token_cache: (
@@ -181,5 +198,7 @@ fn read_policy(r: &mut Reader, doc: Json<RawPolicy>, secrets: &dyn Secrets) -> O
         routes,
         cors,
         api_key_headers,
+        forward_headers,
+        warnings: Vec::new(),
     })
 }

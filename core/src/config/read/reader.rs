@@ -13,7 +13,7 @@ use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::super::{ConfigError, ConfigErrorKind, SchemaCompilation};
+use super::super::{ConfigError, ConfigErrorKind, ConfigWarning, SchemaCompilation};
 
 /// A field of a raw struct: `None` when its key is absent, otherwise what the document held.
 ///
@@ -136,13 +136,26 @@ pub(super) fn at_index(base: &str, index: usize) -> String {
     format!("{base}/{index}")
 }
 
-/// Collects problems while a policy is read.
+/// Collects problems (and warnings) while a policy is read.
 pub(super) struct Reader {
     pub(super) errors: Vec<ConfigError>,
+    pub(super) warnings: Vec<ConfigWarning>,
     pub(super) schemas: SchemaCompilation,
 }
 
 impl Reader {
+    /// Something valid that likely does not do what was meant: reported, never fatal.
+    pub(super) fn warn(
+        &mut self,
+        pointer: impl Into<String>,
+        message: impl Into<Cow<'static, str>>,
+    ) {
+        self.warnings.push(ConfigWarning {
+            pointer: pointer.into(),
+            message: message.into(),
+        });
+    }
+
     pub(super) fn err(&mut self, pointer: impl Into<String>, kind: ConfigErrorKind) {
         self.errors.push(ConfigError {
             pointer: pointer.into(),

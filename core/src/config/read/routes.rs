@@ -39,6 +39,8 @@ pub(super) struct RawRoute {
     quota: Field<Value>,
     /// `"none"` or a CORS policy object that replaces the top level's.
     cors: Field<Value>,
+    /// An allow list that replaces the top level's.
+    forward_headers: Field<super::forward_headers::Section>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -76,6 +78,7 @@ pub(super) fn read(
     names: &Names,
     providers: &[Provider],
     quotas: &[Quota],
+    api_keys: &[http::HeaderName],
 ) -> Vec<Route> {
     let mut routes = Vec::new();
     let Some(items) = r.array(section, at) else {
@@ -87,7 +90,7 @@ pub(super) fn read(
     let mut ids = HashSet::new();
     for (i, item) in items.into_iter().enumerate() {
         let here = at_index(at, i);
-        if let Some(route) = read_route(r, item, &here, names, providers, quotas) {
+        if let Some(route) = read_route(r, item, &here, names, providers, quotas, api_keys) {
             if !ids.insert(route.id.clone()) {
                 r.err(ptr(&here, "id"), ConfigErrorKind::Duplicate);
             }
@@ -104,6 +107,7 @@ fn read_route(
     names: &Names,
     providers: &[Provider],
     quotas: &[Quota],
+    api_keys: &[http::HeaderName],
 ) -> Option<Route> {
     let RawRoute {
         id: Field(id),
@@ -114,6 +118,7 @@ fn read_route(
         request: Field(request),
         quota: Field(quota),
         cors: Field(cors),
+        forward_headers: Field(forward_headers),
         unknown,
     } = r.object(raw, at)?;
     r.unknown(unknown, at);
@@ -162,12 +167,21 @@ fn read_route(
         None => Some(RequestRules::default()),
     };
     let (route_quotas, quotas_ok) = match quota {
-        Some(q) => read_route_quotas(r, q, &ptr(at, "quota"), names, quotas, auth.as_ref()),
+        Some(q) => read_route_quotas(
+            r,
+            q,
+            &ptr(at, "quota"),
+            names,
+            (quotas, providers),
+            auth.as_ref(),
+        ),
         None => (Vec::new(), true),
     };
     let cors = crate::cors::CorsSetting::from_json(cors.as_ref())
         .map_err(|errors| r.cors_errors(&ptr(at, "cors"), errors))
         .ok();
+    let forward_headers = forward_headers
+        .map(|f| super::forward_headers::read(r, f, &ptr(at, "forward_headers"), api_keys));
     if !r.clean_since(before) || !quotas_ok {
         return None;
     }
@@ -180,6 +194,10 @@ fn read_route(
         request: request?,
         quotas: route_quotas,
         cors: cors?,
+        forward_headers: match forward_headers {
+            Some(list) => Some(list?),
+            None => None,
+        },
     })
 }
 
@@ -210,12 +228,13 @@ fn read_methods(r: &mut Reader, methods: Option<Strings>, at: &str) -> Vec<Metho
 }
 
 /// The route's quotas; the flag is false when one names a quota that is declared but invalid.
+/// A quota the client can dodge on this route is a warning (see [`dodgeable`]).
 fn read_route_quotas(
     r: &mut Reader,
     quota: Value,
     at: &str,
     names: &Names,
-    quotas: &[Quota],
+    (quotas, providers): (&[Quota], &[Provider]),
     auth: Option<&RouteAuth>,
 ) -> (Vec<usize>, bool) {
     let list: Vec<(String, Value)> = match quota {
@@ -245,6 +264,9 @@ fn read_route_quotas(
             Ok(None) => ok = false,
             Ok(Some(i)) if found.contains(&i) => r.err(here, ConfigErrorKind::Duplicate),
             Ok(Some(i)) => {
+                if let Some(message) = dodgeable(&quotas[i], auth, providers) {
+                    r.warn(here.clone(), message);
+                }
                 if quotas[i].by == QuotaBy::Consumer && matches!(auth, Some(RouteAuth::Public)) {
                     r.invalid(
                         here,
@@ -263,6 +285,34 @@ fn read_route_quotas(
         }
     }
     (found, ok)
+}
+
+/// Why quota `quota` does not hold on a route with `auth`: it counts by a header the client
+/// chooses, so every new value is a fresh bucket. A header is not the client's choice only when
+/// one of the route's API-key providers reads it: then every value that gets through is one of
+/// the keys the operator issued. (A bearer token is not such a header: each token a client
+/// obtains is a new value, so `Authorization` buckets are per token, not per caller.) The quota
+/// reads the request as the client sent it, so the gateway's `x-portcullis-*` headers are the
+/// client's copies there too.
+fn dodgeable(quota: &Quota, auth: Option<&RouteAuth>, providers: &[Provider]) -> Option<String> {
+    let QuotaBy::Header(header) = &quota.by else {
+        return None;
+    };
+    let authenticated = match auth {
+        Some(RouteAuth::Required { providers: on, .. }) => on
+            .iter()
+            .any(|&p| matches!(&providers[p].kind, ProviderKind::ApiKey(k) if k.header == *header)),
+        _ => false,
+    };
+    (!authenticated).then(|| {
+        format!(
+            "quota \"{}\" counts by header \"{}\", which the client chooses here: each new value \
+             gets a fresh budget. Count by \"consumer\" (or by an API-key header this route's \
+             providers check).",
+            quota.name,
+            header.as_str()
+        )
+    })
 }
 
 fn read_route_auth(
@@ -390,6 +440,10 @@ fn read_request_rules(r: &mut Reader, raw: Json<RawRequest>, at: &str) -> Option
         *ct = lower;
     }
     let body_schema = body_schema.and_then(|s| compile_schema(r, s, &ptr(at, "body_schema")));
+    let query_lists = query_schema
+        .as_ref()
+        .map(crate::query::list_parameters)
+        .unwrap_or_default();
     let query_schema = query_schema.and_then(|s| compile_schema(r, s, &ptr(at, "query_schema")));
     if body_schema.is_some() && content_types.is_empty() {
         content_types.push("application/json".to_owned());
@@ -399,6 +453,7 @@ fn read_request_rules(r: &mut Reader, raw: Json<RawRequest>, at: &str) -> Option
         content_types,
         body_schema,
         query_schema,
+        query_lists,
     })
 }
 
