@@ -11,7 +11,8 @@
 //!
 //! What happens outside a decision has one constructor each, always RFC 9457 problem+json:
 //! [`no_policy`] (no valid policy loaded), [`unroutable`] (the runtime could not even turn the
-//! request into one the core takes) and [`internal_error`] (a bug: handling panicked).
+//! request into one the core takes) and [`internal_error`] (a bug: handling failed). Each takes
+//! the request target as the runtime has it, origin-form or an absolute URL, and logs its path.
 //!
 //! The runtime's part is to move bytes: send the outbound request with its timeout, stream the
 //! relayed body, and hand each [`Record`] to its [`LogSink`].
@@ -283,12 +284,14 @@ pub fn unroutable(ctx: &RequestContext, method: &str, target: &str, clock: &dyn 
     outside_decision(ctx, method, target, &reject, clock)
 }
 
-/// 500 `internal`: handling the request failed in a way that is a bug (a panic). The client
-/// still gets a problem document, and the operator an event.
+/// 500 `internal`: handling the request failed in a way that is a bug (natively a panic; on a
+/// wasm runtime, where a panic aborts the instance, an error). The client still gets a problem
+/// document, and the operator an event naming `cause` (the panic's message, the error).
 pub fn internal_error(
     ctx: &RequestContext,
     method: &str,
     target: &str,
+    cause: &str,
     clock: &dyn Clock,
 ) -> Answer {
     let reject = Reject::new(
@@ -302,7 +305,8 @@ pub fn internal_error(
             crate::event::Level::Warn,
             "handling the request failed (a bug); answered 500",
         )
-        .with("request_id", ctx.request_id.as_str()),
+        .with("request_id", ctx.request_id.as_str())
+        .with("cause", cause),
     );
     answer
 }
@@ -314,14 +318,36 @@ fn outside_decision(
     reject: &Reject,
     clock: &dyn Clock,
 ) -> Answer {
-    let path = target.split('?').next().unwrap_or_default();
     let facts = LogFacts {
         request_id: ctx.request_id.clone(),
         method: method.to_owned(),
-        path: log::clip(path),
+        path: log::clip(target_path(target)),
         ..LogFacts::default()
     };
     reject_answer(&facts, ctx.now, reject, clock.now(), None)
+}
+
+/// The path of a request target, for the log: up to its query (or fragment), with an absolute
+/// URL's scheme and authority left out (`https://api.test/a?b` is `/a`; with no path, `/`). A
+/// target that is neither form (`*`, an authority, one that is not valid HTTP at all) is logged
+/// as it came, up to its query, so the operator sees what was refused.
+fn target_path(target: &str) -> &str {
+    fn before_query(s: &str) -> &str {
+        s.split(['?', '#']).next().unwrap_or_default()
+    }
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return before_query(target);
+    };
+    let mut letters = scheme.chars();
+    let is_scheme = letters.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && letters.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return before_query(target);
+    }
+    match rest.find(['/', '?', '#']) {
+        Some(at) if rest[at..].starts_with('/') => before_query(&rest[at..]),
+        _ => "/",
+    }
 }
 
 fn reject_answer(
@@ -365,4 +391,78 @@ fn cors_preflight_response(headers: HeaderMap, request_id: &str) -> Response<Str
 
 fn micros_between(from: UnixTime, to: UnixTime) -> u64 {
     to.as_micros().saturating_sub(from.as_micros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::FixedClock;
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            now: UnixTime::from_secs(1_000),
+            request_id: "r1".into(),
+            client_ip: None,
+        }
+    }
+
+    fn logged_path(answer: &Answer) -> String {
+        let line: serde_json::Value = serde_json::from_str(&answer.record.access).unwrap();
+        line["path"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn an_origin_form_target_is_logged_without_its_query() {
+        let clock = FixedClock(ctx().now);
+        let answer = no_policy(&ctx(), "GET", "/a/b?key=secret", &clock);
+        assert_eq!(answer.response.status(), 503);
+        assert_eq!(logged_path(&answer), "/a/b");
+    }
+
+    #[test]
+    fn an_absolute_url_is_logged_as_its_path_alone() {
+        let clock = FixedClock(ctx().now);
+        let answer = unroutable(
+            &ctx(),
+            "GET",
+            "https://api.test:8443/a/b?key=secret",
+            &clock,
+        );
+        assert_eq!(answer.response.status(), 400);
+        assert_eq!(logged_path(&answer), "/a/b");
+        for bare in [
+            "https://api.test",
+            "http://api.test?key=secret",
+            "http://api.test#f",
+        ] {
+            assert_eq!(target_path(bare), "/", "{bare}");
+        }
+        assert_eq!(target_path("http://user@api.test/x#frag"), "/x");
+    }
+
+    #[test]
+    fn a_target_of_neither_form_is_logged_as_it_came_up_to_its_query() {
+        assert_eq!(target_path("/a b?c=1"), "/a b");
+        assert_eq!(target_path("/a?next=https://evil.test/x"), "/a");
+        assert_eq!(target_path("/x://y"), "/x://y");
+        assert_eq!(target_path("1http://api.test/a"), "1http://api.test/a");
+        assert_eq!(target_path("*"), "*");
+        assert_eq!(target_path(""), "");
+        let clock = FixedClock(ctx().now);
+        let answer = unroutable(&ctx(), "G(T", "ht tp://api.test/a?b", &clock);
+        assert_eq!(logged_path(&answer), "ht tp://api.test/a");
+    }
+
+    #[test]
+    fn an_internal_error_names_its_cause_in_its_event() {
+        let clock = FixedClock(ctx().now);
+        let answer = internal_error(&ctx(), "POST", "https://api.test/a?b", "boom", &clock);
+        assert_eq!(answer.response.status(), 500);
+        assert_eq!(logged_path(&answer), "/a");
+        let [event] = &answer.record.events[..] else {
+            panic!("one event: {:?}", answer.record.events);
+        };
+        let fields: Vec<_> = event.fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(fields, [("request_id", "r1"), ("cause", "boom")]);
+    }
 }

@@ -2,6 +2,7 @@
 //! discovery). Adapters implement it with their runtime's client: hyper natively, `fetch` on
 //! Workers, `wasi:http` on Spin.
 
+use std::future::Future;
 use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue, Request};
@@ -102,6 +103,33 @@ pub fn read_head(headers: &HeaderMap) -> Result<Option<String>, FetchError> {
     Ok((!values.is_empty()).then(|| values.join(", ")))
 }
 
+/// A whole [`Fetch::get`] as the core wants it, with the runtime's client doing the I/O: the
+/// GET from [`request`] (with the runtime's empty `body`), sent by `send` to the response's
+/// status, headers and body handle; the head read by [`read_head`]; the body read by `read`, up
+/// to [`MAX_FETCH_BYTES`]; all of it, body included, before `timer` (a sleep for the timeout)
+/// ends, else [`FetchError::Timeout`].
+pub async fn get_with<B, R>(
+    timer: impl Future,
+    url: &str,
+    body: B,
+    send: impl AsyncFnOnce(Request<B>) -> Result<(u16, HeaderMap, R), FetchError>,
+    read: impl AsyncFnOnce(R, u64) -> Result<Vec<u8>, BodyError>,
+) -> Result<FetchResponse, FetchError> {
+    let whole = async {
+        let (status, headers, body) = send(request(url, body)?).await?;
+        let cache_control = read_head(&headers)?;
+        let body = read(body, MAX_FETCH_BYTES as u64).await?;
+        Ok(FetchResponse {
+            status,
+            body,
+            cache_control,
+        })
+    };
+    crate::time::within(timer, whole)
+        .await
+        .unwrap_or(Err(FetchError::Timeout))
+}
+
 /// Outbound GET. Not required to be `Send`: wasm runtimes cannot offer that.
 #[allow(async_fn_in_trait)]
 pub trait Fetch {
@@ -179,6 +207,71 @@ mod tests {
         assert_eq!(request.headers()[header::USER_AGENT], USER_AGENT);
         assert!(USER_AGENT.starts_with("portcullis/"));
         assert_eq!(request.headers()[header::ACCEPT], "application/json");
+    }
+
+    /// [`get_with`] against a scripted response: its status, head and body, within a timer that
+    /// ends at once when `late`; and the request it sent.
+    fn scripted_get(
+        url: &str,
+        fields: &[(&str, &[u8])],
+        body: Result<&[u8], BodyError>,
+        late: bool,
+    ) -> (Result<FetchResponse, FetchError>, Option<Request<()>>) {
+        let mut sent = None;
+        let timer = async {
+            if !late {
+                std::future::pending::<()>().await;
+            }
+        };
+        let got = futures_executor::block_on(get_with(
+            timer,
+            url,
+            (),
+            async |request| {
+                sent = Some(request);
+                if late {
+                    std::future::pending::<()>().await;
+                }
+                Ok((200, head(fields), body))
+            },
+            async |body: Result<&[u8], BodyError>, limit| {
+                let bytes = body?;
+                assert_eq!(limit, MAX_FETCH_BYTES as u64);
+                Ok(bytes.to_vec())
+            },
+        ));
+        (got, sent)
+    }
+
+    #[test]
+    fn a_whole_get_sends_the_cores_request_and_reads_head_and_body_as_the_core_says() {
+        let url = "https://idp.test/jwks.json";
+        let (got, sent) = scripted_get(url, &[("cache-control", b"max-age=60")], Ok(b"{}"), false);
+        let sent = sent.unwrap_or_else(|| panic!("nothing sent"));
+        assert_eq!(sent.headers()[header::USER_AGENT], USER_AGENT);
+        let expected = FetchResponse {
+            status: 200,
+            body: b"{}".to_vec(),
+            cache_control: Some("max-age=60".into()),
+        };
+        assert_eq!(got, Ok(expected));
+        let huge = (MAX_FETCH_BYTES + 1).to_string();
+        let declared = [("content-length", huge.as_bytes())];
+        assert_eq!(
+            scripted_get(url, &declared, Ok(b""), false).0,
+            Err(FetchError::TooLarge)
+        );
+        let broken = scripted_get(url, &[], Err(BodyError::Aborted), false).0;
+        assert_eq!(broken, Err(FetchError::Interrupted));
+        assert_eq!(
+            scripted_get(url, &[], Ok(b""), true).0,
+            Err(FetchError::Timeout)
+        );
+        let (invalid, sent) = scripted_get("http://exa mple/", &[], Ok(b""), false);
+        assert_eq!(
+            (invalid, sent.is_none()),
+            (Err(FetchError::InvalidUrl), true)
+        );
     }
 
     #[test]

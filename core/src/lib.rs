@@ -33,6 +33,7 @@ pub mod cors;
 pub mod decision;
 pub mod event;
 pub mod exchange;
+pub mod fault;
 pub mod fetch;
 pub mod forward;
 mod json;

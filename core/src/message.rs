@@ -4,6 +4,8 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 
+use crate::fault::{self, Fault};
+
 /// A header map from a runtime's entries, in order; entries that are not valid HTTP (a name that
 /// is not a token, a value with control characters) are dropped.
 pub fn header_map<N, V>(entries: impl IntoIterator<Item = (N, V)>) -> HeaderMap
@@ -42,7 +44,9 @@ pub fn remove_headers(headers: &mut HeaderMap, names: &[&str], prefix: &str) {
 }
 
 /// The client's request as the core takes it, or `None` if its method or target is not valid
-/// HTTP (answer with [`crate::exchange::unroutable`]).
+/// HTTP (answer with [`crate::exchange::unroutable`]). A test build with fault injection also
+/// refuses a request that asks for it ([`crate::fault`]), since no runtime hands over one that
+/// really is not valid HTTP.
 ///
 /// A runtime that carries the client's `Host` as the request's authority rather than as a header
 /// (a `wasi:http` host may) passes it as `authority`: it becomes the `Host` header when the
@@ -54,6 +58,9 @@ pub fn request<B>(
     mut headers: HeaderMap,
     body: B,
 ) -> Option<Request<B>> {
+    if fault::requested(&headers) == Some(Fault::Unroutable) {
+        return None;
+    }
     let method = http::Method::from_bytes(method.as_bytes()).ok()?;
     let uri = target.parse::<http::Uri>().ok()?;
     if !headers.contains_key(http::header::HOST) {
@@ -109,6 +116,15 @@ mod tests {
         assert_eq!(ok.uri().path_and_query().unwrap().as_str(), "/a?b=1");
         assert!(request("GE T", "/a", None, HeaderMap::new(), ()).is_none());
         assert!(request("GET", "/a b", None, HeaderMap::new(), ()).is_none());
+    }
+
+    #[test]
+    fn a_request_asking_for_the_unroutable_fault_is_refused_only_in_a_test_build() {
+        let asking = header_map([(fault::HEADER, "unroutable")]);
+        let got = request("GET", "/a", None, asking, ());
+        assert_eq!(got.is_none(), fault::COMPILED_IN);
+        let internal = header_map([(fault::HEADER, "internal")]);
+        assert!(request("GET", "/a", None, internal, ()).is_some());
     }
 
     #[test]

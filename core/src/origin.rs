@@ -1,8 +1,13 @@
 //! Sending to the origin: the one piece of I/O a forward needs ([`Origin`]), how a runtime says
-//! that no response came ([`OriginError`]), and what that means to the core: for a forwarded
+//! that no response came ([`OriginError`]) or that its timer ran out first ([`within`]), and
+//! what that means to the core: for a forwarded
 //! request, an [`OriginResult`] (504 for a timeout, 502 otherwise); for a key-set fetch, a
 //! [`FetchError`]. Runtimes send both kinds of request with the same client, so they fail the
 //! same way.
+
+use std::future::Future;
+
+use http::HeaderMap;
 
 use crate::exchange::{OriginResult, Outbound, Relay, Step};
 use crate::fetch::FetchError;
@@ -29,6 +34,25 @@ impl<B> Step<B> {
             Step::Answer(answer) => Relay::Answer(answer),
             Step::Forward(outbound, pending) => pending.finish(origin.send(outbound).await, clock),
         }
+    }
+}
+
+/// What the origin did, from the runtime's `send` raced against its `timer` (a sleep for the
+/// outbound request's timeout, see [`crate::time::within`]): [`OriginResult::TimedOut`] if the
+/// timer ends first, else the status, headers and body handle `send` got, or why it got none.
+/// One mapping, so every runtime tells a timeout (504) from a failure (502) alike.
+pub async fn within<R>(
+    timer: impl Future,
+    send: impl Future<Output = Result<(u16, HeaderMap, R), OriginError>>,
+) -> OriginResult<R> {
+    match crate::time::within(timer, send).await {
+        Some(Ok((status, headers, body))) => OriginResult::Responded {
+            status,
+            headers,
+            body,
+        },
+        Some(Err(e)) => e.into(),
+        None => OriginResult::TimedOut,
     }
 }
 
@@ -63,7 +87,7 @@ impl From<OriginError> for FetchError {
 mod tests {
     use std::cell::RefCell;
 
-    use http::{HeaderMap, Request};
+    use http::Request;
 
     use super::*;
     use crate::config::{NoSecrets, Policy};
@@ -160,6 +184,29 @@ mod tests {
         let (unrouted, sent) = relay("/nowhere", OriginResult::TimedOut);
         assert!(sent.is_empty());
         assert_eq!(status_of(&unrouted), 404);
+    }
+
+    #[test]
+    fn a_send_the_timer_outruns_is_a_timeout_and_the_rest_is_what_it_got() {
+        use futures_executor::block_on;
+        let never = std::future::pending::<()>;
+        let got = block_on(within(never(), async {
+            Ok((201, HeaderMap::new(), "body"))
+        }));
+        assert!(matches!(
+            got,
+            OriginResult::Responded {
+                status: 201,
+                body: "body",
+                ..
+            }
+        ));
+        let refused = async { Err::<(u16, HeaderMap, ()), _>(OriginError::Failed("no".into())) };
+        let got = block_on(within(never(), refused));
+        assert!(matches!(got, OriginResult::Failed { cause } if cause == "no"));
+        let slow = std::future::pending::<Result<(u16, HeaderMap, ()), OriginError>>();
+        let got = block_on(within(std::future::ready(()), slow));
+        assert!(matches!(got, OriginResult::TimedOut));
     }
 
     #[test]

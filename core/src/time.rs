@@ -1,7 +1,11 @@
 //! Time as a value. The core never reads a clock: every decision takes `now` from the adapter,
 //! so vectors can run with a fixed clock and wasm builds never touch `SystemTime::now()`.
 
+use core::future::Future;
+use core::pin::pin;
 use core::time::Duration;
+
+use futures_util::future::{select, Either};
 
 /// Microseconds since the Unix epoch, as the adapter's clock saw them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,9 +99,32 @@ impl Clock for FixedClock {
     }
 }
 
+/// `future`'s output, or `None` if `timer` resolves first; `future` is then dropped, which
+/// cancels whatever it was waiting on. The core reads no clock, so the runtime supplies the
+/// timer (a sleep for the timeout on its own clock): every runtime bounds an origin request, a
+/// key-set fetch or a store call the same way.
+pub async fn within<F: Future, T: Future>(timer: T, future: F) -> Option<F::Output> {
+    match select(pin!(future), pin!(timer)).await {
+        Either::Left((output, _)) => Some(output),
+        Either::Right(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_is_the_future_unless_the_timer_ends_first() {
+        use futures_executor::block_on;
+        let ready = std::future::ready(7);
+        assert_eq!(
+            block_on(within(std::future::pending::<()>(), ready)),
+            Some(7)
+        );
+        let never = std::future::pending::<u8>();
+        assert_eq!(block_on(within(std::future::ready(()), never)), None);
+    }
 
     #[test]
     fn a_duration_since_the_epoch_saturates() {

@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use futures_util::future::{select, Either};
 use http::{HeaderMap, Request};
-use portcullis_core::fetch::{Fetch, FetchError, FetchResponse, MAX_FETCH_BYTES};
+use portcullis_core::fetch::{self, Fetch, FetchError, FetchResponse};
 use portcullis_core::message;
-use portcullis_core::origin::{Origin, OriginError};
+use portcullis_core::origin::{self, Origin, OriginError};
 use portcullis_core::{ForwardBody, OriginResult, Outbound};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -20,29 +19,24 @@ use crate::body::{self, ClientBody};
 pub struct WorkerFetch;
 
 impl Fetch for WorkerFetch {
+    /// A whole GET as the core says ([`fetch::get_with`]), sent as forwarded requests are, and
+    /// aborted if it runs out of time.
     async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
-        let controller = web_sys::AbortController::new().map_err(|e| failed(&e))?;
-        let whole = async {
-            let init = init("GET", &controller);
-            let request =
-                web_sys::Request::new_with_str_and_init(url, &init).map_err(|e| failed(&e))?;
-            let response = call(&request).await.map_err(|e| failed(&e))?;
-            let cache_control = response.headers().get("cache-control").ok().flatten();
-            let status = response.status();
-            let body = body::read_limited(response.body(), MAX_FETCH_BYTES as u64).await?;
-            Ok(FetchResponse {
-                status,
-                body,
-                cache_control,
-            })
+        let controller = controller()?;
+        let send = async |request| {
+            let response = call(request, &controller).await?;
+            Ok((
+                response.status(),
+                header_map(&response.headers()),
+                response.body(),
+            ))
         };
-        match within(timeout, whole).await {
-            Some(result) => result,
-            None => {
-                controller.abort();
-                Err(FetchError::Timeout)
-            }
+        let empty = ForwardBody::Buffered(Vec::new());
+        let got = fetch::get_with(Delay::from(timeout), url, empty, send, body::read_limited).await;
+        if got == Err(FetchError::Timeout) {
+            controller.abort();
         }
+        got
     }
 
     /// workerd binds I/O, and wake-ups, to the request that started them: a request queued on
@@ -61,36 +55,35 @@ impl Origin<ClientBody> for WorkerFetch {
 
     async fn send(&self, outbound: Outbound<ClientBody>) -> OriginResult<web_sys::Response> {
         let Outbound { request, timeout } = outbound;
-        let (request, controller) = match outgoing(request) {
-            Ok(outgoing) => outgoing,
+        let controller = match controller() {
+            Ok(controller) => controller,
             Err(e) => return e.into(),
         };
-        match within(timeout, call(&request)).await {
-            Some(Ok(response)) => OriginResult::Responded {
-                status: response.status(),
-                headers: header_map(&response.headers()),
-                body: response,
-            },
-            Some(Err(e)) => OriginError::Failed(describe(&e)).into(),
-            None => {
-                controller.abort();
-                OriginError::Timeout.into()
-            }
+        let sent = async {
+            let response = call(request, &controller).await?;
+            Ok((response.status(), header_map(&response.headers()), response))
+        };
+        let result = origin::within(Delay::from(timeout), sent).await;
+        if matches!(result, OriginResult::TimedOut) {
+            controller.abort();
         }
+        result
     }
 }
 
-/// The Worker's request for the origin (the client's body stream handed on, or the checked
-/// bytes), and what aborts it.
+/// The Worker's request (for the origin, the client's body stream handed on or the checked
+/// bytes), redirects returned rather than followed, aborted by `controller`.
 fn outgoing(
     request: Request<ForwardBody<ClientBody>>,
-) -> Result<(web_sys::Request, web_sys::AbortController), OriginError> {
+    controller: &web_sys::AbortController,
+) -> Result<web_sys::Request, OriginError> {
     let fail = |e: JsValue| OriginError::Failed(describe(&e));
-    let controller = web_sys::AbortController::new().map_err(fail)?;
     let (parts, body) = request.into_parts();
-    let init = init(parts.method.as_str(), &controller);
-    let headers = web_headers(&parts.headers).map_err(|e| OriginError::Failed(e.to_string()))?;
-    init.set_headers(headers.as_ref());
+    let init = web_sys::RequestInit::new();
+    init.set_method(parts.method.as_str());
+    init.set_headers(web_headers(&parts.headers).map_err(fail)?.as_ref());
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    init.set_signal(Some(&controller.signal()));
     match body {
         ForwardBody::Stream(client) => {
             if let Some(stream) = client.0 {
@@ -103,37 +96,25 @@ fn outgoing(
             }
         }
     }
-    let request = web_sys::Request::new_with_str_and_init(&parts.uri.to_string(), &init);
-    Ok((request.map_err(fail)?, controller))
+    web_sys::Request::new_with_str_and_init(&parts.uri.to_string(), &init).map_err(fail)
 }
 
-/// A request's options: `method`, redirects returned rather than followed, abortable.
-fn init(method: &str, controller: &web_sys::AbortController) -> web_sys::RequestInit {
-    let init = web_sys::RequestInit::new();
-    init.set_method(method);
-    init.set_redirect(web_sys::RequestRedirect::Manual);
-    init.set_signal(Some(&controller.signal()));
-    init
-}
-
-/// `fetch(request)` on the Worker's global scope.
-async fn call(request: &web_sys::Request) -> Result<web_sys::Response, JsValue> {
+/// `fetch` on the Worker's global scope for `request` ([`outgoing`]), aborted by `controller`.
+async fn call(
+    request: Request<ForwardBody<ClientBody>>,
+    controller: &web_sys::AbortController,
+) -> Result<web_sys::Response, OriginError> {
+    let request = outgoing(request, controller)?;
     let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let response = JsFuture::from(global.fetch_with_request(request)).await?;
-    response.dyn_into()
+    let response = JsFuture::from(global.fetch_with_request(&request)).await;
+    response
+        .and_then(JsCast::dyn_into)
+        .map_err(|e| OriginError::Failed(describe(&e)))
 }
 
-/// `future`'s output, or `None` once `timeout` has passed (the future is then dropped).
-pub async fn within<F: std::future::Future>(timeout: Duration, future: F) -> Option<F::Output> {
-    let future = std::pin::pin!(future);
-    match select(future, Delay::from(timeout)).await {
-        Either::Left((output, _)) => Some(output),
-        Either::Right(_) => None,
-    }
-}
-
-fn failed(e: &JsValue) -> FetchError {
-    FetchError::Connect { cause: describe(e) }
+/// What aborts a request that runs out of time.
+fn controller() -> Result<web_sys::AbortController, OriginError> {
+    web_sys::AbortController::new().map_err(|e| OriginError::Failed(describe(&e)))
 }
 
 /// A JavaScript error as text for the operator's log.
@@ -146,7 +127,7 @@ fn describe(e: &JsValue) -> String {
 
 /// JavaScript `Headers` from a header map. Header values are byte strings: each byte becomes the
 /// character with that code (as `fetch` expects), so no value is lost or mangled.
-pub fn web_headers(headers: &HeaderMap) -> Result<web_sys::Headers, worker::Error> {
+pub fn web_headers(headers: &HeaderMap) -> Result<web_sys::Headers, JsValue> {
     let out = web_sys::Headers::new()?;
     for (name, value) in headers {
         let text: String = value.as_bytes().iter().map(|&b| char::from(b)).collect();

@@ -16,17 +16,15 @@
 use std::net::IpAddr;
 
 use http::HeaderMap;
+use portcullis_core::fault::{self, Fault};
 use portcullis_core::{
-    exchange, message, request_id, Answer, Clock, Event, Level, LogSink, Relay, RequestContext,
-    UnixTime,
+    context, exchange, message, request_id, Answer, Clock, Event, Level, LogSink, Relay,
+    RequestContext, UnixTime,
 };
 use wasm_bindgen::JsValue;
 use worker::{event, Context, Env};
 
-use crate::fault::Fault;
-
 pub mod body;
-pub mod fault;
 pub mod fetch;
 pub mod policy;
 pub mod quota;
@@ -40,9 +38,9 @@ pub const CLIENT_IP_HEADER: &str = "cf-connecting-ip";
 /// read the URL, method, headers and `cf` once more and convert the response again, for nothing.
 ///
 /// Whatever fails while handling (the runtime refusing a response this adapter built, or a
-/// fault injected by a test build) is answered 500 `internal` problem+json with its log line,
-/// never the runtime's own error page; only if even that answer cannot be built does the error
-/// reach workerd.
+/// fault injected by a test build) is answered 500 `internal` problem+json with its log line and
+/// an event naming the error, never the runtime's own error page; only if even that answer
+/// cannot be built does the error reach workerd.
 #[event(fetch)]
 async fn main(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
     let headers = fetch::header_map(&raw.headers());
@@ -53,50 +51,33 @@ async fn main(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<w
     };
     let (method, url) = (raw.method(), raw.url());
     let body = body::ClientBody(raw.body());
-    let request = Incoming {
-        method: &method,
-        url: &url,
-        headers,
-        body,
+    // workerd has parsed the method and the URL already, so `None` does not happen in practice.
+    let handled = match message::request(&method, &url, None, headers, body) {
+        Some(request) => handle(request, &request_ctx, &env, &ctx).await,
+        None => {
+            let answer = exchange::unroutable(&request_ctx, &method, &url, &WorkerClock);
+            answered(answer)
+        }
     };
-    handle(request, &request_ctx, &env, &ctx)
-        .await
-        .or_else(|error| failed(&request_ctx, &method, &url, &error))
-}
-
-/// The client's request as workerd hands it over.
-struct Incoming<'a> {
-    method: &'a str,
-    url: &'a str,
-    headers: HeaderMap,
-    body: body::ClientBody,
+    handled.or_else(|error| {
+        let cause = error.to_string();
+        let answer = exchange::internal_error(&request_ctx, &method, &url, &cause, &WorkerClock);
+        answered(answer)
+    })
 }
 
 /// One request, start to finish.
 async fn handle(
-    incoming: Incoming<'_>,
+    request: http::Request<body::ClientBody>,
     request_ctx: &RequestContext,
     env: &Env,
     ctx: &Context,
 ) -> worker::Result<web_sys::Response> {
-    let Incoming {
-        method,
-        url,
-        headers,
-        body,
-    } = incoming;
-    let fault = fault::requested(&headers);
-    // workerd has parsed the method and the URL already, so this does not happen in practice.
-    let request = message::request(method, url, None, headers, body)
-        .filter(|_| fault != Some(Fault::Unroutable));
-    let Some(request) = request else {
-        return answered(exchange::unroutable(request_ctx, method, url, &WorkerClock));
-    };
-    if fault == Some(Fault::Internal) {
-        return Err(fault::injected());
+    if fault::requested(request.headers()) == Some(Fault::Internal) {
+        return Err(worker::Error::RustError(fault::CAUSE.to_owned()));
     }
     let Some(gateway) = policy::current(env).await else {
-        let path = request.uri().path();
+        let (method, path) = (request.method().as_str(), request.uri().path());
         return answered(exchange::no_policy(request_ctx, method, path, &WorkerClock));
     };
     let store = quota::DurableStore::new(env);
@@ -120,23 +101,6 @@ async fn handle(
         });
     }
     response
-}
-
-/// Handling failed with `error`: answer 500 `internal`, logged with the URL's path and with an
-/// event naming the cause.
-fn failed(
-    ctx: &RequestContext,
-    method: &str,
-    url: &str,
-    error: &worker::Error,
-) -> worker::Result<web_sys::Response> {
-    let uri = url.parse::<http::Uri>().ok();
-    let path = uri.as_ref().map_or(url, http::Uri::path);
-    let mut answer = exchange::internal_error(ctx, method, path, &WorkerClock);
-    for event in &mut answer.record.events {
-        event.fields.push(("cause", error.to_string()));
-    }
-    answered(answer)
 }
 
 /// The response for the client, after logging its record: the gateway's own answer, or the
@@ -179,13 +143,7 @@ fn answered(answer: Answer) -> worker::Result<web_sys::Response> {
 /// The client's address from `CF-Connecting-IP`. Only meaningful on Workers, where Cloudflare
 /// sets it; a missing or malformed value means no address (and `by: "ip"` quotas fail closed).
 pub fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
-    headers
-        .get(CLIENT_IP_HEADER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    context::parse_address(headers.get(CLIENT_IP_HEADER)?.to_str().ok()?)
 }
 
 /// The Worker's clock. `Date.now()` advances only across I/O on Workers, which is all the core

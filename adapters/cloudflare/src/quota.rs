@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use portcullis_core::quota::serial::{self, StepRequest};
 use portcullis_core::quota::{CounterStore, Rate, StoreError, Verdict};
+use portcullis_core::time::within;
 use portcullis_core::UnixTime;
 use worker::{
-    durable_object, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit, Response,
-    ScheduledTime,
+    durable_object, Delay, DurableObject, Env, Method, ObjectNamespace, Request, RequestInit,
+    Response, ScheduledTime,
 };
-
-use crate::fetch::within;
 
 /// The Durable Object binding.
 pub const DO_BINDING: &str = "PORTCULLIS_QUOTAS";
@@ -72,7 +71,7 @@ impl DurableStore {
 
 impl CounterStore for DurableStore {
     async fn apply(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
-        within(STORE_TIMEOUT, self.call(key, rate, now))
+        within(Delay::from(STORE_TIMEOUT), self.call(key, rate, now))
             .await
             .unwrap_or(Err(StoreError::Timeout))
     }

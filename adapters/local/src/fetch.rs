@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use portcullis_core::event::error_chain;
-use portcullis_core::fetch::{self, Fetch, FetchError, FetchResponse, MAX_FETCH_BYTES};
+use portcullis_core::fetch::{self, Fetch, FetchError, FetchResponse};
 
 use crate::body;
 use crate::client::Upstream;
@@ -21,41 +21,30 @@ impl HyperFetch {
     pub fn new(client: Upstream) -> Self {
         HyperFetch { client }
     }
-
-    /// The whole exchange: request, head, body, each as the core says
-    /// ([`fetch::request`], [`fetch::read_head`]). The caller bounds it with the timeout.
-    async fn exchange(&self, url: &str) -> Result<FetchResponse, FetchError> {
-        let request = fetch::request(url, body::full(Bytes::new()))?;
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| FetchError::Connect {
-                cause: error_chain(&e),
-            })?;
-        let (parts, incoming) = response.into_parts();
-        let cache_control = fetch::read_head(&parts.headers)?;
-        let body = body::read_limited(incoming, MAX_FETCH_BYTES as u64).await?;
-        Ok(FetchResponse {
-            status: parts.status.as_u16(),
-            body,
-            cache_control,
-        })
-    }
 }
 
 impl Fetch for HyperFetch {
+    /// A whole GET as the core says ([`fetch::get_with`]): one deadline for connecting, the
+    /// head and the body, so a server that answers its head quickly and then trickles the body
+    /// still times out.
     async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
-        // One deadline for connecting, the head and the body: a server that answers its head
-        // quickly and then trickles the body still times out.
-        tokio::time::timeout(timeout, self.exchange(url))
-            .await
-            .unwrap_or(Err(FetchError::Timeout))
+        let send = async |request| {
+            let response = self.client.request(request).await;
+            let response = response.map_err(|e| FetchError::Connect {
+                cause: error_chain(&e),
+            })?;
+            let (parts, incoming) = response.into_parts();
+            Ok((parts.status.as_u16(), parts.headers, incoming))
+        };
+        let empty = body::full(Bytes::new());
+        let sleep = tokio::time::sleep(timeout);
+        fetch::get_with(sleep, url, empty, send, body::read_limited).await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use portcullis_core::fetch::MAX_FETCH_BYTES;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 

@@ -13,10 +13,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use portcullis_core::event::error_chain;
-use portcullis_core::exchange;
-use portcullis_core::{
-    Answer, Gateway, MemoryStore, OriginResult, Outbound, Pending, Policy, Relay, Step,
-};
+use portcullis_core::origin::{self, OriginError};
+use portcullis_core::{exchange, Answer, Gateway, MemoryStore, Outbound, Pending, Policy};
+use portcullis_core::{Relay, Step};
 use tokio::net::TcpListener;
 
 use crate::body::{self, ClientBody, RelayBody};
@@ -146,7 +145,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, shutdown: impl Future
             async move {
                 Ok::<_, Infallible>(
                     task.await
-                        .unwrap_or_else(|_| internal_error(peer, &method, &uri)),
+                        .unwrap_or_else(|failed| internal_error(peer, &method, &uri, failed)),
                 )
             }
         });
@@ -300,22 +299,15 @@ async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response
 /// Send the outbound request and relay the origin's answer, streaming its body.
 async fn relay(app: &App, outbound: Outbound<ClientBody>, pending: Pending) -> Response<RelayBody> {
     let Outbound { request, timeout } = outbound;
-    let sent =
-        tokio::time::timeout(timeout, app.upstream.request(request.map(body::to_origin))).await;
-    let result = match sent {
-        Ok(Ok(response)) => {
-            let (mut parts, stream) = response.into_parts();
-            OriginResult::Responded {
-                status: parts.status.as_u16(),
-                headers: std::mem::take(&mut parts.headers),
-                body: (parts, stream),
-            }
-        }
-        Ok(Err(error)) => OriginResult::Failed {
-            cause: error_chain(&error),
-        },
-        Err(_) => OriginResult::TimedOut,
+    let sent = async {
+        let response = app.upstream.request(request.map(body::to_origin)).await;
+        let (mut parts, stream) = response
+            .map_err(|error| OriginError::Failed(error_chain(&error)))?
+            .into_parts();
+        let headers = std::mem::take(&mut parts.headers);
+        Ok((parts.status.as_u16(), headers, (parts, stream)))
     };
+    let result = origin::within(tokio::time::sleep(timeout), sent).await;
     match pending.finish(result, &SystemClock) {
         Relay::Origin {
             headers,
@@ -337,13 +329,27 @@ fn answered(answer: Answer) -> Response<RelayBody> {
 }
 
 /// The answer when handling a request panicked: a bug, and the client still gets a problem,
-/// logged with the request's method and path.
-fn internal_error(peer: IpAddr, method: &http::Method, uri: &http::Uri) -> Response<RelayBody> {
+/// logged with the request's method and path and an event naming the panic's message.
+fn internal_error(
+    peer: IpAddr,
+    method: &http::Method,
+    uri: &http::Uri,
+    failed: tokio::task::JoinError,
+) -> Response<RelayBody> {
+    let cause = match failed.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "handling panicked".to_owned()),
+        Err(other) => other.to_string(),
+    };
     let ctx = context::for_request(peer);
     answered(exchange::internal_error(
         &ctx,
         method.as_str(),
         uri.path(),
+        &cause,
         &SystemClock,
     ))
 }

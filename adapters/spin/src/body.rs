@@ -1,6 +1,7 @@
 //! The client's request body as the core sees it: `wasi:http`'s incoming body stream, spliced to
 //! the origin untouched, or read up to a limit when the route inspects it.
 
+use portcullis_core::body::LimitedBody;
 use portcullis_core::{BodyError, RequestBody};
 use spin_sdk::http::IncomingRequest;
 use spin_sdk::wit::wasi::http0_2_0::types::IncomingBody;
@@ -47,18 +48,15 @@ impl RequestBody for ClientBody {
     }
 }
 
-/// All of `stream`, or [`BodyError::TooLarge`] as soon as more than `limit` bytes have arrived:
-/// the client's body, and the body of a key-set fetch.
+/// All of `stream`, or [`BodyError::TooLarge`] as soon as more than `limit` bytes have arrived
+/// (the core's [`LimitedBody`]): the client's body, and the body of a key-set fetch.
 pub async fn read_limited(stream: &InputStream, limit: u64) -> Result<Vec<u8>, BodyError> {
-    let mut out = Vec::new();
+    let mut out = LimitedBody::new(limit, 0);
     while let Some(chunk) = io::read_chunk(stream)
         .await
         .map_err(|_| BodyError::Aborted)?
     {
-        if (out.len() as u64).saturating_add(chunk.len() as u64) > limit {
-            return Err(BodyError::TooLarge);
-        }
-        out.extend_from_slice(&chunk);
+        out.push(&chunk)?;
     }
-    Ok(out)
+    Ok(out.into_bytes())
 }

@@ -2,21 +2,20 @@
 //! sets) and [`Origin`] (forwarded requests).
 //!
 //! `wasi:http` never follows redirects, so neither does anything here. Timeouts are enforced on
-//! our own clock ([`io::within`]) and also handed to the host as request options (connect and
+//! our own clock ([`io::sleep`]) and also handed to the host as request options (connect and
 //! first-byte timeouts), which Spin applies where it can.
 
-use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use portcullis_core::fetch::{Fetch, FetchError, FetchResponse, MAX_FETCH_BYTES};
+use http::request::Parts;
+use http::{HeaderMap, Request};
+use portcullis_core::fetch::{self, Fetch, FetchError, FetchResponse};
 use portcullis_core::message;
-use portcullis_core::origin::{Origin, OriginError};
-use portcullis_core::{ForwardBody, OriginResult, Outbound};
-use spin_sdk::http::{
-    ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, Scheme,
-};
+use portcullis_core::origin::{self, Origin, OriginError};
+use portcullis_core::{BodyError, ForwardBody, OriginResult, Outbound};
+use spin_sdk::http::{ErrorCode, IncomingResponse, Method, OutgoingBody, OutgoingRequest, Scheme};
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::RequestOptions;
 
@@ -29,32 +28,16 @@ use crate::io;
 pub struct SpinFetch;
 
 impl Fetch for SpinFetch {
+    /// A whole GET as the core says ([`fetch::get_with`]), sent as forwarded requests are.
     async fn get(&self, url: &str, timeout: Duration) -> Result<FetchResponse, FetchError> {
-        let uri: http::Uri = url.parse().map_err(|_| FetchError::InvalidUrl)?;
-        let (request, body) = outgoing(&Method::Get, &uri, Fields::new())
-            .map_err(|cause| FetchError::Connect { cause })?;
-        let whole = async {
-            let finish = async { drop(OutgoingBody::finish(body, None)) };
-            let response = send(request, timeout, finish).await?;
-            let status = response.status();
-            let cache_control = response
-                .headers()
-                .get("cache-control")
-                .into_iter()
-                .next()
-                .and_then(|v| String::from_utf8(v).ok());
-            let incoming = response.consume().map_err(|()| FetchError::Interrupted)?;
-            let stream = incoming.stream().map_err(|()| FetchError::Interrupted)?;
-            let body = body::read_limited(&stream, MAX_FETCH_BYTES as u64).await?;
-            Ok(FetchResponse {
-                status,
-                body,
-                cache_control,
-            })
+        let send = async |request| Ok(exchange(request, timeout).await?);
+        let read = async |response: IncomingResponse, limit| {
+            let incoming = response.consume().map_err(|()| BodyError::Aborted)?;
+            let stream = incoming.stream().map_err(|()| BodyError::Aborted)?;
+            body::read_limited(&stream, limit).await
         };
-        io::within(timeout, whole)
-            .await
-            .unwrap_or(Err(FetchError::Timeout))
+        let empty = ForwardBody::Buffered(Vec::new());
+        fetch::get_with(io::sleep(timeout), url, empty, send, read).await
     }
 }
 
@@ -66,55 +49,35 @@ impl Origin<ClientBody> for SpinFetch {
 
     async fn send(&self, outbound: Outbound<ClientBody>) -> OriginResult<IncomingResponse> {
         let Outbound { request, timeout } = outbound;
-        let (parts, body) = request.into_parts();
-        let sent = async {
-            let method = Method::from(parts.method);
-            let headers = fields::fields(&parts.headers);
-            let (outgoing, out_body) =
-                outgoing(&method, &parts.uri, headers).map_err(OriginError::Failed)?;
-            send(outgoing, timeout, upload(body, out_body)).await
-        };
-        match io::within(timeout, sent).await {
-            Some(Ok(origin)) => OriginResult::Responded {
-                status: origin.status(),
-                headers: message::header_map(origin.headers().entries()),
-                body: origin,
-            },
-            Some(Err(e)) => e.into(),
-            None => OriginError::Timeout.into(),
-        }
+        origin::within(io::sleep(timeout), exchange(request, timeout)).await
     }
 }
 
 /// Write the request body and finish it; an unfinished body (on error) is dropped, which the
 /// host treats as an aborted request.
 async fn upload(body: ForwardBody<ClientBody>, out_body: OutgoingBody) {
-    let Ok(stream) = out_body.write() else {
-        return;
-    };
-    let done = match &body {
-        ForwardBody::Buffered(bytes) => io::write_all(&stream, bytes).await.is_ok(),
+    io::fill(out_body, async |stream| match &body {
+        ForwardBody::Buffered(bytes) => io::write_all(stream, bytes).await.is_ok(),
         ForwardBody::Stream(client) => match client.stream() {
-            Some(input) => io::copy(input, &stream).await.is_ok(),
+            Some(input) => io::copy(input, stream).await.is_ok(),
             None => true,
         },
-    };
-    drop(stream);
-    if done {
-        let _ = OutgoingBody::finish(out_body, None);
-    }
+    })
+    .await;
     // Keep the client's body until the upload is over.
     drop(body);
 }
 
-/// Send `request`, its body written by `upload` meanwhile, and wait for the response headers.
-async fn send(
-    request: OutgoingRequest,
+/// Send `request`, its body written meanwhile, and wait for the response head: its status, its
+/// headers, and the response, its body still to read.
+async fn exchange(
+    request: Request<ForwardBody<ClientBody>>,
     timeout: Duration,
-    upload: impl Future<Output = ()>,
-) -> Result<IncomingResponse, OriginError> {
+) -> Result<(u16, HeaderMap, IncomingResponse), OriginError> {
+    let (parts, body) = request.into_parts();
+    let (request, out_body) = outgoing(parts).map_err(OriginError::Failed)?;
     let future = outgoing_handler::handle(request, options(timeout)).map_err(failure)?;
-    let upload = pin!(upload);
+    let upload = pin!(upload(body, out_body));
     let answer = pin!(async {
         io::ready(|| future.subscribe()).await;
         match future.get() {
@@ -123,12 +86,14 @@ async fn send(
             Some(Err(())) | None => Err(OriginError::Failed("response unavailable".into())),
         }
     });
-    match select(upload, answer).await {
+    let response = match select(upload, answer).await {
         Either::Left((_, answer)) => answer.await,
         // Answered before the upload ended: dropping the unfinished upload tells the host the
         // request body is incomplete, which is all that can be said now.
         Either::Right((answer, _)) => answer,
-    }
+    }?;
+    let headers = message::header_map(response.headers().entries());
+    Ok((response.status(), headers, response))
 }
 
 /// The host's error: its own timeouts are timeouts, the rest is for the log.
@@ -153,30 +118,24 @@ fn options(timeout: Duration) -> Option<RequestOptions> {
     Some(options)
 }
 
-/// An outgoing request for an absolute `uri`, and its body for the caller to write and finish.
-fn outgoing(
-    method: &Method,
-    uri: &http::Uri,
-    headers: Fields,
-) -> Result<(OutgoingRequest, OutgoingBody), String> {
+/// The host's request for `parts` (an absolute URI), and its body for the caller to write and
+/// finish.
+fn outgoing(parts: Parts) -> Result<(OutgoingRequest, OutgoingBody), String> {
+    let uri = &parts.uri;
     let scheme = match uri.scheme_str() {
         Some("https") => Scheme::Https,
         Some("http") => Scheme::Http,
         _ => return Err("URL is not http:// or https://".into()),
     };
-    let authority = uri
-        .authority()
-        .ok_or("URL has no host")?
-        .as_str()
-        .to_owned();
-    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let request = OutgoingRequest::new(headers);
+    let authority = uri.authority().ok_or("URL has no host")?.as_str();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let request = OutgoingRequest::new(fields::fields(&parts.headers));
     let set =
         |ok: Result<(), ()>, what: &str| ok.map_err(|()| format!("the host refused the {what}"));
-    set(request.set_method(method), "method")?;
+    set(request.set_method(&Method::from(parts.method)), "method")?;
     set(request.set_scheme(Some(&scheme)), "scheme")?;
-    set(request.set_authority(Some(&authority)), "authority")?;
-    set(request.set_path_with_query(Some(&path)), "path")?;
+    set(request.set_authority(Some(authority)), "authority")?;
+    set(request.set_path_with_query(Some(path)), "path")?;
     let body = request.body().map_err(|()| "request body unavailable")?;
     Ok((request, body))
 }

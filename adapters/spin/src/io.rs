@@ -5,13 +5,11 @@
 //! calls. Every wait registers a pollable with Spin's executor (`spin_executor`), which polls them
 //! all with `wasi:io/poll` and re-polls the request's future when one is ready.
 
-use std::future::Future;
-use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::future::{select, Either};
 use spin_executor::CancelOnDropToken;
+use spin_sdk::http::OutgoingBody;
 use wasi::clocks::monotonic_clock;
 use wasi::io::poll::Pollable;
 use wasi::io::streams::{InputStream, OutputStream, StreamError};
@@ -58,18 +56,24 @@ pub async fn sleep(duration: Duration) {
     .await
 }
 
-/// `future`'s output, or `None` if `timeout` passes first (the future is then dropped, which
-/// cancels whatever it was waiting on).
-pub async fn within<F: Future>(timeout: Duration, future: F) -> Option<F::Output> {
-    match select(pin!(future), pin!(sleep(timeout))).await {
-        Either::Left((output, _)) => Some(output),
-        Either::Right(_) => None,
-    }
-}
-
 /// `duration` in nanoseconds, saturating (WASI durations are `u64` nanoseconds).
 pub fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Write `body` with `write`, then finish it if `write` says it succeeded. A body left
+/// unfinished is dropped, which the host takes as an aborted message (so the peer never takes a
+/// short body for a complete one).
+pub async fn fill(body: OutgoingBody, write: impl AsyncFnOnce(&OutputStream) -> bool) {
+    let Ok(stream) = body.write() else {
+        return;
+    };
+    let written = write(&stream).await;
+    // The stream is the body's child resource: it must go before the body is finished.
+    drop(stream);
+    if written {
+        let _ = OutgoingBody::finish(body, None);
+    }
 }
 
 /// Why a stream copy stopped early.

@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
+use portcullis_core::fault::{self, Fault};
 use portcullis_core::jwks::shared::Pending;
 use portcullis_core::kv::counters::KvCounters;
 use portcullis_core::kv::key_sets::Instance;
@@ -32,10 +33,7 @@ use spin_sdk::http::{
 use spin_sdk::http_component;
 use wasi::clocks::monotonic_clock;
 
-use crate::fault::Fault::{Internal, Unroutable};
-
 pub mod body;
-pub mod fault;
 pub mod fetch;
 pub mod fields;
 pub mod io;
@@ -74,13 +72,14 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let method = request.method().to_string();
     let target = request.path_with_query().unwrap_or_else(|| "/".to_owned());
     let authority = request.authority();
-    let fault = fault::requested(&headers);
-    let head = message::request(&method, &target, authority.as_deref(), headers, ())
-        .filter(|_| fault != Some(Unroutable));
-    let Some(head) = head else {
+    let Some(head) = message::request(&method, &target, authority.as_deref(), headers, ()) else {
         let sent = answer(out, exchange::unroutable(&ctx, &method, &target, &Spin)).await;
         return or_internal_error(sent, &ctx, &method, &target).await;
     };
+    if fault::requested(head.headers()) == Some(Fault::Internal) {
+        let cause = fault::CAUSE.to_owned();
+        return or_internal_error(Err(Unanswered { out, cause }), &ctx, &method, &target).await;
+    }
     let Some((gateway, store)) = policy::load(store::open()).await else {
         let sent = answer(out, exchange::no_policy(&ctx, &method, &target, &Spin)).await;
         return or_internal_error(sent, &ctx, &method, &target).await;
@@ -96,23 +95,17 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             &Spin,
         )
         .await;
-    // An injected failure comes after the decision, before anything is sent to the origin.
-    let relay = match fault {
-        Some(Internal) => None,
-        _ => Some(step.run(&fetch::SpinFetch, &Spin).await),
-    };
-    let sent = match relay {
-        None => Err(fault::injected(out)),
-        Some(Relay::Answer(answered)) => {
+    let sent = match step.run(&fetch::SpinFetch, &Spin).await {
+        Relay::Answer(answered) => {
             settle(&store, &answered.record);
             answer(out, answered).await
         }
-        Some(Relay::Origin {
+        Relay::Origin {
             status,
             headers,
             body: origin,
             record,
-        }) => stream_response(out, status, &headers, origin, || record.write_to(&Spin)).await,
+        } => stream_response(out, status, &headers, origin, || record.write_to(&Spin)).await,
     };
     or_internal_error(sent, &ctx, &method, &target).await;
     // After the answer: the client does not wait for housekeeping.
@@ -140,10 +133,7 @@ async fn or_internal_error(
     let Err(Unanswered { out, cause }) = sent else {
         return;
     };
-    let mut internal = exchange::internal_error(ctx, method, target, &Spin);
-    for event in &mut internal.record.events {
-        event.fields.push(("cause", cause.clone()));
-    }
+    let internal = exchange::internal_error(ctx, method, target, &cause, &Spin);
     if let Err(again) = answer(out, internal).await {
         eprintln!(
             "portcullis: cannot answer 500 either ({}): {cause}",
@@ -162,26 +152,16 @@ async fn stream_response(
     origin: IncomingResponse,
     log: impl FnOnce(),
 ) -> Result<(), Unanswered> {
-    let (response, out_body) = match outgoing(status, headers) {
-        Ok(parts) => parts,
-        Err(cause) => return Err(Unanswered { out, cause }),
-    };
-    log();
-    out.set(response);
-    let (Ok(in_body), Ok(out_stream)) = (origin.consume(), out_body.write()) else {
-        return Ok(());
-    };
-    let Ok(in_stream) = in_body.stream() else {
-        return Ok(());
-    };
-    let copied = io::copy(&in_stream, &out_stream).await;
-    drop(in_stream);
-    drop(out_stream);
-    if copied.is_ok() {
-        let _ = OutgoingBody::finish(out_body, None);
+    let out_body = hand_over(out, status, headers, log)?;
+    // Each stream goes before the body it belongs to, as WASI requires: the scopes end so.
+    if let Ok(in_body) = origin.consume() {
+        if let Ok(in_stream) = in_body.stream() {
+            io::fill(out_body, async |out| {
+                io::copy(&in_stream, out).await.is_ok()
+            })
+            .await;
+        }
     }
-    drop(in_body);
-    drop(origin);
     Ok(())
 }
 
@@ -192,33 +172,36 @@ async fn answer(out: ResponseOutparam, answer: Answer) -> Result<(), Unanswered>
     parts
         .headers
         .insert(http::header::CONTENT_LENGTH, text.len().into());
-    let (response, body) = match outgoing(parts.status.as_u16(), &parts.headers) {
-        Ok(parts) => parts,
-        Err(cause) => return Err(Unanswered { out, cause }),
-    };
-    record.write_to(&Spin);
-    out.set(response);
-    let Ok(stream) = body.write() else {
-        return Ok(());
-    };
-    let written = io::write_all(&stream, text.as_bytes()).await;
-    drop(stream);
-    if written.is_ok() {
-        let _ = OutgoingBody::finish(body, None);
-    }
+    let body = hand_over(out, parts.status.as_u16(), &parts.headers, || {
+        record.write_to(&Spin)
+    })?;
+    io::fill(body, async |out| {
+        io::write_all(out, text.as_bytes()).await.is_ok()
+    })
+    .await;
     Ok(())
 }
 
-/// A response head and its body handle, not yet handed to Spin; `Err` if Spin refuses either.
-fn outgoing(status: u16, headers: &HeaderMap) -> Result<(OutgoingResponse, OutgoingBody), String> {
+/// Hand Spin the response head, calling `log` just before, and return its body to write. If
+/// Spin refuses the status or the body, nothing is handed over or logged, and the slot comes
+/// back unused.
+fn hand_over(
+    out: ResponseOutparam,
+    status: u16,
+    headers: &HeaderMap,
+    log: impl FnOnce(),
+) -> Result<OutgoingBody, Unanswered> {
     let response = OutgoingResponse::new(fields::fields(headers));
-    response
-        .set_status_code(status)
-        .map_err(|()| format!("Spin refused the status {status}"))?;
-    let body = response
-        .body()
-        .map_err(|()| "Spin refused the response body".to_owned())?;
-    Ok((response, body))
+    let cause = match (response.set_status_code(status), response.body()) {
+        (Ok(()), Ok(body)) => {
+            log();
+            out.set(response);
+            return Ok(body);
+        }
+        (Err(()), _) => format!("Spin refused the status {status}"),
+        (Ok(()), Err(())) => "Spin refused the response body".to_owned(),
+    };
+    Err(Unanswered { out, cause })
 }
 
 /// The client's address from the last `spin-client-addr` value (`IP:port`, as Spin writes it).
@@ -234,13 +217,13 @@ pub fn now() -> UnixTime {
     UnixTime::from_system_time(SystemTime::now())
 }
 
-/// 128 bits from `wasi:random`, hex-encoded.
+/// 128 bits from `wasi:random`, hex-encoded; should the host give fewer, the core's
+/// [`request_id::fallback`] from the clock and a random number.
 pub fn new_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    let random = wasi::random::random::get_random_bytes(16);
-    let n = random.len().min(16);
-    bytes[..n].copy_from_slice(&random[..n]);
-    request_id::from_random(bytes)
+    match <[u8; 16]>::try_from(wasi::random::random::get_random_bytes(16)) {
+        Ok(bytes) => request_id::from_random(bytes),
+        Err(_) => request_id::fallback(now(), random_u64()),
+    }
 }
 
 fn random_u64() -> u64 {
