@@ -10,6 +10,7 @@
 pub mod body;
 pub mod cli;
 pub mod client;
+pub mod connections;
 pub mod context;
 pub mod demo;
 pub mod echo;

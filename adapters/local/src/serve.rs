@@ -17,10 +17,11 @@ use portcullis_core::exchange;
 use portcullis_core::{
     Answer, Gateway, MemoryStore, OriginResult, Outbound, Pending, Policy, Relay, Step,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::body::{self, ClientBody, RelayBody};
 use crate::client::{self, Upstream};
+use crate::connections::{Connections, Settings};
 use crate::context::SystemClock;
 use crate::fetch::HyperFetch;
 use crate::log;
@@ -83,11 +84,41 @@ impl App {
     }
 }
 
-/// Bind `addr` (`HOST:PORT`; port 0 picks a free one).
+/// How many connections the kernel may queue for the gateway to accept (capped by the kernel's
+/// `net.core.somaxconn`). The standard library's 128 overflowed in bursts on a busy machine:
+/// a client whose connection attempt finds the queue full waits a second or more to retry.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind `addr` (`HOST:PORT`; port 0 picks a free one), listening with [`LISTEN_BACKLOG`].
 pub async fn bind(addr: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    let fail = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
+    let mut last = None;
+    for resolved in tokio::net::lookup_host(addr).await.map_err(fail)? {
+        match listen_on(resolved) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(fail(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "the name resolves to no address",
+        )
+    })))
+}
+
+fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As the standard library does on Unix: a restarted gateway can bind its port while
+    // connections of the old one linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The readiness line. Printed only once the socket accepts connections, with the port actually
@@ -97,28 +128,47 @@ pub fn announce(addr: SocketAddr) {
 }
 
 /// Serve `listener` until `shutdown` completes, then let in-flight requests finish, for up to a
-/// grace period or until another SIGINT or SIGTERM.
+/// grace period or until another SIGINT or SIGTERM. Connections are held as `connections` says
+/// (header timeout, cap; see [`crate::connections`]).
 ///
 /// Requests are handled as tasks local to the calling thread: the core's futures need not be
 /// `Send` (its traits are shared with WebAssembly runtimes), and a request stays on the thread
 /// that accepted its connection anyway.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    connections: Connections,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::task::LocalSet::new()
         .run_until(async {
             log::batch_this_thread();
-            accept_loop(listener, app, shutdown).await;
+            accept_loop(listener, app, connections, shutdown).await;
         })
         .await;
     log::unbatch_this_thread();
 }
 
-async fn accept_loop(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    connections: Connections,
+    shutdown: impl Future<Output = ()>,
+) {
+    let header_timeout = connections.header_timeout();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .max_header_size(MAX_HEAD_BYTES);
+        .max_header_size(MAX_HEAD_BYTES)
+        .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
+        // At the cap, stop accepting until a connection closes: new ones wait in the kernel's
+        // listen queue.
+        let slot = tokio::select! {
+            slot = connections.slot() => slot,
+            () = &mut shutdown => break,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -150,10 +200,27 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, shutdown: impl Future
                 )
             }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let (mut http, watcher) = (http.clone(), graceful.watcher());
         tokio::task::spawn_local(async move {
-            // Connection errors (a client hanging up mid-request) concern that client only.
+            // Nothing of hyper's (two 8 KiB buffers and its state) exists for a connection
+            // until its first byte arrives (peeked, so hyper still reads it), so a flood of
+            // connections that send nothing costs a small task each. The header timeout counts
+            // from the accept: the first head gets what is left of it.
+            let accepted = tokio::time::Instant::now();
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
+            let left = header_timeout.saturating_sub(accepted.elapsed());
+            http.header_read_timeout(left.max(Duration::from_millis(1)));
+            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+            // Connection errors (a client hanging up mid-request, a header timeout) concern that
+            // client only.
             let _ = connection.await;
+            drop(slot);
         });
     }
     drop(listener);
@@ -174,6 +241,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, shutdown: impl Future
 pub async fn run_per_core(
     listener: TcpListener,
     app: Arc<App>,
+    connections: Connections,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
@@ -187,6 +255,7 @@ pub async fn run_per_core(
             .try_clone()
             .map_err(|e| format!("cannot share the listener: {e}"))?;
         let app = Arc::new(app.for_thread()?);
+        let connections = connections.clone();
         let mut stopped = stopped.clone();
         let thread = std::thread::Builder::new()
             .name(format!("portcullis-serve-{index}"))
@@ -201,7 +270,7 @@ pub async fn run_per_core(
                     let shutdown = async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     };
-                    run(listener, app, shutdown).await;
+                    run(listener, app, connections, shutdown).await;
                     Ok(())
                 })
             })
@@ -348,13 +417,14 @@ fn internal_error(peer: IpAddr, method: &http::Method, uri: &http::Uri) -> Respo
     ))
 }
 
-/// Run the gateway on `listen` with `policy` until SIGINT or SIGTERM. Returns only on shutdown
-/// or a start-up failure.
+/// Run the gateway on `listen` with `policy` until SIGINT or SIGTERM, holding connections as
+/// `settings` say. Returns only on shutdown or a start-up failure.
 ///
 /// Remote key sets are fetched before the socket is bound, so that the readiness line means
 /// tokens can be checked; a provider whose keys cannot be fetched is reported and does not stop
 /// the gateway (see [`keys`]).
-pub async fn serve(policy: Policy, listen: &str) -> Result<(), String> {
+pub async fn serve(policy: Policy, listen: &str, settings: Settings) -> Result<(), String> {
+    let connections = start_connections(settings);
     let app = Arc::new(App::new(policy)?);
     keys::load_and_report(app.gateway(), app.fetch()).await;
     let listener = bind(listen).await?;
@@ -366,5 +436,15 @@ pub async fn serve(policy: Policy, listen: &str) -> Result<(), String> {
     let _refresher = keys::spawn_refresher(Arc::clone(&app));
     fault::warn_if_compiled_in();
     announce(addr);
-    run_per_core(listener, app, signals.recv()).await
+    run_per_core(listener, app, connections, signals.recv()).await
+}
+
+/// The connection settings in force (see [`Connections::start`]), with a start-up line when
+/// they differ from what was asked.
+pub fn start_connections(settings: Settings) -> Connections {
+    let (connections, note) = Connections::start(settings);
+    if let Some(note) = note {
+        eprintln!("portcullis: {note}");
+    }
+    connections
 }
