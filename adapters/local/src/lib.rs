@@ -18,6 +18,7 @@ pub mod fault;
 pub mod fetch;
 pub mod keys;
 pub mod log;
+pub mod origin_body;
 pub mod policy_file;
 pub mod serve;
 pub mod signature;

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -19,12 +19,13 @@ use portcullis_core::{
 };
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::body::{self, ClientBody, RelayBody};
+use crate::body::{self, ClientBody, ResponseBody};
 use crate::client::{self, Upstream};
 use crate::connections::{Connections, Settings};
 use crate::context::SystemClock;
 use crate::fetch::HyperFetch;
 use crate::log;
+use crate::origin_body::OriginBody;
 use crate::signature::Ring;
 use crate::{context, fault, keys};
 
@@ -347,9 +348,10 @@ impl Signals {
 }
 
 /// One request, start to finish: the core decides and finishes it; this moves the bytes.
-async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response<RelayBody> {
+async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response<ResponseBody> {
     fault::inject(request.headers());
     let ctx = context::for_request(peer);
+    let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
     let step = app
         .gateway
         .exchange(
@@ -361,16 +363,49 @@ async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response
         )
         .await;
     match step {
-        Step::Answer(answer) => answered(answer),
-        Step::Forward(outbound, pending) => relay(app, outbound, pending).await,
+        Step::Answer(answer) => {
+            let mut response = answered(answer);
+            if chunked {
+                end_connection_after(&mut response);
+            }
+            response
+        }
+        Step::Forward(outbound, pending) => relay(app, outbound, pending, &ctx.request_id).await,
     }
 }
 
+/// Close the client's connection once `response` is sent.
+///
+/// For the gateway's own answers to requests framed by `Transfer-Encoding`: their body was not
+/// read, and on a kept connection hyper would skip it by its own reading of the framing and take
+/// whatever follows as the next request. When the core refused that framing as ambiguous
+/// (`identity, chunked`, a repeated `chunked`), a proxy in front may place the end of the body
+/// elsewhere, and the bytes after it are a smuggled request; RFC 9112 §6.3 has a server that
+/// cannot trust the framing close the connection. Refusals of well-framed chunked requests
+/// close it too: it costs such a client a new connection, and needs no second reading of the
+/// core's reasons here.
+fn end_connection_after(response: &mut Response<ResponseBody>) {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
 /// Send the outbound request and relay the origin's answer, streaming its body.
-async fn relay(app: &App, outbound: Outbound<ClientBody>, pending: Pending) -> Response<RelayBody> {
+///
+/// The origin's `timeout` bounds the wait for the response head (past it, the core's 504) and
+/// then each wait for more of the body ([`OriginBody`]: past it, the client's connection is
+/// closed).
+async fn relay(
+    app: &App,
+    outbound: Outbound<ClientBody>,
+    pending: Pending,
+    request_id: &str,
+) -> Response<ResponseBody> {
     let Outbound { request, timeout } = outbound;
-    let sent =
-        tokio::time::timeout(timeout, app.upstream.request(request.map(body::to_origin))).await;
+    let (parts, body) = request.into_parts();
+    let (body, upload) = body::to_origin(body);
+    let request = Request::from_parts(parts, body);
+    let sent = tokio::time::timeout(timeout, app.upstream.request(request)).await;
     let result = match sent {
         Ok(Ok(response)) => {
             let (mut parts, stream) = response.into_parts();
@@ -380,6 +415,10 @@ async fn relay(app: &App, outbound: Outbound<ClientBody>, pending: Pending) -> R
                 body: (parts, stream),
             }
         }
+        // The client's body broke off on the way, taking the exchange with it.
+        Ok(Err(error)) if upload.broke() => OriginResult::ClientAborted {
+            cause: error_chain(&error),
+        },
         Ok(Err(error)) => OriginResult::Failed {
             cause: error_chain(&error),
         },
@@ -394,20 +433,21 @@ async fn relay(app: &App, outbound: Outbound<ClientBody>, pending: Pending) -> R
         } => {
             record.write_to(&log::Sink);
             parts.headers = headers;
-            Response::from_parts(parts, RelayBody::Left(stream))
+            let body = OriginBody::new(stream, timeout, request_id);
+            Response::from_parts(parts, ResponseBody::Left(body))
         }
         Relay::Answer(answer) => answered(answer),
     }
 }
 
-fn answered(answer: Answer) -> Response<RelayBody> {
+fn answered(answer: Answer) -> Response<ResponseBody> {
     answer.record.write_to(&log::Sink);
     answer.response.map(body::full)
 }
 
 /// The answer when handling a request panicked: a bug, and the client still gets a problem,
 /// logged with the request's method and path.
-fn internal_error(peer: IpAddr, method: &http::Method, uri: &http::Uri) -> Response<RelayBody> {
+fn internal_error(peer: IpAddr, method: &http::Method, uri: &http::Uri) -> Response<ResponseBody> {
     let ctx = context::for_request(peer);
     answered(exchange::internal_error(
         &ctx,
