@@ -9,9 +9,11 @@
 //! - **Header timeout** ([`DEFAULT_HEADER_TIMEOUT`]). A client gets this long, from the moment
 //!   the gateway starts waiting for a request head, to send all of it (request line and
 //!   headers). Past it the connection is closed, however steadily the bytes trickle in, so a
-//!   slowloris client holds a connection for this long at most. The same wait covers a
-//!   keep-alive connection between two requests, so it is also how long an idle connection is
-//!   kept open.
+//!   slowloris client holds a connection for this long at most. For the first request the wait
+//!   starts at the accept; the same wait covers a keep-alive connection between two requests,
+//!   so it is also how long an idle connection is kept open (on a connection whose first byte
+//!   was slow to come, what was left of the timeout when it came: hyper holds one timeout per
+//!   connection).
 //! - **Connection cap** ([`DEFAULT_MAX_CONNECTIONS`]). At most this many client connections
 //!   are served at once, across all serving threads. At the cap the gateway stops accepting;
 //!   new connections wait in the kernel's listen queue until a served one closes (an idle one
