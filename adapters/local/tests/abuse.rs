@@ -8,7 +8,8 @@
 //!   (`--header-timeout-ms`) has passed, however steadily it sends. Clients that send properly
 //!   are served meanwhile, and the slow request never reaches the origin.
 //! - **Idle connections.** 5,000 idle connections add at most [`IDLE_RSS_BOUND_KIB`] to the
-//!   gateway's resident memory. New clients are still served, each idle connection still works,
+//!   gateway's resident memory, and 1,000 of them kept alive after a request at most
+//!   [`KEPT_ALIVE_RSS_BOUND_KIB`] each. New clients are still served, each idle connection works,
 //!   the gateway raised its own open-file limit to hold them (it was started with a soft limit of
 //!   1024), and closing them gives back every descriptor.
 //! - **Connection cap.** With `--max-connections N`, at most N connections are served at once;
@@ -25,10 +26,12 @@
 //! - **Origin faults.** An origin that resets mid-response: the client's response is cut short,
 //!   not hung, and an event names the request. A 100 MiB body is streamed to a client that starts
 //!   reading late, with the gateway's peak resident memory growing by less than
-//!   [`BIG_BODY_HWM_BOUND_KIB`]. An origin that never answers: 504 problem+json after its
-//!   `timeout_ms`. One that stalls mid-body: the client's connection is closed once `timeout_ms`
-//!   passes without bytes, with an event. A client that disconnects mid-upload: the upload to the
-//!   origin is cut off too, and the gateway serves the next request and keeps no descriptor.
+//!   [`BIG_BODY_HWM_BOUND_KIB`]. An origin that never answers, or stops halfway through its
+//!   head: 504 problem+json after its `timeout_ms`. One that stalls mid-body: the client's
+//!   connection is closed once `timeout_ms` passes without bytes, with an event. A client that
+//!   disconnects mid-upload: the upload to the origin is cut off too, the log says the client
+//!   broke it off (400 `body_aborted`), and the gateway serves the next request and keeps no
+//!   descriptor.
 //!
 //! Figures (memory, descriptors, timings) are printed to stderr; `cargo test --test abuse --
 //! --nocapture` shows them. Linux only: memory and descriptors are read from `/proc`.
@@ -94,6 +97,8 @@ enum Reply {
     Big(u64),
     /// No answer at all; the connection is held open until the gateway closes it.
     Silence,
+    /// Half a response head, then nothing, the connection held open.
+    HalfHead,
 }
 
 /// A request the origin received in full.
@@ -300,6 +305,10 @@ fn serve_origin_connection(
                 }
             }
             Reply::Silence => break hold_until_closed(&mut reader),
+            Reply::HalfHead => {
+                let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/pl");
+                break hold_until_closed(&mut reader);
+            }
         }
     };
     lock(record).ended = Some(ended);
@@ -1548,20 +1557,27 @@ fn a_100_mib_body_is_streamed_with_bounded_memory() {
 
 #[test]
 fn an_origin_that_never_answers_gets_a_504_problem_after_its_timeout() {
-    let origin = Origin::start(|_| Reply::Silence);
+    let origin = Origin::start(|r| match r.target.as_str() {
+        "/open/half-head" => Reply::HalfHead,
+        _ => Reply::Silence,
+    });
     let gateway = gateway(&origin, 500, &[]);
-    let started = Instant::now();
-    let answer = get(&gateway.addr, "/open/silent");
-    let took = started.elapsed();
-    assert_eq!(answer.head.status, 504, "{answer:?}");
-    assert_eq!(
-        answer.problem_type(),
-        "urn:portcullis:problem:origin-timeout"
-    );
-    assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
-        "504 after {took:?}"
-    );
+    let mut took = Vec::new();
+    for path in ["/open/silent", "/open/half-head"] {
+        let started = Instant::now();
+        let answer = get(&gateway.addr, path);
+        let elapsed = started.elapsed();
+        assert_eq!(answer.head.status, 504, "{path}: {answer:?}");
+        assert_eq!(
+            answer.problem_type(),
+            "urn:portcullis:problem:origin-timeout"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(3),
+            "{path}: 504 after {elapsed:?}"
+        );
+        took.push(millis(elapsed));
+    }
     // The gateway gave up on the origin connection too.
     assert!(
         origin.wait_until(Duration::from_secs(3), |conns| conns
@@ -1571,8 +1587,9 @@ fn an_origin_that_never_answers_gets_a_504_problem_after_its_timeout() {
         origin.dump()
     );
     eprintln!(
-        "abuse: silent origin: 504 origin-timeout after {} ms (timeout_ms 500)",
-        millis(took)
+        "abuse: silent origin: 504 origin-timeout after {} ms; half a head, then silence: \
+         after {} ms (timeout_ms 500)",
+        took[0], took[1]
     );
 }
 
