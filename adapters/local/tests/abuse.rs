@@ -573,6 +573,23 @@ fn open_descriptors(pid: u32) -> usize {
         .count()
 }
 
+/// Wait up to `within` for the gateway's descriptor count to satisfy `done`, failing with
+/// `what` and the count.
+fn wait_descriptors(pid: u32, within: Duration, what: &str, done: impl Fn(usize) -> bool) {
+    let deadline = Instant::now() + within;
+    loop {
+        let count = open_descriptors(pid);
+        if done(count) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {count} descriptors after {within:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The gateway's descriptor count once it has stopped changing for 300 ms (connections of
 /// earlier requests take a moment to close after their clients leave).
 fn settled_descriptors(pid: u32) -> usize {
@@ -818,6 +835,17 @@ fn request(addr: &str, raw: &str) -> Response {
     read_response(&mut BufReader::new(stream)).expect("an answer")
 }
 
+/// `GET path` on a fresh connection, and the head of its answer, the body still to read.
+fn get_head(addr: &str, path: &str) -> (BufReader<TcpStream>, Head) {
+    let mut stream = connect(addr);
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: g\r\n\r\n").as_bytes())
+        .expect("send the request");
+    let mut reader = BufReader::new(stream);
+    let head = read_head(&mut reader).expect("the head of an answer");
+    (reader, head)
+}
+
 fn get(addr: &str, path: &str) -> Response {
     request(addr, &format!("GET {path} HTTP/1.1\r\nHost: g\r\n\r\n"))
 }
@@ -959,15 +987,12 @@ fn five_thousand_idle_connections_cost_bounded_memory_and_new_clients_are_served
     let mut idle: Vec<TcpStream> = (0..IDLE_CONNECTIONS)
         .map(|_| connect(&gateway.addr))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while open_descriptors(pid) < descriptors_before + IDLE_CONNECTIONS {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway accepted only {} of {IDLE_CONNECTIONS} connections",
-            open_descriptors(pid).saturating_sub(descriptors_before)
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_descriptors(
+        pid,
+        Duration::from_secs(30),
+        &format!("{IDLE_CONNECTIONS} connections not all accepted ({descriptors_before} before)"),
+        |count| count >= descriptors_before + IDLE_CONNECTIONS,
+    );
     let accepted_in = opening.elapsed();
     // Let every connection's task run and allocate what it holds while waiting.
     thread::sleep(Duration::from_millis(500));
@@ -1023,15 +1048,12 @@ fn five_thousand_idle_connections_cost_bounded_memory_and_new_clients_are_served
 
     let peak_descriptors = open_descriptors(pid);
     drop(idle);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open_descriptors(pid) > descriptors_before + 4 {
-        assert!(
-            Instant::now() < deadline,
-            "{} descriptors still open 10 s after the idle clients left ({descriptors_before} before)",
-            open_descriptors(pid)
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_descriptors(
+        pid,
+        Duration::from_secs(10),
+        &format!("still open after the idle clients left ({descriptors_before} before)"),
+        |count| count <= descriptors_before + 4,
+    );
     eprintln!(
         "abuse: idle: open-file limit raised from 1024 to {soft}; {IDLE_CONNECTIONS} idle \
          connections accepted in {} ms; descriptors {descriptors_before} -> {peak_descriptors} \
@@ -1474,12 +1496,7 @@ fn an_origin_reset_mid_response_cuts_the_client_response_short_and_is_logged() {
     });
     let gateway = gateway(&origin, 5_000, &[]);
     let started = Instant::now();
-    let mut reader = BufReader::new(connect(&gateway.addr));
-    reader
-        .get_mut()
-        .write_all(b"GET /open/reset HTTP/1.1\r\nHost: g\r\n\r\n")
-        .expect("send");
-    let head = read_head(&mut reader).expect("the origin's head, relayed");
+    let (mut reader, head) = get_head(&gateway.addr, "/open/reset");
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("1000000"));
     let cut = read_body(&mut reader, &head, &mut |_| {});
@@ -1519,12 +1536,7 @@ fn a_100_mib_body_is_streamed_with_bounded_memory() {
     let hwm_before = status_kib(pid, "VmHWM");
 
     let started = Instant::now();
-    let mut reader = BufReader::new(connect(&gateway.addr));
-    reader
-        .get_mut()
-        .write_all(b"GET /open/big HTTP/1.1\r\nHost: g\r\n\r\n")
-        .expect("send");
-    let head = read_head(&mut reader).expect("the head");
+    let (mut reader, head) = get_head(&gateway.addr, "/open/big");
     assert_eq!(head.status, 200);
     // Start reading late: the origin keeps writing, and only flow control holds it back.
     thread::sleep(Duration::from_secs(1));
@@ -1600,12 +1612,7 @@ fn an_origin_that_stalls_mid_body_has_the_client_connection_closed() {
         sent: 100,
     });
     let gateway = gateway(&origin, 500, &[]);
-    let mut reader = BufReader::new(connect(&gateway.addr));
-    reader
-        .get_mut()
-        .write_all(b"GET /open/stall HTTP/1.1\r\nHost: g\r\n\r\n")
-        .expect("send");
-    let head = read_head(&mut reader).expect("the head");
+    let (mut reader, head) = get_head(&gateway.addr, "/open/stall");
     let started = Instant::now();
     assert_eq!(head.status, 200);
     let (got, ended) = read_body(&mut reader, &head, &mut |_| {}).expect_err("a body cut short");
@@ -1704,15 +1711,13 @@ fn a_client_that_disconnects_mid_upload_cancels_the_origin_request() {
 
     // The gateway serves the next request, and keeps nothing of the aborted one.
     assert_eq!(get(&gateway.addr, "/open/next").text(), "/open/next");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while open_descriptors(pid) > descriptors_before + 1 {
-        assert!(
-            Instant::now() < deadline,
-            "{} descriptors, {descriptors_before} before the upload",
-            open_descriptors(pid)
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    // One may be a pooled connection to the origin that the next request opened.
+    wait_descriptors(
+        pid,
+        Duration::from_secs(5),
+        &format!("still open after the aborted upload ({descriptors_before} before)"),
+        |count| count <= descriptors_before + 1,
+    );
     eprintln!(
         "abuse: aborted upload: origin got {received} of {DECLARED} body bytes, its request \
          ended {} ms after the client left ({how:?}); logged {} {}, event {event}; next \
