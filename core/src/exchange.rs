@@ -24,7 +24,7 @@ use http::{HeaderMap, Request, Response};
 use crate::body::RequestBody;
 use crate::cors::ResponseCors;
 use crate::decision::{Decision, Gateway, LogFacts, RequestContext};
-use crate::event::{Event, LogSink};
+use crate::event::{Event, Level, LogSink};
 use crate::fetch::Fetch;
 use crate::forward::{self, Forward, ForwardBody};
 use crate::log::{self, LogLine};
@@ -103,6 +103,14 @@ pub enum OriginResult<R> {
     /// It could not be reached, or broke the exchange before its response headers (refused,
     /// reset, DNS, TLS); `cause` is for the operator only.
     Failed {
+        /// The runtime's description of the failure.
+        cause: String,
+    },
+    /// The client's body broke off while it was being sent on (the client hung up mid-upload,
+    /// or its chunked framing turned out invalid), so the origin never got a whole request.
+    /// Not the origin's failure: answered 400 `body_aborted`, as an inspected body that breaks
+    /// off is, and logged as that. `cause` is for the operator only.
+    ClientAborted {
         /// The runtime's description of the failure.
         cause: String,
     },
@@ -251,6 +259,20 @@ impl Pending {
             OriginResult::Failed { cause } => {
                 events.push(Event::origin_unreachable(now, &facts.request_id, &cause));
                 forward::origin_failure(false)
+            }
+            OriginResult::ClientAborted { cause } => {
+                events.push(
+                    Event::new(
+                        now,
+                        Level::Info,
+                        format!("client request body broke off: {cause}"),
+                    )
+                    .with("request_id", facts.request_id.as_str()),
+                );
+                Reject::new(
+                    BadRequestReason::BodyAborted,
+                    "The request body could not be read.",
+                )
             }
         };
         let access =

@@ -181,6 +181,26 @@ mod tests {
         assert_eq!(status_of(&timed_out), 504);
         let (failed, _) = relay("/a", OriginError::Failed("refused".into()).into());
         assert_eq!(status_of(&failed), 502);
+        let aborted = OriginResult::ClientAborted {
+            cause: "connection reset".into(),
+        };
+        let (aborted, _) = relay("/a", aborted);
+        assert_eq!(status_of(&aborted), 400);
+        let Relay::Answer(answer) = &aborted else {
+            panic!("a client abort relayed: {aborted:?}");
+        };
+        assert!(
+            answer
+                .record
+                .access
+                .contains(r#""reason":"bad-request:body_aborted""#),
+            "{}",
+            answer.record.access
+        );
+        assert_eq!(
+            answer.record.events[0].to_json(),
+            r#"{"time":"1970-01-01T00:16:40.000000Z","level":"info","request_id":"r1","event":"client request body broke off: connection reset"}"#
+        );
         let (unrouted, sent) = relay("/nowhere", OriginResult::TimedOut);
         assert!(sent.is_empty());
         assert_eq!(status_of(&unrouted), 404);

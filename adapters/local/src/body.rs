@@ -1,10 +1,17 @@
 //! Bodies crossing the gateway: the client's, handed to the core, and the ones sent on.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full};
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use portcullis_core::body::LimitedBody;
 use portcullis_core::{BodyError, ForwardBody, RequestBody};
+
+use crate::origin_body::OriginBody;
 
 /// The client's request body as the core sees it.
 ///
@@ -41,22 +48,77 @@ where
     Ok(out.into_bytes())
 }
 
-/// A body the gateway sends: a stream relayed untouched, or bytes the gateway holds.
-///
-/// One type for both directions (requests to the origin, responses to the client) keeps the
-/// pooled client and the server to a single concrete body type each.
-pub type RelayBody = Either<Incoming, Full<Bytes>>;
+/// A body the gateway sends to an origin (or the echo origin to the gateway): the client's,
+/// relayed untouched as it arrives ([`Upload`]), or bytes the gateway holds. One type keeps the
+/// pooled client to a single concrete body type.
+pub type RelayBody = Either<Upload, Full<Bytes>>;
 
-/// The body to send to the origin for the core's [`ForwardBody`].
-pub fn to_origin(body: ForwardBody<ClientBody>) -> RelayBody {
-    match body {
-        ForwardBody::Stream(ClientBody(stream)) => Either::Left(stream),
-        ForwardBody::Buffered(bytes) => Either::Right(Full::new(Bytes::from(bytes))),
+/// The client's body streamed to the origin, frame by frame as it arrives, noting whether it
+/// broke off: when the exchange with the origin then fails, that was the client's doing (it hung
+/// up mid-upload, or its chunked framing was invalid), not the origin's.
+#[derive(Debug)]
+pub struct Upload {
+    inner: Incoming,
+    broke: Arc<AtomicBool>,
+}
+
+/// Whether an [`Upload`] broke off; readable after the body was handed to the client.
+#[derive(Debug, Clone, Default)]
+pub struct UploadWatch(Arc<AtomicBool>);
+
+impl UploadWatch {
+    /// Whether the client's body failed before its end.
+    pub fn broke(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
-/// A body the gateway wrote itself (problem documents, the echo origin's answers).
-pub fn full(bytes: impl Into<Bytes>) -> RelayBody {
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            this.broke.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body the gateway sends to a client: the origin's, relayed and watched ([`OriginBody`]), or
+/// bytes the gateway holds (problem documents).
+pub type ResponseBody = Either<OriginBody, Full<Bytes>>;
+
+/// The body to send to the origin for the core's [`ForwardBody`], and a watch on whether the
+/// client's stream broke off on the way (never, for a body the core already read).
+pub fn to_origin(body: ForwardBody<ClientBody>) -> (RelayBody, UploadWatch) {
+    let watch = UploadWatch::default();
+    let body = match body {
+        ForwardBody::Stream(ClientBody(inner)) => Either::Left(Upload {
+            inner,
+            broke: Arc::clone(&watch.0),
+        }),
+        ForwardBody::Buffered(bytes) => Either::Right(Full::new(Bytes::from(bytes))),
+    };
+    (body, watch)
+}
+
+/// A body the gateway wrote itself (problem documents, the echo origin's answers), as either
+/// of the body types above.
+pub fn full<S>(bytes: impl Into<Bytes>) -> Either<S, Full<Bytes>> {
     Either::Right(Full::new(bytes.into()))
 }
 
@@ -146,7 +208,8 @@ mod tests {
 
     #[test]
     fn buffered_bodies_are_sent_as_is() {
-        let body = to_origin(ForwardBody::Buffered(b"checked".to_vec()));
+        let (body, watch) = to_origin(ForwardBody::Buffered(b"checked".to_vec()));
         assert_eq!(body.size_hint().exact(), Some(7));
+        assert!(!watch.broke());
     }
 }

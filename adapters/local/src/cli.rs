@@ -2,11 +2,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use portcullis_core::key_upkeep::{self, CheckLine};
 use portcullis_core::{policy_report, Policy};
 
+use crate::connections::{Settings, DEFAULT_HEADER_TIMEOUT};
 use crate::context::SystemClock;
 use crate::serve::App;
 use crate::{demo, policy_file, serve};
@@ -29,6 +31,16 @@ enum Command {
         /// Address to listen on; port 0 picks a free port (the readiness line shows it).
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8787")]
         listen: String,
+        /// How long a client may take to send a request head (request line and headers), and
+        /// how long an idle keep-alive connection is kept; past it the connection is closed.
+        #[arg(long, value_name = "MS", default_value_t = DEFAULT_HEADER_TIMEOUT_MS,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_HEADER_TIMEOUT_MS))]
+        header_timeout_ms: u64,
+        /// Most client connections served at once; beyond it new ones wait in the listen queue
+        /// until one closes [default: 10000, or fewer if the open-file limit cannot hold two
+        /// descriptors per connection].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max_connections: Option<u64>,
     },
     /// Validate a policy file: print every problem with its JSON pointer, or "ok".
     Check {
@@ -58,14 +70,35 @@ pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { file, online } => check(&file, online),
         // An invalid policy must never serve, not even briefly: check it before binding.
-        Command::Serve { config, listen } => match load(&config) {
-            Ok(policy) => run_async(serve::serve(policy, &listen)),
+        Command::Serve {
+            config,
+            listen,
+            header_timeout_ms,
+            max_connections,
+        } => match load(&config) {
+            Ok(policy) => {
+                let settings = connection_settings(header_timeout_ms, max_connections);
+                run_async(serve::serve(policy, &listen, settings))
+            }
             Err(code) => code,
         },
         Command::Demo {
             listen,
             origin_listen,
         } => run_async(demo::run(&listen, &origin_listen)),
+    }
+}
+
+/// `--header-timeout-ms` in the default's unit, and its upper bound (an hour: a longer wait is
+/// a mistake, not a setting).
+const DEFAULT_HEADER_TIMEOUT_MS: u64 = DEFAULT_HEADER_TIMEOUT.as_millis() as u64;
+const MAX_HEADER_TIMEOUT_MS: u64 = 3_600_000;
+
+/// The connection settings from `serve`'s options (already range-checked by clap).
+fn connection_settings(header_timeout_ms: u64, max_connections: Option<u64>) -> Settings {
+    Settings {
+        header_timeout: Duration::from_millis(header_timeout_ms),
+        max_connections: max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
     }
 }
 
@@ -146,11 +179,58 @@ mod tests {
         let cli = Cli::try_parse_from(["portcullis", "serve", "--config", "p.json"])
             .unwrap_or_else(|e| panic!("{e}"));
         match cli.command {
-            Command::Serve { listen, config } => {
+            Command::Serve {
+                listen,
+                config,
+                header_timeout_ms,
+                max_connections,
+            } => {
                 assert_eq!(listen, "127.0.0.1:8787");
                 assert_eq!(config, PathBuf::from("p.json"));
+                assert_eq!(
+                    connection_settings(header_timeout_ms, max_connections),
+                    Settings::default()
+                );
+                assert_eq!(Settings::default().header_timeout, Duration::from_secs(10));
             }
             other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn connection_settings_are_read_and_range_checked() {
+        let parsed = Cli::try_parse_from([
+            "portcullis",
+            "serve",
+            "--config",
+            "p.json",
+            "--header-timeout-ms",
+            "250",
+            "--max-connections",
+            "64",
+        ]);
+        match parsed.map(|c| c.command) {
+            Ok(Command::Serve {
+                header_timeout_ms,
+                max_connections,
+                ..
+            }) => assert_eq!(
+                connection_settings(header_timeout_ms, max_connections),
+                Settings {
+                    header_timeout: Duration::from_millis(250),
+                    max_connections: Some(64),
+                }
+            ),
+            other => panic!("parsed as {other:?}"),
+        }
+        for bad in [
+            ["--header-timeout-ms", "0"],
+            ["--header-timeout-ms", "3600001"],
+            ["--max-connections", "0"],
+            ["--max-connections", "-1"],
+        ] {
+            let args = ["portcullis", "serve", "--config", "p.json", bad[0], bad[1]];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?} accepted");
         }
     }
 

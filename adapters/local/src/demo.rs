@@ -19,6 +19,7 @@ use portcullis_core::{policy_report, NoSecrets};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::connections::Settings;
 use crate::serve::{self, App, Signals};
 use crate::{context, echo, keys};
 
@@ -77,7 +78,8 @@ pub async fn run(listen: &str, origin_listen: &str) -> Result<(), String> {
         .unwrap_or("");
     eprintln!("{}", banner(addr, origin_addr, jwks_url, &token));
     serve::announce(addr);
-    serve::run(listener, app, signals.recv()).await;
+    let connections = serve::start_connections(Settings::default());
+    serve::run(listener, app, connections, signals.recv()).await;
     Ok(())
 }
 

@@ -119,3 +119,9 @@ impl LogSink for Sink {
 pub fn event(level: Level, text: impl Into<String>) {
     Sink.event(&Event::new(context::now(), level, text));
 }
+
+/// An operator event about request `request_id` that the runtime saw after the core's record
+/// was written (a relayed body that broke off): at `level`, now.
+pub fn request_event(level: Level, request_id: &str, text: impl Into<String>) {
+    Sink.event(&Event::new(context::now(), level, text).with("request_id", request_id));
+}

@@ -6,23 +6,26 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use portcullis_core::event::error_chain;
-use portcullis_core::origin::{self, OriginError};
-use portcullis_core::{exchange, Answer, Gateway, MemoryStore, Outbound, Pending, Policy};
-use portcullis_core::{Relay, Step};
-use tokio::net::TcpListener;
+use portcullis_core::exchange;
+use portcullis_core::{
+    Answer, Gateway, MemoryStore, OriginResult, Outbound, Pending, Policy, Relay, Step,
+};
+use tokio::net::{TcpListener, TcpSocket};
 
-use crate::body::{self, ClientBody, RelayBody};
+use crate::body::{self, ClientBody, ResponseBody};
 use crate::client::{self, Upstream};
+use crate::connections::{Connections, Settings};
 use crate::context::SystemClock;
 use crate::fetch::HyperFetch;
 use crate::log;
+use crate::origin_body::OriginBody;
 use crate::signature::Ring;
 use crate::{context, fault, keys};
 
@@ -82,11 +85,41 @@ impl App {
     }
 }
 
-/// Bind `addr` (`HOST:PORT`; port 0 picks a free one).
+/// How many connections the kernel may queue for the gateway to accept (capped by the kernel's
+/// `net.core.somaxconn`). The standard library's 128 overflowed in bursts on a busy machine:
+/// a client whose connection attempt finds the queue full waits a second or more to retry.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind `addr` (`HOST:PORT`; port 0 picks a free one), listening with [`LISTEN_BACKLOG`].
 pub async fn bind(addr: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    let fail = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
+    let mut last = None;
+    for resolved in tokio::net::lookup_host(addr).await.map_err(fail)? {
+        match listen_on(resolved) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(fail(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "the name resolves to no address",
+        )
+    })))
+}
+
+fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As the standard library does on Unix: a restarted gateway can bind its port while
+    // connections of the old one linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The readiness line. Printed only once the socket accepts connections, with the port actually
@@ -96,28 +129,47 @@ pub fn announce(addr: SocketAddr) {
 }
 
 /// Serve `listener` until `shutdown` completes, then let in-flight requests finish, for up to a
-/// grace period or until another SIGINT or SIGTERM.
+/// grace period or until another SIGINT or SIGTERM. Connections are held as `connections` says
+/// (header timeout, cap; see [`crate::connections`]).
 ///
 /// Requests are handled as tasks local to the calling thread: the core's futures need not be
 /// `Send` (its traits are shared with WebAssembly runtimes), and a request stays on the thread
 /// that accepted its connection anyway.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    connections: Connections,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::task::LocalSet::new()
         .run_until(async {
             log::batch_this_thread();
-            accept_loop(listener, app, shutdown).await;
+            accept_loop(listener, app, connections, shutdown).await;
         })
         .await;
     log::unbatch_this_thread();
 }
 
-async fn accept_loop(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    connections: Connections,
+    shutdown: impl Future<Output = ()>,
+) {
+    let header_timeout = connections.header_timeout();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .max_header_size(MAX_HEAD_BYTES);
+        .max_header_size(MAX_HEAD_BYTES)
+        .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
+        // At the cap, stop accepting until a connection closes: new ones wait in the kernel's
+        // listen queue.
+        let slot = tokio::select! {
+            slot = connections.slot() => slot,
+            () = &mut shutdown => break,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -149,10 +201,27 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, shutdown: impl Future
                 )
             }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let (mut http, watcher) = (http.clone(), graceful.watcher());
         tokio::task::spawn_local(async move {
-            // Connection errors (a client hanging up mid-request) concern that client only.
+            // Nothing of hyper's (two 8 KiB buffers and its state) exists for a connection
+            // until its first byte arrives (peeked, so hyper still reads it), so a flood of
+            // connections that send nothing costs a small task each. The header timeout counts
+            // from the accept: the first head gets what is left of it.
+            let accepted = tokio::time::Instant::now();
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
+            let left = header_timeout.saturating_sub(accepted.elapsed());
+            http.header_read_timeout(left.max(Duration::from_millis(1)));
+            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+            // Connection errors (a client hanging up mid-request, a header timeout) concern that
+            // client only.
             let _ = connection.await;
+            drop(slot);
         });
     }
     drop(listener);
@@ -173,6 +242,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, shutdown: impl Future
 pub async fn run_per_core(
     listener: TcpListener,
     app: Arc<App>,
+    connections: Connections,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
@@ -186,6 +256,7 @@ pub async fn run_per_core(
             .try_clone()
             .map_err(|e| format!("cannot share the listener: {e}"))?;
         let app = Arc::new(app.for_thread()?);
+        let connections = connections.clone();
         let mut stopped = stopped.clone();
         let thread = std::thread::Builder::new()
             .name(format!("portcullis-serve-{index}"))
@@ -200,7 +271,7 @@ pub async fn run_per_core(
                     let shutdown = async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     };
-                    run(listener, app, shutdown).await;
+                    run(listener, app, connections, shutdown).await;
                     Ok(())
                 })
             })
@@ -277,9 +348,10 @@ impl Signals {
 }
 
 /// One request, start to finish: the core decides and finishes it; this moves the bytes.
-async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response<RelayBody> {
+async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response<ResponseBody> {
     fault::inject(request.headers());
     let ctx = context::for_request(peer);
+    let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
     let step = app
         .gateway
         .exchange(
@@ -291,23 +363,67 @@ async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response
         )
         .await;
     match step {
-        Step::Answer(answer) => answered(answer),
-        Step::Forward(outbound, pending) => relay(app, outbound, pending).await,
+        Step::Answer(answer) => {
+            let mut response = answered(answer);
+            if chunked {
+                end_connection_after(&mut response);
+            }
+            response
+        }
+        Step::Forward(outbound, pending) => relay(app, outbound, pending, &ctx.request_id).await,
     }
 }
 
+/// Close the client's connection once `response` is sent.
+///
+/// For the gateway's own answers to requests framed by `Transfer-Encoding`: their body was not
+/// read, and on a kept connection hyper would skip it by its own reading of the framing and take
+/// whatever follows as the next request. When the core refused that framing as ambiguous
+/// (`identity, chunked`, a repeated `chunked`), a proxy in front may place the end of the body
+/// elsewhere, and the bytes after it are a smuggled request; RFC 9112 §6.3 has a server that
+/// cannot trust the framing close the connection. Refusals of well-framed chunked requests
+/// close it too: it costs such a client a new connection, and needs no second reading of the
+/// core's reasons here.
+fn end_connection_after(response: &mut Response<ResponseBody>) {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
 /// Send the outbound request and relay the origin's answer, streaming its body.
-async fn relay(app: &App, outbound: Outbound<ClientBody>, pending: Pending) -> Response<RelayBody> {
+///
+/// The origin's `timeout` bounds the wait for the response head (past it, the core's 504) and
+/// then each wait for more of the body ([`OriginBody`]: past it, the client's connection is
+/// closed).
+async fn relay(
+    app: &App,
+    outbound: Outbound<ClientBody>,
+    pending: Pending,
+    request_id: &str,
+) -> Response<ResponseBody> {
     let Outbound { request, timeout } = outbound;
-    let sent = async {
-        let response = app.upstream.request(request.map(body::to_origin)).await;
-        let (mut parts, stream) = response
-            .map_err(|error| OriginError::Failed(error_chain(&error)))?
-            .into_parts();
-        let headers = std::mem::take(&mut parts.headers);
-        Ok((parts.status.as_u16(), headers, (parts, stream)))
+    let (parts, body) = request.into_parts();
+    let (body, upload) = body::to_origin(body);
+    let request = Request::from_parts(parts, body);
+    let sent = tokio::time::timeout(timeout, app.upstream.request(request)).await;
+    let result = match sent {
+        Ok(Ok(response)) => {
+            let (mut parts, stream) = response.into_parts();
+            OriginResult::Responded {
+                status: parts.status.as_u16(),
+                headers: std::mem::take(&mut parts.headers),
+                body: (parts, stream),
+            }
+        }
+        // The client's body broke off on the way, taking the exchange with it.
+        Ok(Err(error)) if upload.broke() => OriginResult::ClientAborted {
+            cause: error_chain(&error),
+        },
+        Ok(Err(error)) => OriginResult::Failed {
+            cause: error_chain(&error),
+        },
+        Err(_) => OriginResult::TimedOut,
     };
-    let result = origin::within(tokio::time::sleep(timeout), sent).await;
     match pending.finish(result, &SystemClock) {
         Relay::Origin {
             headers,
@@ -317,13 +433,14 @@ async fn relay(app: &App, outbound: Outbound<ClientBody>, pending: Pending) -> R
         } => {
             record.write_to(&log::Sink);
             parts.headers = headers;
-            Response::from_parts(parts, RelayBody::Left(stream))
+            let body = OriginBody::new(stream, timeout, request_id);
+            Response::from_parts(parts, ResponseBody::Left(body))
         }
         Relay::Answer(answer) => answered(answer),
     }
 }
 
-fn answered(answer: Answer) -> Response<RelayBody> {
+fn answered(answer: Answer) -> Response<ResponseBody> {
     answer.record.write_to(&log::Sink);
     answer.response.map(body::full)
 }
@@ -335,7 +452,7 @@ fn internal_error(
     method: &http::Method,
     uri: &http::Uri,
     failed: tokio::task::JoinError,
-) -> Response<RelayBody> {
+) -> Response<ResponseBody> {
     let cause = match failed.try_into_panic() {
         Ok(panic) => panic
             .downcast_ref::<&str>()
@@ -354,13 +471,14 @@ fn internal_error(
     ))
 }
 
-/// Run the gateway on `listen` with `policy` until SIGINT or SIGTERM. Returns only on shutdown
-/// or a start-up failure.
+/// Run the gateway on `listen` with `policy` until SIGINT or SIGTERM, holding connections as
+/// `settings` say. Returns only on shutdown or a start-up failure.
 ///
 /// Remote key sets are fetched before the socket is bound, so that the readiness line means
 /// tokens can be checked; a provider whose keys cannot be fetched is reported and does not stop
 /// the gateway (see [`keys`]).
-pub async fn serve(policy: Policy, listen: &str) -> Result<(), String> {
+pub async fn serve(policy: Policy, listen: &str, settings: Settings) -> Result<(), String> {
+    let connections = start_connections(settings);
     let app = Arc::new(App::new(policy)?);
     keys::load_and_report(app.gateway(), app.fetch()).await;
     let listener = bind(listen).await?;
@@ -372,5 +490,15 @@ pub async fn serve(policy: Policy, listen: &str) -> Result<(), String> {
     let _refresher = keys::spawn_refresher(Arc::clone(&app));
     fault::warn_if_compiled_in();
     announce(addr);
-    run_per_core(listener, app, signals.recv()).await
+    run_per_core(listener, app, connections, signals.recv()).await
+}
+
+/// The connection settings in force (see [`Connections::start`]), with a start-up line when
+/// they differ from what was asked.
+pub fn start_connections(settings: Settings) -> Connections {
+    let (connections, note) = Connections::start(settings);
+    if let Some(note) = note {
+        eprintln!("portcullis: {note}");
+    }
+    connections
 }

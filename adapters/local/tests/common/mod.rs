@@ -54,23 +54,39 @@ pub struct Running {
 impl Running {
     /// Wait for a stderr line (after the readiness line) that satisfies `wanted`.
     pub fn wait_stderr(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) if wanted(&line) => return line,
-                Ok(line) => seen.push(line),
-                Err(e) => panic!("no stderr line {what} ({e}); saw:\n{}", seen.join("\n")),
-            }
+        wait_line(&self.stderr, what, wanted)
+    }
+
+    /// Wait for a stdout line (an access line) that satisfies `wanted`.
+    pub fn wait_stdout(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        wait_line(&self.stdout, what, wanted)
+    }
+}
+
+/// The next line from `lines` that satisfies `wanted`, within [`WAIT`].
+fn wait_line(lines: &Receiver<String>, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if wanted(&line) => return line,
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no line {what} ({e}); saw:\n{}", seen.join("\n")),
         }
     }
 }
 
 /// Run the binary with `args` and wait for its readiness line.
 pub fn start(args: &[&str]) -> Running {
-    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command.args(args);
+    start_command(command)
+}
+
+/// Run `command` (the binary, or something that `exec`s it) and wait for its readiness line.
+pub fn start_command(mut command: Command) -> Running {
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
