@@ -11,7 +11,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use portcullis_core::body::LimitedBody;
 use portcullis_core::{BodyError, ForwardBody, RequestBody};
 
-use crate::origin_body::OriginBody;
+use portcullis_host::relay_body::OriginBody;
 
 /// The client's request body as the core sees it.
 ///

@@ -10,7 +10,6 @@
 pub mod body;
 pub mod cli;
 pub mod client;
-pub mod connections;
 pub mod context;
 pub mod demo;
 pub mod echo;
@@ -18,7 +17,8 @@ pub mod fault;
 pub mod fetch;
 pub mod keys;
 pub mod log;
-pub mod origin_body;
 pub mod policy_file;
 pub mod serve;
 pub mod signature;
+
+pub use portcullis_host::connections;

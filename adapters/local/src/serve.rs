@@ -1,42 +1,30 @@
-//! The gateway server: accept connections, let the core decide each request, carry it out.
+//! The gateway server: the host ([`portcullis_host`]) accepts connections; for each request the
+//! core decides and finishes the exchange, and this carries it out.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
-use http::{header, HeaderValue, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use portcullis_core::event::error_chain;
 use portcullis_core::exchange;
 use portcullis_core::{
-    Answer, Gateway, MemoryStore, OriginResult, Outbound, Pending, Policy, Relay, Step,
+    Answer, Gateway, Level, MemoryStore, OriginResult, Outbound, Pending, Policy, Relay, Step,
 };
-use tokio::net::{TcpListener, TcpSocket};
+use portcullis_host::relay_body::{OriginBody, RelayError};
+use portcullis_host::{run_per_core, Connections, Handler, Settings};
 
 use crate::body::{self, ClientBody, ResponseBody};
 use crate::client::{self, Upstream};
-use crate::connections::{Connections, Settings};
 use crate::context::SystemClock;
 use crate::fetch::HyperFetch;
 use crate::log;
-use crate::origin_body::OriginBody;
 use crate::signature::Ring;
 use crate::{context, fault, keys};
 
-/// Largest request head (request line plus headers) accepted. Far above what browsers and API
-/// clients send, far below what would let a few thousand slow clients pin much memory; larger
-/// heads get hyper's 431 and the connection is closed.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// How long in-flight requests get to finish after a shutdown signal before the process exits
-/// anyway: a deploy should not wait on a client streaming a huge upload.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub use portcullis_host::listen::bind;
+pub use portcullis_host::serve::{run, MAX_HEAD_BYTES};
+pub use portcullis_host::Signals;
 
 /// Everything a request needs. The gateway (with its key sets and token cache) and the quota
 /// store are shared by every thread, so decisions and counts are the same whichever thread a
@@ -85,265 +73,51 @@ impl App {
     }
 }
 
-/// How many connections the kernel may queue for the gateway to accept (capped by the kernel's
-/// `net.core.somaxconn`). The standard library's 128 overflowed in bursts on a busy machine:
-/// a client whose connection attempt finds the queue full waits a second or more to retry.
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// Bind `addr` (`HOST:PORT`; port 0 picks a free one), listening with [`LISTEN_BACKLOG`].
-pub async fn bind(addr: &str) -> Result<TcpListener, String> {
-    let fail = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
-    let mut last = None;
-    for resolved in tokio::net::lookup_host(addr).await.map_err(fail)? {
-        match listen_on(resolved) {
-            Ok(listener) => return Ok(listener),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(fail(last.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::AddrNotAvailable,
-            "the name resolves to no address",
-        )
-    })))
-}
-
-fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // As the standard library does on Unix: a restarted gateway can bind its port while
-    // connections of the old one linger in TIME_WAIT.
-    #[cfg(unix)]
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 /// The readiness line. Printed only once the socket accepts connections, with the port actually
 /// bound, so whoever started the gateway (a test runner, a supervisor) can wait for it.
 pub fn announce(addr: SocketAddr) {
     eprintln!("portcullis: listening on http://{addr}");
 }
 
-/// Serve `listener` until `shutdown` completes, then let in-flight requests finish, for up to a
-/// grace period or until another SIGINT or SIGTERM. Connections are held as `connections` says
-/// (header timeout, cap; see [`crate::connections`]).
-///
-/// Requests are handled as tasks local to the calling thread: the core's futures need not be
-/// `Send` (its traits are shared with WebAssembly runtimes), and a request stays on the thread
-/// that accepted its connection anyway.
-pub async fn run(
-    listener: TcpListener,
-    app: Arc<App>,
-    connections: Connections,
-    shutdown: impl Future<Output = ()>,
-) {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            log::batch_this_thread();
-            accept_loop(listener, app, connections, shutdown).await;
-        })
-        .await;
-    log::unbatch_this_thread();
-}
+impl Handler for App {
+    type Body = ResponseBody;
 
-async fn accept_loop(
-    listener: TcpListener,
-    app: Arc<App>,
-    connections: Connections,
-    shutdown: impl Future<Output = ()>,
-) {
-    let header_timeout = connections.header_timeout();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .max_header_size(MAX_HEAD_BYTES)
-        .header_read_timeout(header_timeout);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        // At the cap, stop accepting until a connection closes: new ones wait in the kernel's
-        // listen queue.
-        let slot = tokio::select! {
-            slot = connections.slot() => slot,
-            () = &mut shutdown => break,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Usually out of file descriptors: back off instead of spinning on the error.
-                eprintln!("portcullis: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let peer = peer.ip().to_canonical();
-        let app = Arc::clone(&app);
-        let service = service_fn(move |request: Request<Incoming>| {
-            let app = Arc::clone(&app);
-            // For the log line should handling panic (cheap: the URI shares hyper's buffer).
-            let (method, uri) = (request.method().clone(), request.uri().clone());
-            // Its own task: hyper drops this future if the client's connection fails, but by
-            // then the request may have been counted against a quota and reached the origin;
-            // it still runs to the end and gets its log line.
-            let task = tokio::task::spawn_local(async move { handle(&app, peer, request).await });
-            async move {
-                Ok::<_, Infallible>(
-                    task.await
-                        .unwrap_or_else(|failed| internal_error(peer, &method, &uri, failed)),
-                )
-            }
-        });
-        let (mut http, watcher) = (http.clone(), graceful.watcher());
-        tokio::task::spawn_local(async move {
-            // Nothing of hyper's (two 8 KiB buffers and its state) exists for a connection
-            // until its first byte arrives (peeked, so hyper still reads it), so a flood of
-            // connections that send nothing costs a small task each. The header timeout counts
-            // from the accept: the first head gets what is left of it.
-            let accepted = tokio::time::Instant::now();
-            let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
-                Ok(Ok(1))
-            ) {
-                return;
-            }
-            let left = header_timeout.saturating_sub(accepted.elapsed());
-            http.header_read_timeout(left.max(Duration::from_millis(1)));
-            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
-            // Connection errors (a client hanging up mid-request, a header timeout) concern that
-            // client only.
-            let _ = connection.await;
-            drop(slot);
-        });
-    }
-    drop(listener);
-    // Installed only now, so that it waits for a signal after the one that began the shutdown.
-    let again = Signals::install();
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
-        () = again.recv() => {}
-    }
-}
-
-/// Serve `listener` as [`run`] does, on one accept loop per core, each on a single-threaded
-/// runtime of its own thread (the model of nginx and HAProxy: a connection and its origin
-/// connections stay on one thread, with no hand-offs between threads). The loops share the
-/// listening socket, so the kernel spreads connections among them. Returns once every loop has
-/// drained after `shutdown`.
-pub async fn run_per_core(
-    listener: TcpListener,
-    app: Arc<App>,
-    connections: Connections,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let listener = listener
-        .into_std()
-        .map_err(|e| format!("cannot hand the listener to the serving threads: {e}"))?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut loops = Vec::with_capacity(threads);
-    for index in 0..threads {
-        let listener = listener
-            .try_clone()
-            .map_err(|e| format!("cannot share the listener: {e}"))?;
-        let app = Arc::new(app.for_thread()?);
-        let connections = connections.clone();
-        let mut stopped = stopped.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("portcullis-serve-{index}"))
-            .spawn(move || -> Result<(), String> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("cannot start a serving runtime: {e}"))?;
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener)
-                        .map_err(|e| format!("cannot register the listener: {e}"))?;
-                    let shutdown = async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    };
-                    run(listener, app, connections, shutdown).await;
-                    Ok(())
-                })
-            })
-            .map_err(|e| format!("cannot start a serving thread: {e}"))?;
-        loops.push(thread);
-    }
-    drop(listener);
-    shutdown.await;
-    let _ = stop.send(true);
-    tokio::task::spawn_blocking(move || {
-        for thread in loops {
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(why)) => eprintln!("portcullis: {why}"),
-                Err(_) => eprintln!("portcullis: a serving thread panicked"),
-            }
-        }
-    })
-    .await
-    .map_err(|e| format!("waiting for the serving threads: {e}"))
-}
-
-/// SIGINT and SIGTERM, listened for from the moment of [`Signals::install`].
-///
-/// Installed before the readiness line is printed: a supervisor that sends SIGTERM right after
-/// seeing it must get a graceful shutdown, not the default disposition's abrupt exit.
-pub struct Signals {
-    #[cfg(unix)]
-    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
-}
-
-impl Signals {
-    /// Start listening. Must run inside the tokio runtime. If the handlers cannot be installed
-    /// the gateway still serves; it just cannot be shut down gracefully.
-    pub fn install() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let streams = match (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) {
-                (Ok(term), Ok(int)) => Some((term, int)),
-                (Err(e), _) | (_, Err(e)) => {
-                    eprintln!("portcullis: cannot listen for SIGINT/SIGTERM: {e}");
-                    None
-                }
-            };
-            Signals { streams }
-        }
-        #[cfg(not(unix))]
-        {
-            Signals {}
-        }
+    async fn handle(
+        self: Arc<Self>,
+        peer: IpAddr,
+        request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        handle(&self, peer, request).await
     }
 
-    /// Resolves on the first SIGINT or SIGTERM since [`Signals::install`].
-    pub async fn recv(self) {
-        #[cfg(unix)]
-        match self.streams {
-            Some((mut term, mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            None => std::future::pending::<()>().await,
-        }
-        #[cfg(not(unix))]
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+    /// Logged with the request's method and path and an event naming the panic's message.
+    fn panicked(
+        &self,
+        peer: IpAddr,
+        method: &Method,
+        uri: &Uri,
+        cause: &str,
+    ) -> Response<ResponseBody> {
+        let ctx = context::for_request(peer);
+        answered(exchange::internal_error(
+            &ctx,
+            method.as_str(),
+            uri.path(),
+            cause,
+            &SystemClock,
+        ))
+    }
+
+    fn for_thread(&self) -> Result<Self, String> {
+        App::for_thread(self)
+    }
+
+    fn thread_started(&self) {
+        log::batch_this_thread();
+    }
+
+    fn thread_stopped(&self) {
+        log::unbatch_this_thread();
     }
 }
 
@@ -433,7 +207,23 @@ async fn relay(
         } => {
             record.write_to(&log::Sink);
             parts.headers = headers;
-            let body = OriginBody::new(stream, timeout, request_id);
+            let request_id = request_id.to_owned();
+            let on_break = Box::new(move |error: &RelayError, relayed: u64| {
+                let what = match error {
+                    RelayError::Broken(_) => "broken off",
+                    RelayError::Stalled(_) => "stalled",
+                };
+                log::request_event(
+                    Level::Warn,
+                    &request_id,
+                    format!(
+                        "origin response {what} after {relayed} body bytes ({}); the client's \
+                         connection is closed",
+                        error_chain(error)
+                    ),
+                );
+            });
+            let body = OriginBody::new(stream, timeout, on_break);
             Response::from_parts(parts, ResponseBody::Left(body))
         }
         Relay::Answer(answer) => answered(answer),
@@ -443,32 +233,6 @@ async fn relay(
 fn answered(answer: Answer) -> Response<ResponseBody> {
     answer.record.write_to(&log::Sink);
     answer.response.map(body::full)
-}
-
-/// The answer when handling a request panicked: a bug, and the client still gets a problem,
-/// logged with the request's method and path and an event naming the panic's message.
-fn internal_error(
-    peer: IpAddr,
-    method: &http::Method,
-    uri: &http::Uri,
-    failed: tokio::task::JoinError,
-) -> Response<ResponseBody> {
-    let cause = match failed.try_into_panic() {
-        Ok(panic) => panic
-            .downcast_ref::<&str>()
-            .map(|text| (*text).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "handling panicked".to_owned()),
-        Err(other) => other.to_string(),
-    };
-    let ctx = context::for_request(peer);
-    answered(exchange::internal_error(
-        &ctx,
-        method.as_str(),
-        uri.path(),
-        &cause,
-        &SystemClock,
-    ))
 }
 
 /// Run the gateway on `listen` with `policy` until SIGINT or SIGTERM, holding connections as

@@ -1,10 +1,10 @@
-//! The origin's response body on its way to the client: relayed frame by frame as it arrives
+//! An origin's response body on its way to the client: relayed frame by frame as it arrives
 //! (never held whole, so a body of any size costs the gateway a few buffers), and watched, so
 //! that an origin that stops sending or breaks the connection mid-body ends the client's
-//! response instead of leaving it hanging, with an operator event that says what happened.
+//! response instead of leaving it hanging, and says what happened.
 //!
-//! The head of the response is bounded by the origin's `timeout_ms` (see `serve::relay`); the
-//! body by the same duration between one piece and the next: the gateway waits that long for
+//! The head of the response is bounded by the caller (Portcullis: the origin's `timeout_ms`);
+//! the body by a duration between one piece and the next: the gateway waits that long for
 //! more bytes, counted only while it is waiting on the origin (a slow client is not the
 //! origin's stall). A body that keeps moving is relayed however long it takes. When the body
 //! breaks off or stalls, the client's connection is closed: the status and headers are already
@@ -18,11 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use portcullis_core::event::error_chain;
-use portcullis_core::Level;
 use tokio::time::{Instant, Sleep};
-
-use crate::log;
 
 /// Why a relayed body ended early.
 #[derive(Debug)]
@@ -36,17 +32,26 @@ pub enum RelayError {
 impl fmt::Display for RelayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RelayError::Broken(e) => write!(f, "{}", error_chain(e)),
+            RelayError::Broken(e) => write!(f, "{e}"),
             RelayError::Stalled(idle) => write!(f, "no bytes for {} ms", idle.as_millis()),
         }
     }
 }
 
-impl std::error::Error for RelayError {}
+impl std::error::Error for RelayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RelayError::Broken(e) => std::error::Error::source(e),
+            RelayError::Stalled(_) => None,
+        }
+    }
+}
 
-/// The origin's body, relayed as it comes, ended with a [`RelayError`] (and an event) if the
-/// origin breaks it off or stalls for longer than `idle`.
-#[derive(Debug)]
+/// Told once when a relayed body ends early: why, and how many body bytes had been relayed.
+pub type OnBreak = Box<dyn FnOnce(&RelayError, u64) + Send>;
+
+/// The origin's body, relayed as it comes, ended with a [`RelayError`] (told to its
+/// [`OnBreak`]) if the origin breaks it off or stalls for longer than `idle`.
 pub struct OriginBody {
     inner: Incoming,
     idle: Duration,
@@ -54,38 +59,36 @@ pub struct OriginBody {
     /// Whether the stall timer runs: set when the origin has nothing yet, cleared by a frame.
     waiting: bool,
     relayed: u64,
-    request_id: String,
+    on_break: Option<OnBreak>,
+}
+
+impl fmt::Debug for OriginBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OriginBody")
+            .field("idle", &self.idle)
+            .field("relayed", &self.relayed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OriginBody {
-    /// Relay `inner`, the body of the response to request `request_id`, allowing `idle`
-    /// between pieces.
-    pub fn new(inner: Incoming, idle: Duration, request_id: &str) -> Self {
+    /// Relay `inner`, allowing `idle` between pieces; `on_break` hears of an early end.
+    pub fn new(inner: Incoming, idle: Duration, on_break: OnBreak) -> Self {
         OriginBody {
             inner,
             idle,
             stall: Box::pin(tokio::time::sleep(idle)),
             waiting: false,
             relayed: 0,
-            request_id: request_id.to_owned(),
+            on_break: Some(on_break),
         }
     }
 
-    /// End the relay with `error`, telling the operator.
-    fn fail(&self, error: RelayError) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
-        let what = match error {
-            RelayError::Broken(_) => "broken off",
-            RelayError::Stalled(_) => "stalled",
-        };
-        log::request_event(
-            Level::Warn,
-            &self.request_id,
-            format!(
-                "origin response {what} after {} body bytes ({error}); the client's \
-                 connection is closed",
-                self.relayed
-            ),
-        );
+    /// End the relay with `error`, telling whoever asked to hear of it.
+    fn fail(&mut self, error: RelayError) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
+        if let Some(on_break) = self.on_break.take() {
+            on_break(&error, self.relayed);
+        }
         Poll::Ready(Some(Err(error)))
     }
 }

@@ -1,0 +1,242 @@
+//! Serving: one accept loop per core, each request handed to a [`Handler`] as a task of its own.
+
+use std::convert::Infallible;
+use std::error::Error;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, Uri};
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::connections::Connections;
+use crate::signals::Signals;
+
+/// Largest request head (request line plus headers) accepted. Far above what browsers and API
+/// clients send, far below what would let a few thousand slow clients pin much memory; larger
+/// heads get hyper's 431 and the connection is closed.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How long in-flight requests get to finish after a shutdown signal before the process exits
+/// anyway: a deploy should not wait on a client streaming a huge upload.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What the host serves: one response for every request, never an error.
+pub trait Handler: Send + Sync + Sized + 'static {
+    /// The response body.
+    type Body: Body<Data = Bytes, Error: Into<Box<dyn Error + Send + Sync>>> + 'static;
+
+    /// Answer `request`, which came from `peer`. Runs as a task of its own, so it runs to its
+    /// end even when the client's connection fails meanwhile.
+    fn handle(
+        self: Arc<Self>,
+        peer: IpAddr,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Response<Self::Body>> + 'static;
+
+    /// The answer when [`Handler::handle`] panicked with `cause`: a bug, and the client must
+    /// still get an answer.
+    fn panicked(
+        &self,
+        peer: IpAddr,
+        method: &Method,
+        uri: &Uri,
+        cause: &str,
+    ) -> Response<Self::Body>;
+
+    /// The handler for one more serving thread (which may want resources of its own, such as
+    /// a connection pool).
+    fn for_thread(&self) -> Result<Self, String>;
+
+    /// Called on a serving thread before it serves and after it stops.
+    fn thread_started(&self) {}
+    /// See [`Handler::thread_started`].
+    fn thread_stopped(&self) {}
+}
+
+/// Serve `listener` until `shutdown` completes, then let in-flight requests finish, for up to a
+/// grace period or until another SIGINT or SIGTERM. Connections are held as `connections` says
+/// (header timeout, cap; see [`crate::connections`]).
+///
+/// Requests are handled as tasks local to the calling thread: the handler's futures need not be
+/// `Send` (Portcullis's core shares its traits with WebAssembly runtimes), and a request stays
+/// on the thread that accepted its connection anyway.
+pub async fn run<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    connections: Connections,
+    shutdown: impl Future<Output = ()>,
+) {
+    handler.thread_started();
+    tokio::task::LocalSet::new()
+        .run_until(accept_loop(
+            listener,
+            Arc::clone(&handler),
+            connections,
+            shutdown,
+        ))
+        .await;
+    handler.thread_stopped();
+}
+
+async fn accept_loop<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    connections: Connections,
+    shutdown: impl Future<Output = ()>,
+) {
+    let header_timeout = connections.header_timeout();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .max_header_size(MAX_HEAD_BYTES)
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        // At the cap, stop accepting until a connection closes: new ones wait in the kernel's
+        // listen queue.
+        let slot = tokio::select! {
+            slot = connections.slot() => slot,
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning on the error.
+                eprintln!("portcullis: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let peer = peer.ip().to_canonical();
+        let handler = Arc::clone(&handler);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let handler = Arc::clone(&handler);
+            // For the answer should handling panic (cheap: the URI shares hyper's buffer).
+            let (method, uri) = (request.method().clone(), request.uri().clone());
+            // Its own task: hyper drops this future if the client's connection fails, but by
+            // then the request may have had effects (a quota counted, an origin reached); it
+            // still runs to the end.
+            let task = tokio::task::spawn_local(Arc::clone(&handler).handle(peer, request));
+            async move {
+                Ok::<_, Infallible>(task.await.unwrap_or_else(|failed| {
+                    handler.panicked(peer, &method, &uri, &panic_cause(failed))
+                }))
+            }
+        });
+        let (mut http, watcher) = (http.clone(), graceful.watcher());
+        tokio::task::spawn_local(async move {
+            // Nothing of hyper's (two 8 KiB buffers and its state) exists for a connection
+            // until its first byte arrives (peeked, so hyper still reads it), so a flood of
+            // connections that send nothing costs a small task each. The header timeout counts
+            // from the accept: the first head gets what is left of it.
+            let accepted = tokio::time::Instant::now();
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
+            let left = header_timeout.saturating_sub(accepted.elapsed());
+            http.header_read_timeout(left.max(Duration::from_millis(1)));
+            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+            // Connection errors (a client hanging up mid-request, a header timeout) concern that
+            // client only.
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    // Installed only now, so that it waits for a signal after the one that began the shutdown.
+    let again = Signals::install();
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+        () = again.recv() => {}
+    }
+}
+
+/// What a handling task that did not finish died of.
+fn panic_cause(failed: tokio::task::JoinError) -> String {
+    match failed.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "handling panicked".to_owned()),
+        Err(other) => other.to_string(),
+    }
+}
+
+/// Serve `listener` as [`run`] does, on one accept loop per core, each on a single-threaded
+/// runtime of its own thread (the model of nginx and HAProxy: a connection and its origin
+/// connections stay on one thread, with no hand-offs between threads). The loops share the
+/// listening socket, so the kernel spreads connections among them. Returns once every loop has
+/// drained after `shutdown`.
+pub async fn run_per_core<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    connections: Connections,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let listener = listener
+        .into_std()
+        .map_err(|e| format!("cannot hand the listener to the serving threads: {e}"))?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut loops = Vec::with_capacity(threads);
+    for index in 0..threads {
+        let listener = listener
+            .try_clone()
+            .map_err(|e| format!("cannot share the listener: {e}"))?;
+        let handler = Arc::new(handler.for_thread()?);
+        let connections = connections.clone();
+        let mut stopped = stopped.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("portcullis-serve-{index}"))
+            .spawn(move || -> Result<(), String> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start a serving runtime: {e}"))?;
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)
+                        .map_err(|e| format!("cannot register the listener: {e}"))?;
+                    let shutdown = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    run(listener, handler, connections, shutdown).await;
+                    Ok(())
+                })
+            })
+            .map_err(|e| format!("cannot start a serving thread: {e}"))?;
+        loops.push(thread);
+    }
+    drop(listener);
+    shutdown.await;
+    let _ = stop.send(true);
+    tokio::task::spawn_blocking(move || {
+        for thread in loops {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => eprintln!("portcullis: {why}"),
+                Err(_) => eprintln!("portcullis: a serving thread panicked"),
+            }
+        }
+    })
+    .await
+    .map_err(|e| format!("waiting for the serving threads: {e}"))
+}
