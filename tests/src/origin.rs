@@ -7,6 +7,9 @@
 //!   see that the request arrived);
 //! - `x-origin-status: N` — answer with status N;
 //! - `x-origin-response-header: name=value` (repeatable) — add that header to the response.
+//!   A Worker's `fetch` joins repeated request headers into one comma-separated line (the Fetch
+//!   Standard's "combine"), so one line may also hold several `name=value` entries separated by
+//!   `, ` where the next entry starts with a header name and `=`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -162,16 +165,73 @@ async fn handle(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
-    for value in parts.headers.get_all("x-origin-response-header") {
-        let Some((name, value)) = value.to_str().ok().and_then(|v| v.split_once('=')) else {
-            continue;
-        };
+    let lines = parts.headers.get_all("x-origin-response-header");
+    for (name, value) in lines
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(response_header_entries)
+    {
         if let (Ok(name), Ok(value)) = (
-            hyper::header::HeaderName::from_bytes(name.trim().as_bytes()),
-            hyper::header::HeaderValue::from_str(value.trim()),
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            hyper::header::HeaderValue::from_str(&value),
         ) {
             h.append(name, value);
         }
     }
     Ok(response)
+}
+
+/// The `name=value` entries of one `x-origin-response-header` line, which holds one entry, or
+/// several joined by `, ` when the request passed through a Fetch API `Headers` (a segment that
+/// does not start with `token=` continues the previous entry's value, so `vary=A, B` stays one).
+fn response_header_entries(line: &str) -> Vec<(String, String)> {
+    let starts_entry = |segment: &str| {
+        segment.split_once('=').is_some_and(|(name, _)| {
+            !name.trim().is_empty()
+                && name
+                    .trim()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+    };
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for segment in line.split(',') {
+        match entries.last_mut() {
+            Some((_, value)) if !starts_entry(segment) => {
+                value.push(',');
+                value.push_str(segment);
+            }
+            _ => {
+                if let Some((name, value)) = segment.split_once('=') {
+                    entries.push((name.trim().to_owned(), value.to_owned()));
+                }
+            }
+        }
+    }
+    entries
+        .into_iter()
+        .map(|(name, value)| (name, value.trim().to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::response_header_entries;
+
+    #[test]
+    fn one_entry_per_line_or_several_joined_by_fetch() {
+        let pairs = |line| response_header_entries(line);
+        assert_eq!(
+            pairs("vary=X-Tenant"),
+            vec![("vary".into(), "X-Tenant".into())]
+        );
+        assert_eq!(
+            pairs("access-control-allow-origin=*, vary=X-Tenant, Accept"),
+            vec![
+                ("access-control-allow-origin".into(), "*".into()),
+                ("vary".into(), "X-Tenant, Accept".into())
+            ]
+        );
+        assert_eq!(pairs("no-equals-sign"), vec![]);
+    }
 }
