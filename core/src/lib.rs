@@ -36,6 +36,8 @@ pub mod exchange;
 pub mod fault;
 pub mod fetch;
 pub mod forward;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 mod json;
 pub mod jwks;
 pub mod jwt;
