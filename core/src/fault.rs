@@ -12,6 +12,9 @@
 //!   HTTP, which no runtime ever hands over, so the adapter answers 400 `bad-request`
 //!   ([`crate::exchange::unroutable`]). Natively hyper hands over a parsed request and that
 //!   function is not called, so there the value means nothing.
+//! - `quota-store`: the counter store's backend fails when asked: on Workers the Durable Object
+//!   throws, so the suite sees the core fail closed on a real store failure. Runtimes whose store
+//!   cannot fail this way (native memory, Spin key-value) ignore it.
 //!
 //! Without the feature, [`requested`] is always `None` and the header is an ordinary header: no
 //! build a release or benchmark makes can be made to fail.
@@ -35,6 +38,19 @@ pub enum Fault {
     Internal,
     /// `unroutable`: the request is treated as one that is not valid HTTP.
     Unroutable,
+    /// `quota-store`: the counter store's backend fails when asked.
+    QuotaStore,
+}
+
+impl Fault {
+    /// The header value that asks for this failure.
+    pub fn value(self) -> &'static str {
+        match self {
+            Fault::Internal => "internal",
+            Fault::Unroutable => "unroutable",
+            Fault::QuotaStore => "quota-store",
+        }
+    }
 }
 
 /// The failure `headers` ask for, if fault injection is compiled in; `None` for any other value
@@ -46,6 +62,7 @@ pub fn requested(headers: &HeaderMap) -> Option<Fault> {
     match headers.get(HEADER)?.as_bytes() {
         b"internal" => Some(Fault::Internal),
         b"unroutable" => Some(Fault::Unroutable),
+        b"quota-store" => Some(Fault::QuotaStore),
         _ => None,
     }
 }
@@ -65,6 +82,10 @@ mod tests {
         let when = |fault| COMPILED_IN.then_some(fault);
         assert_eq!(requested(&asking("internal")), when(Fault::Internal));
         assert_eq!(requested(&asking("unroutable")), when(Fault::Unroutable));
+        assert_eq!(requested(&asking("quota-store")), when(Fault::QuotaStore));
+        for fault in [Fault::Internal, Fault::Unroutable, Fault::QuotaStore] {
+            assert_eq!(requested(&asking(fault.value())), when(fault));
+        }
         assert_eq!(requested(&asking("Internal")), None);
         assert_eq!(requested(&asking("panic")), None);
         assert_eq!(requested(&HeaderMap::new()), None);

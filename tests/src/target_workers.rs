@@ -107,6 +107,8 @@ pub struct WorkersTarget {
     /// The directory of the current run (config, `.dev.vars`, persisted state).
     run_dir: Option<PathBuf>,
     port: Option<u16>,
+    /// Whether the Worker gets its `PORTCULLIS_QUOTAS` Durable Object binding.
+    quota_binding: bool,
 }
 
 impl WorkersTarget {
@@ -130,7 +132,15 @@ impl WorkersTarget {
             started: 0,
             run_dir: None,
             port: None,
+            quota_binding: true,
         })
+    }
+
+    /// Runs from the next start on have no Durable Object binding: the quota store is missing,
+    /// as with a deployment whose `wrangler.toml` forgot it.
+    pub fn without_quota_binding(mut self) -> Self {
+        self.quota_binding = false;
+        self
     }
 
     fn wrangler(&self, run_dir: &Path) -> Command {
@@ -153,14 +163,19 @@ impl WorkersTarget {
     /// Write `config_json` as the policy in the current run's local KV (while the Worker runs:
     /// it sees the new text within `config_ttl_s`).
     pub fn put_config(&self, config_json: &str) -> anyhow::Result<()> {
+        self.put_config_bytes(config_json.as_bytes())
+    }
+
+    /// Write any bytes as the policy's KV value, text or not.
+    pub fn put_config_bytes(&self, value: &[u8]) -> anyhow::Result<()> {
         let run_dir = self
             .run_dir
             .as_ref()
             .ok_or_else(|| anyhow!("not started"))?;
-        self.put_config_in(run_dir, config_json)
+        self.put_config_in(run_dir, value)
     }
 
-    fn put_config_in(&self, run_dir: &Path, config_json: &str) -> anyhow::Result<()> {
+    fn put_config_in(&self, run_dir: &Path, config_json: impl AsRef<[u8]>) -> anyhow::Result<()> {
         let file = run_dir.join("policy.json");
         std::fs::write(&file, config_json)?;
         let out = self
@@ -290,7 +305,7 @@ impl WorkersTarget {
 
     fn wrangler_toml(&self) -> String {
         let main = self.build.join("index.js");
-        format!(
+        let mut toml = format!(
             r#"name = "portcullis-test"
 main = {main:?}
 compatibility_date = "2026-04-20"
@@ -298,16 +313,22 @@ compatibility_date = "2026-04-20"
 [[kv_namespaces]]
 binding = "PORTCULLIS_CONFIG"
 id = "portcullis-test-config"
-
+"#,
+            main = main.display().to_string()
+        );
+        if self.quota_binding {
+            toml.push_str(
+                r#"
 [durable_objects]
-bindings = [{{ name = "PORTCULLIS_QUOTAS", class_name = "QuotaCounter" }}]
+bindings = [{ name = "PORTCULLIS_QUOTAS", class_name = "QuotaCounter" }]
 
 [[migrations]]
 tag = "v1"
 new_sqlite_classes = ["QuotaCounter"]
 "#,
-            main = main.display().to_string()
-        )
+            );
+        }
+        toml
     }
 }
 

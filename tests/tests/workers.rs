@@ -220,6 +220,29 @@ fn config_hot_reload_within_ttl_and_broken_policy_keeps_last_good() {
         "problems logged with pointers:\n{logs}"
     );
 
+    // Garbage in KV, text or not, keeps it too: bytes that are not UTF-8, binary noise, JSON
+    // that is no policy, and a truncated policy.
+    let good = policy(&o.origin.url(), 2, "b", None);
+    let garbage: [&[u8]; 4] = [
+        b"\xff\xfe\x00{\"version\": 1}\xc3\x28",
+        &[
+            0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xed, 0x9d,
+        ],
+        b"[1, 2, 3]",
+        &good.as_bytes()[..good.len() / 2],
+    ];
+    for value in garbage {
+        target.put_config_bytes(value).expect("put");
+        std::thread::sleep(Duration::from_secs(3));
+        let (status, body) = get(&base, "/b/x", &[]);
+        assert_eq!(
+            status,
+            200,
+            "last good policy kept after {value:?}: {body}\n{}",
+            target.diagnostics()
+        );
+    }
+
     // And a deleted key keeps the last good policy too.
     target.delete_config().expect("delete");
     std::thread::sleep(Duration::from_secs(4));
@@ -260,6 +283,49 @@ fn no_policy_answers_503_and_forwards_nothing() {
         &[]
     )
     .0 == 200));
+    target.stop();
+}
+
+/// A Durable Object that throws, and a Worker deployed without its quota binding: the quota
+/// fails closed with 503 problem+json, nothing reaches the origin, and routes without a quota
+/// are served as usual.
+#[test]
+#[ignore = "needs wrangler (npm ci), worker-build and wasm-bindgen 0.2.130"]
+fn quota_store_failure_answers_503_and_forwards_nothing() {
+    let _guard = serial();
+    let o = origin();
+    let config = policy(&o.origin.url(), 30, "a", Some(100));
+    let key = ("x-api-key", "k1-TEST-ONLY-key");
+    let refused = |base: &str, id: &str, fault: Option<&str>, target: &WorkersTarget| {
+        let mut headers = vec![key, ("x-conformance-id", id)];
+        headers.extend(fault.map(|f| ("x-portcullis-fault", f)));
+        let (status, body) = get(base, "/q", &headers);
+        assert_eq!(status, 503, "{id}: {body}\n{}", target.diagnostics());
+        assert!(
+            body.contains("urn:portcullis:problem:quota-store-unavailable"),
+            "{id}: {body}"
+        );
+        assert_eq!(o.origin.count(id), 0, "{id} reached the origin");
+    };
+
+    let mut target = WorkersTarget::new(build()).expect("target");
+    let base = target.start(&config, &BTreeMap::new()).expect("start");
+    refused(&base, "qs-throw-1", Some("quota-store"), &target);
+    refused(&base, "qs-throw-2", Some("quota-store"), &target);
+    let (status, body) = get(&base, "/q", &[key, ("x-conformance-id", "qs-after")]);
+    assert_eq!(
+        status, 200,
+        "the object answers again once it stops throwing: {body}"
+    );
+    assert_eq!(o.origin.count("qs-after"), 1);
+    target.stop();
+
+    let mut target = WorkersTarget::new(build())
+        .expect("target")
+        .without_quota_binding();
+    let base = target.start(&config, &BTreeMap::new()).expect("start");
+    refused(&base, "qs-unbound", None, &target);
+    assert_eq!(get(&base, "/a/x", &[]).0, 200, "a route without a quota");
     target.stop();
 }
 

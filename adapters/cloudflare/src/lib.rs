@@ -73,14 +73,15 @@ async fn handle(
     env: &Env,
     ctx: &Context,
 ) -> worker::Result<web_sys::Response> {
-    if fault::requested(request.headers()) == Some(Fault::Internal) {
+    let fault = fault::requested(request.headers());
+    if fault == Some(Fault::Internal) {
         return Err(worker::Error::RustError(fault::CAUSE.to_owned()));
     }
     let Some(gateway) = policy::current(env).await else {
         let (method, path) = (request.method().as_str(), request.uri().path());
         return answered(exchange::no_policy(request_ctx, method, path, &WorkerClock));
     };
-    let store = quota::DurableStore::new(env);
+    let store = quota::DurableStore::new(env).with_fault(fault);
     let step = gateway
         .exchange(
             request,

@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use portcullis_core::fault::{self, Fault};
 use portcullis_core::quota::serial::{self, StepRequest};
 use portcullis_core::quota::{CounterStore, Rate, StoreError, Verdict};
 use portcullis_core::time::within;
@@ -31,6 +32,8 @@ const STATE_KEY: &str = "gcra";
 /// The [`CounterStore`] backed by the `PORTCULLIS_QUOTAS` namespace.
 pub struct DurableStore {
     namespace: Result<ObjectNamespace, String>,
+    /// A fault-injection build's request asked the object to throw ([`Fault::QuotaStore`]).
+    throw: bool,
 }
 
 impl DurableStore {
@@ -39,7 +42,14 @@ impl DurableStore {
     pub fn new(env: &worker::Env) -> Self {
         DurableStore {
             namespace: env.durable_object(DO_BINDING).map_err(|e| e.to_string()),
+            throw: false,
         }
+    }
+
+    /// Ask the object to throw on every call, when `fault` is [`Fault::QuotaStore`].
+    pub fn with_fault(mut self, fault: Option<Fault>) -> Self {
+        self.throw = fault == Some(Fault::QuotaStore);
+        self
     }
 
     async fn call(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
@@ -56,6 +66,13 @@ impl DurableStore {
             serde_json::to_string(&StepRequest::new(rate, now)).map_err(|_| StoreError::Corrupt)?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(body.into()));
+        if self.throw {
+            let headers = worker::Headers::new();
+            headers
+                .set(fault::HEADER, Fault::QuotaStore.value())
+                .map_err(failed)?;
+            init.with_headers(headers);
+        }
         let request =
             Request::new_with_init("https://quota.portcullis/step", &init).map_err(failed)?;
         let mut response = stub.fetch_with_request(request).await.map_err(failed)?;
@@ -89,6 +106,10 @@ impl DurableObject for QuotaCounter {
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let asked = req.headers().get(fault::HEADER)?;
+        if fault::COMPILED_IN && asked.as_deref() == Some(Fault::QuotaStore.value()) {
+            return Err(worker::Error::RustError(fault::CAUSE.to_owned()));
+        }
         let Ok(ask) = req.json::<StepRequest>().await else {
             return Response::error("expected {rate, now}", 400);
         };
