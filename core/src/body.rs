@@ -28,6 +28,16 @@ pub enum BodyError {
     Aborted,
 }
 
+/// What a runtime reads and throws away of a request body the gateway answered without reading
+/// to the end (a 413 mid-stream, a 401 before the body): at most this many bytes, for at most
+/// [`DRAIN_TIME`]. A connection that still holds unread body bytes cannot carry the next
+/// request; a runtime that reuses it (workerd behind `wrangler dev`'s proxy) then fails that
+/// next exchange. The bounds keep a client from holding the gateway with an endless upload: past
+/// them the answer goes out and the connection is the runtime's to close.
+pub const DRAIN_BYTES: u64 = 4 * 1024 * 1024;
+/// How long a runtime spends draining an unread request body, at most (see [`DRAIN_BYTES`]).
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Bytes reserved up front when a body announces its size, at most. A size hint is a claim, not
 /// a promise: reserving what it says would let one header allocate gigabytes.
 pub const MAX_PREALLOCATION: u64 = 64 * 1024;

@@ -4,11 +4,18 @@
 //! The raw stream is kept rather than the `worker` crate's `Body`: that one takes a reader lock
 //! at once and cancels the stream when dropped, and relays through a Rust-pulled copy. Under
 //! workerd, cancelling a request body the Worker answered early (413, 415, 401…) can make the
-//! runtime drop the exchange; an untouched stream is simply left unread.
+//! runtime drop the exchange. Left unread, it breaks the next one instead: workerd refuses reads
+//! once the response is sent ("Can't read from request stream after response has been sent"),
+//! and the connection that still holds the bytes fails the next request sent on it (under
+//! `wrangler dev`, whose proxy reuses it, a 503 "worker restarted mid-request"). So what is left
+//! is drained before the answer goes out ([`drain`]), within the core's bounds.
 
+use portcullis_core::body::{DRAIN_BYTES, DRAIN_TIME};
+use portcullis_core::time::within;
 use portcullis_core::{BodyError, RequestBody};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
+use worker::Delay;
 
 /// The Worker's request body: a stream, or none (GET, HEAD, empty).
 #[derive(Debug)]
@@ -33,17 +40,42 @@ pub async fn read_limited(
         .get_reader()
         .dyn_into()
         .map_err(|_| BodyError::Aborted)?;
-    let result = read_all(&reader, limit).await;
-    // Released, not cancelled: an early answer leaves the rest of the body to the runtime.
+    let result = read_all(&reader, limit, true).await;
+    // Released, not cancelled: an early answer leaves the rest of the body to [`drain`].
     reader.release_lock();
     result
 }
 
+/// Read and discard what is left of the client's body after the gateway answered without it, for
+/// at most [`DRAIN_BYTES`] and [`DRAIN_TIME`]. A stream handed on to the origin (locked) or with
+/// nothing left costs nothing.
+pub async fn drain(stream: Option<web_sys::ReadableStream>) {
+    let Some(stream) = stream.filter(|s| !s.locked()) else {
+        return;
+    };
+    let Ok(reader) = stream
+        .get_reader()
+        .dyn_into::<web_sys::ReadableStreamDefaultReader>()
+    else {
+        return;
+    };
+    let _ = within(
+        Delay::from(DRAIN_TIME),
+        read_all(&reader, DRAIN_BYTES, false),
+    )
+    .await;
+    reader.release_lock();
+}
+
+/// Read `reader` to its end, keeping the bytes if `keep`, or [`BodyError::TooLarge`] as soon as
+/// more than `limit` have arrived.
 async fn read_all(
     reader: &web_sys::ReadableStreamDefaultReader,
     limit: u64,
+    keep: bool,
 ) -> Result<Vec<u8>, BodyError> {
     let mut out = Vec::new();
+    let mut seen: u64 = 0;
     loop {
         let chunk = JsFuture::from(reader.read())
             .await
@@ -58,9 +90,12 @@ async fn read_all(
         let bytes = value
             .dyn_into::<js_sys::Uint8Array>()
             .map_err(|_| BodyError::Aborted)?;
-        let total = (out.len() as u64).saturating_add(u64::from(bytes.length()));
-        if total > limit {
+        seen = seen.saturating_add(u64::from(bytes.length()));
+        if seen > limit {
             return Err(BodyError::TooLarge);
+        }
+        if !keep {
+            continue;
         }
         let start = out.len();
         out.resize(start + bytes.length() as usize, 0);

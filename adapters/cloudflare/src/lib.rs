@@ -51,6 +51,7 @@ async fn main(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<w
     };
     let (method, url) = (raw.method(), raw.url());
     let body = body::ClientBody(raw.body());
+    let unread = raw.body();
     // workerd has parsed the method and the URL already, so `None` does not happen in practice.
     let handled = match message::request(&method, &url, None, headers, body) {
         Some(request) => handle(request, &request_ctx, &env, &ctx).await,
@@ -59,6 +60,8 @@ async fn main(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<w
             answered(answer)
         }
     };
+    // Before the answer goes out: workerd refuses reads after it (see `body`).
+    body::drain(unread).await;
     handled.or_else(|error| {
         let cause = error.to_string();
         let answer = exchange::internal_error(&request_ctx, &method, &url, &cause, &WorkerClock);
