@@ -65,6 +65,8 @@ pub struct Outcome<B> {
 pub struct LogFacts {
     /// The request id.
     pub request_id: String,
+    /// The version of the policy that decided, when one did.
+    pub policy: Option<crate::PolicyVersion>,
     /// The matched route's id, when a route matched.
     pub route: Option<String>,
     /// The request method.
@@ -296,6 +298,7 @@ impl Gateway {
         let raw_path = parts.uri.path();
         let mut log = LogFacts {
             request_id: ctx.request_id.clone(),
+            policy: Some(self.policy.version),
             route: None,
             method: parts.method.as_str().to_owned(),
             path: crate::log::clip(raw_path),

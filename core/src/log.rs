@@ -15,6 +15,9 @@ pub struct LogLine<'a> {
     pub time: String,
     /// The request id (also sent to the origin and the client).
     pub request_id: &'a str,
+    /// The version of the policy that decided ([`crate::policy_version`]); `null` when none
+    /// was loaded.
+    pub policy: Option<crate::PolicyVersion>,
     /// The matched route, if any.
     pub route: Option<&'a str>,
     /// Request method.
@@ -100,6 +103,7 @@ impl<'a> LogLine<'a> {
         LogLine {
             time: start.to_rfc3339(),
             request_id: &facts.request_id,
+            policy: facts.policy,
             route: facts.route.as_deref(),
             method: &facts.method,
             path: &facts.path,

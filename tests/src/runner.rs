@@ -435,11 +435,13 @@ impl Runner {
             idp: idp.as_ref().map(IdpServer::url),
             ..self.placeholders.clone()
         };
+        let mut policy_version = None;
         let started = if file.config.is_null() {
             tokio::task::block_in_place(|| target.start_without_policy(&file.secrets))
         } else {
             config_text(&ph, &file)
                 .and_then(|config| {
+                    policy_version = Some(canonical_version(&config)?);
                     tokio::task::block_in_place(|| target.start(&config, &file.secrets))
                 })
                 .map(WithoutPolicy::Serving)
@@ -479,6 +481,7 @@ impl Runner {
             addr: &addr,
             target: target.name(),
             logs: target.log_lines(),
+            policy_version,
         };
         for case in &file.cases {
             let (failures, observed) = match self.run_case(&ph, &mut idp, &gw, case).await {
@@ -1045,6 +1048,22 @@ struct Gateway<'a> {
     target: &'a str,
     /// Its output, if the target shows it (for `access_log`).
     logs: Option<LogLines>,
+    /// The version of the policy it was started with, as the suite computes it on its own
+    /// (what `access_log` values `${POLICY}` stand for).
+    policy_version: Option<String>,
+}
+
+/// What an `access_log` value stands for the version of the file's policy.
+const POLICY_PLACEHOLDER: &str = "${POLICY}";
+
+/// A policy text's version as the README defines it: SHA-256 of its RFC 8785 canonical form, the
+/// first 12 hex digits. Computed here apart from the gateway, so the vectors check its figure.
+fn canonical_version(config: &str) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let value: Value = serde_json::from_str(config)?;
+    let canonical = serde_jcs::to_vec(&value)?;
+    let digest = sha2::Sha256::digest(&canonical);
+    Ok(digest[..6].iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// How long an access line may take to show in the target's output (it is read by another
@@ -1095,6 +1114,11 @@ async fn check_access_log(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     for (name, value) in want {
+        let placeholder = value.as_str() == Some(POLICY_PLACEHOLDER);
+        let value = match (&gw.policy_version, placeholder) {
+            (Some(version), true) => &Value::String(version.clone()),
+            _ => value,
+        };
         if line.get(name) != Some(value) {
             f.push(format!(
                 "access log {name}: expected {value}, got {} (line: {line})",

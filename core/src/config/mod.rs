@@ -45,6 +45,8 @@ impl<F: Fn(&str) -> Option<String>> Secrets for F {
 /// A validated, compiled policy.
 #[derive(Debug)]
 pub struct Policy {
+    /// The document's version ([`crate::policy_version`]).
+    pub(crate) version: crate::PolicyVersion,
     /// How long runtimes that load the policy from a store (Workers KV) may keep using it before
     /// reading the store again.
     pub(crate) config_ttl: Duration,
@@ -99,6 +101,11 @@ impl Policy {
     /// Origins by name and URL, for adapters that warm connection pools or list them.
     pub fn origins(&self) -> impl Iterator<Item = &Origin> {
         self.origins.iter()
+    }
+
+    /// The policy's version: the hash of its canonical form ([`crate::policy_version`]).
+    pub fn version(&self) -> crate::PolicyVersion {
+        self.version
     }
 
     /// How long a runtime that reads the policy from a store may use it before reading again

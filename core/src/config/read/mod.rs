@@ -26,6 +26,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::policy_version::PolicyVersion;
+
 use super::{
     ConfigError, ConfigErrorKind, ConfigErrors, Policy, ProviderKind, SchemaCompilation, Secrets,
 };
@@ -74,7 +76,8 @@ pub(super) fn policy(
         warnings: Vec::new(),
         schemas,
     };
-    let policy = read_policy(&mut r, Json::from_value(doc), secrets);
+    let document_version = PolicyVersion::of(&doc);
+    let policy = read_policy(&mut r, Json::from_value(doc), secrets, document_version);
     match policy {
         Some(mut p) if r.errors.is_empty() => {
             p.warnings = r.warnings;
@@ -98,7 +101,12 @@ fn syntax_message(e: &serde_json::Error) -> String {
     }
 }
 
-fn read_policy(r: &mut Reader, doc: Json<RawPolicy>, secrets: &dyn Secrets) -> Option<Policy> {
+fn read_policy(
+    r: &mut Reader,
+    doc: Json<RawPolicy>,
+    secrets: &dyn Secrets,
+    document_version: PolicyVersion,
+) -> Option<Policy> {
     let RawPolicy {
         schema: Field(schema),
         version: Field(version),
@@ -187,6 +195,7 @@ fn read_policy(r: &mut Reader, doc: Json<RawPolicy>, secrets: &dyn Secrets) -> O
             .ok()
     });
     Some(Policy {
+        version: document_version,
         config_ttl: Duration::from_secs(config_ttl_s),
         token_cache: (
             usize::try_from(token_cache_entries).unwrap_or(usize::MAX),
