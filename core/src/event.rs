@@ -2,8 +2,10 @@
 //! (a key set refreshed or failing, a policy loaded or refused, an origin that cannot be reached).
 //!
 //! Every runtime writes the same events with the same fields, one JSON object per line:
-//! `time`, `level`, the event's context fields (`provider`, `request_id`, `source`, …), `event`.
-//! The level belongs to the event, decided here, so no runtime can log a failure as routine.
+//! `time`, `level`, `event` (a stable name from [`Kind`], what log pipelines and SIEM rules match
+//! on), the event's context fields (`policy`, `provider`, `request_id`, `source`, …), and
+//! `message` (the same in words). The level and the name belong to the event, decided here, so no
+//! runtime can log a failure as routine or name it its own way.
 
 use serde_json::Value;
 
@@ -30,6 +32,71 @@ impl Level {
     }
 }
 
+macro_rules! kinds {
+    ($($kind:ident $name:literal $meaning:literal,)*) => {
+        /// What an event reports. Its name (the line's `event`) is a contract with log pipelines:
+        /// keep it stable, add new ones.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Kind {
+            $(#[doc = $meaning] $kind,)*
+        }
+
+        impl Kind {
+            /// Every kind, in table order (for the README's table).
+            pub const ALL: &'static [Kind] = &[$(Kind::$kind,)*];
+
+            /// The `event` member: `snake_case`, stable.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => $name,)*
+                }
+            }
+
+            /// What it means, for the docs.
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => $meaning,)*
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    PolicyLoaded "policy_loaded"
+        "A policy went live (first load or reload): `policy` (its version), `previous`, `source`, `routes`, `providers`, `quotas`, `verifier`.",
+    PolicyRejected "policy_rejected"
+        "A policy text was refused: `rejected` (the version it would have had, when it is JSON), `errors` (each with its JSON `pointer` and `message`), `policy` (the version that stays live, or null), `source`.",
+    PolicyUnavailable "policy_unavailable"
+        "The policy source could not be read or is empty: `source`, `policy` (what stays live).",
+    PolicyProblem "policy_problem"
+        "The live policy turned out broken while deciding (a schema compiled on first use).",
+    PolicyMemoFailed "policy_memo_failed"
+        "The record of a validated policy could not be kept for the next instance.",
+    KeySetRefreshed "key_set_refreshed"
+        "A provider's key set was fetched and is live: `provider`, `keys`.",
+    KeySetFailed "key_set_failed"
+        "Fetching a provider's key set failed; the last good set stays: `provider`.",
+    KeySkipped "key_skipped"
+        "A key in a fetched key set was unusable and skipped: `provider`.",
+    KeySetStoreFailed "key_set_store_failed"
+        "The store that shares key sets between instances failed: `provider`.",
+    KeyRefresherFailed "key_refresher_failed"
+        "The process cannot refresh key sets at all; they will go stale.",
+    QuotaKeysExpired "quota_keys_expired"
+        "Expired quota state was deleted: `deleted`.",
+    OriginUnreachable "origin_unreachable"
+        "An origin could not be reached: `request_id`, the runtime's `cause` in the message.",
+    OriginRelayBroken "origin_relay_broken"
+        "An origin's response body broke off or stalled mid-relay: `request_id`, `relayed`.",
+    ClientAborted "client_aborted"
+        "The client's body broke off while it was being sent on: `request_id`.",
+    InternalError "internal_error"
+        "Handling a request failed (a bug): `request_id`, `cause`.",
+    FaultInjection "fault_injection"
+        "This build fails requests on purpose (the fault-injection feature): a test build.",
+}
+
 /// One operator event, ready to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -37,49 +104,149 @@ pub struct Event {
     pub time: UnixTime,
     /// How much it matters.
     pub level: Level,
-    /// Context fields, in the order written (`provider`, `request_id`, …).
-    pub fields: Vec<(&'static str, String)>,
+    /// What it reports.
+    pub kind: Kind,
+    /// Context fields, in the order written (`policy`, `provider`, `request_id`, …).
+    pub fields: Vec<(&'static str, Value)>,
     /// What happened, in words.
     pub text: String,
 }
 
 impl Event {
     /// An event with no context fields.
-    pub fn new(time: UnixTime, level: Level, text: impl Into<String>) -> Self {
+    pub fn new(time: UnixTime, level: Level, kind: Kind, text: impl Into<String>) -> Self {
         Event {
             time,
             level,
+            kind,
             fields: Vec::new(),
             text: text.into(),
         }
     }
 
     /// The same event with one more context field.
-    pub fn with(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub fn with(mut self, name: &'static str, value: impl Into<Value>) -> Self {
         self.fields.push((name, value.into()));
         self
     }
 
+    /// The same event naming the policy it happened under (`policy`: its version, or null).
+    pub fn under(self, policy: Option<crate::PolicyVersion>) -> Self {
+        let version = policy.map_or(Value::Null, |v| Value::String(v.to_string()));
+        self.with("policy", version)
+    }
+
+    /// A context field's value, if the event has it.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.fields.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
     /// What happened to provider `provider`'s key set. Only a successful refresh is routine.
     pub fn key_set(time: UnixTime, provider: &str, event: &KeyEvent) -> Self {
-        let level = match event {
-            KeyEvent::Refreshed { .. } => Level::Info,
-            KeyEvent::RefreshFailed { .. } | KeyEvent::SkippedKey { .. } => Level::Warn,
+        let (level, kind) = match event {
+            KeyEvent::Refreshed { .. } => (Level::Info, Kind::KeySetRefreshed),
+            KeyEvent::RefreshFailed { .. } => (Level::Warn, Kind::KeySetFailed),
+            KeyEvent::SkippedKey { .. } => (Level::Warn, Kind::KeySkipped),
         };
-        Event::new(time, level, event.to_string()).with("provider", provider)
+        let event_ = Event::new(time, level, kind, event.to_string()).with("provider", provider);
+        match event {
+            KeyEvent::Refreshed { keys } => event_.with("keys", *keys),
+            _ => event_,
+        }
     }
 
     /// A problem found in the policy while deciding (a schema compiled on first use that is
     /// broken), with its JSON pointer.
     pub fn policy_problem(time: UnixTime, problem: &ConfigError) -> Self {
-        Event::new(time, Level::Warn, format!("policy refused: {problem}"))
+        Event::new(
+            time,
+            Level::Warn,
+            Kind::PolicyProblem,
+            format!("policy refused: {problem}"),
+        )
+        .with("pointer", problem.pointer.as_str())
     }
 
     /// The origin of request `request_id` could not be reached; `cause` is the runtime's
     /// description (refused, DNS, TLS), which the operator needs and the client must not see.
     pub fn origin_unreachable(time: UnixTime, request_id: &str, cause: &str) -> Self {
-        Event::new(time, Level::Warn, format!("origin unreachable: {cause}"))
-            .with("request_id", request_id)
+        Event::new(
+            time,
+            Level::Warn,
+            Kind::OriginUnreachable,
+            format!("origin unreachable: {cause}"),
+        )
+        .with("request_id", request_id)
+    }
+
+    /// The origin's response to `request_id` broke off (`stalled`: stopped sending) after
+    /// `relayed` body bytes; the status was sent already, so the client's connection is closed.
+    pub fn origin_relay_broken(
+        time: UnixTime,
+        request_id: &str,
+        stalled: bool,
+        relayed: u64,
+        cause: &str,
+    ) -> Self {
+        let what = if stalled { "stalled" } else { "broken off" };
+        Event::new(
+            time,
+            Level::Warn,
+            Kind::OriginRelayBroken,
+            format!(
+                "origin response {what} after {relayed} body bytes ({cause}); the client's \
+                 connection is closed"
+            ),
+        )
+        .with("request_id", request_id)
+        .with("relayed", relayed)
+    }
+
+    /// The client's body for `request_id` broke off while it was being sent on.
+    pub fn client_aborted(time: UnixTime, request_id: &str, cause: &str) -> Self {
+        Event::new(
+            time,
+            Level::Info,
+            Kind::ClientAborted,
+            format!("client request body broke off: {cause}"),
+        )
+        .with("request_id", request_id)
+    }
+
+    /// Handling `request_id` failed: a bug, answered 500.
+    pub fn internal_error(time: UnixTime, request_id: &str, cause: &str) -> Self {
+        Event::new(
+            time,
+            Level::Warn,
+            Kind::InternalError,
+            "handling the request failed (a bug); answered 500",
+        )
+        .with("request_id", request_id)
+        .with("cause", cause)
+    }
+
+    /// The process cannot refresh key sets (`why`); the gateway serves on with the sets it has.
+    pub fn key_refresher_failed(time: UnixTime, why: &str) -> Self {
+        Event::new(
+            time,
+            Level::Warn,
+            Kind::KeyRefresherFailed,
+            format!("cannot start the key refresher, key sets will not refresh: {why}"),
+        )
+    }
+
+    /// This build has fault injection compiled in ([`crate::fault`]).
+    pub fn fault_injection(time: UnixTime) -> Self {
+        Event::new(
+            time,
+            Level::Warn,
+            Kind::FaultInjection,
+            format!(
+                "built with the fault-injection feature: a request carrying {}: internal fails \
+                 on purpose; a test build, not for production",
+                crate::fault::HEADER
+            ),
+        )
     }
 
     /// The line as compact JSON, without a trailing newline.
@@ -90,14 +257,29 @@ impl Event {
         line.push_str(&self.time.to_rfc3339());
         line.push_str("\",\"level\":\"");
         line.push_str(self.level.as_str());
+        line.push_str("\",\"event\":\"");
+        line.push_str(self.kind.name());
         line.push('"');
         for (name, value) in &self.fields {
             push_member(&mut line, name, value);
         }
-        push_member(&mut line, "event", &self.text);
+        push_member(&mut line, "message", &Value::from(self.text.as_str()));
         line.push('}');
         line
     }
+}
+
+/// The README's table of events, as markdown: one row per [`Kind`], in table order.
+pub fn kinds_markdown() -> String {
+    let mut out = String::from("| `event` | meaning and fields |\n| --- | --- |\n");
+    for kind in Kind::ALL {
+        out.push_str(&format!(
+            "| `{}` | {} |\n",
+            kind.name(),
+            kind.meaning().replace('|', "\\|")
+        ));
+    }
+    out
 }
 
 /// `error: cause: cause…`: a runtime's error with every source it chains, for the `cause` of an
@@ -114,12 +296,12 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// `,"name":"value"`, both escaped as JSON strings.
-fn push_member(line: &mut String, name: &str, value: &str) {
+/// `,"name":value`, the name escaped as a JSON string.
+fn push_member(line: &mut String, name: &str, value: &Value) {
     line.push(',');
     line.push_str(&Value::from(name).to_string());
     line.push(':');
-    line.push_str(&Value::from(value).to_string());
+    line.push_str(&value.to_string());
 }
 
 /// Where a runtime writes what the core hands it: the access line of each request, and
@@ -140,6 +322,7 @@ mod tests {
         let line = Event::new(
             UnixTime::from_secs(1_700_000_000),
             Level::Warn,
+            Kind::KeySetFailed,
             "key set refresh failed, keeping the last good set: timed out",
         )
         .with("provider", "idp \"main\"")
@@ -154,7 +337,24 @@ mod tests {
             .split(",\"")
             .map(|kv| kv.trim_start_matches('"').split('"').next().unwrap_or(""))
             .collect();
-        assert_eq!(keys, ["time", "level", "provider", "event"]);
+        assert_eq!(keys, ["time", "level", "event", "provider", "message"]);
+        assert_eq!(value["event"], "key_set_failed");
+    }
+
+    #[test]
+    fn readme_table_of_events_is_rendered_from_the_code() {
+        crate::generated_docs::check("README.md", "events", &kinds_markdown(), "readme_table");
+    }
+
+    #[test]
+    fn every_kind_has_its_own_snake_case_name() {
+        let mut names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        assert!(names
+            .iter()
+            .all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Kind::ALL.len(), "a name is used twice");
     }
 
     #[test]

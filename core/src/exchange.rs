@@ -24,7 +24,7 @@ use http::{HeaderMap, Request, Response};
 use crate::body::RequestBody;
 use crate::cors::ResponseCors;
 use crate::decision::{Decision, Gateway, LogFacts, RequestContext};
-use crate::event::{Event, Level, LogSink};
+use crate::event::{Event, LogSink};
 use crate::fetch::Fetch;
 use crate::forward::{self, Forward, ForwardBody};
 use crate::log::{self, LogLine};
@@ -167,14 +167,14 @@ impl Gateway {
         let mut events: Vec<Event> = facts
             .key_events
             .drain(..)
-            .map(|(provider, event)| Event::key_set(now, &provider, &event))
+            .map(|(provider, event)| Event::key_set(now, &provider, &event).under(facts.policy))
             .collect();
         let policy_broken = !facts.policy_problems.is_empty();
         events.extend(
             facts
                 .policy_problems
                 .drain(..)
-                .map(|problem| Event::policy_problem(now, &problem)),
+                .map(|problem| Event::policy_problem(now, &problem).under(facts.policy)),
         );
         let cors = outcome.cors;
         match outcome.decision {
@@ -257,17 +257,14 @@ impl Pending {
             }
             OriginResult::TimedOut => forward::origin_failure(true),
             OriginResult::Failed { cause } => {
-                events.push(Event::origin_unreachable(now, &facts.request_id, &cause));
+                events.push(
+                    Event::origin_unreachable(now, &facts.request_id, &cause).under(facts.policy),
+                );
                 forward::origin_failure(false)
             }
             OriginResult::ClientAborted { cause } => {
                 events.push(
-                    Event::new(
-                        now,
-                        Level::Info,
-                        format!("client request body broke off: {cause}"),
-                    )
-                    .with("request_id", facts.request_id.as_str()),
+                    Event::client_aborted(now, &facts.request_id, &cause).under(facts.policy),
                 );
                 Reject::new(
                     BadRequestReason::BodyAborted,
@@ -321,15 +318,10 @@ pub fn internal_error(
         "The gateway failed to handle the request.",
     );
     let mut answer = outside_decision(ctx, method, target, &reject, clock);
-    answer.record.events.push(
-        Event::new(
-            clock.now(),
-            crate::event::Level::Warn,
-            "handling the request failed (a bug); answered 500",
-        )
-        .with("request_id", ctx.request_id.as_str())
-        .with("cause", cause),
-    );
+    answer
+        .record
+        .events
+        .push(Event::internal_error(clock.now(), &ctx.request_id, cause));
     answer
 }
 
@@ -484,7 +476,11 @@ mod tests {
         let [event] = &answer.record.events[..] else {
             panic!("one event: {:?}", answer.record.events);
         };
-        let fields: Vec<_> = event.fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let fields: Vec<_> = event
+            .fields
+            .iter()
+            .map(|(k, v)| (*k, v.as_str().unwrap_or_default()))
+            .collect();
         assert_eq!(fields, [("request_id", "r1"), ("cause", "boom")]);
     }
 }

@@ -38,6 +38,8 @@ pub mod fetch;
 pub mod forward;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
+#[cfg(test)]
+mod generated_docs;
 mod json;
 pub mod jwks;
 pub mod jwt;
@@ -70,7 +72,7 @@ pub use config::{
 };
 pub use context::RequestContext;
 pub use decision::{Decision, Gateway, LogFacts, Outcome};
-pub use event::{Event, Level, LogSink};
+pub use event::{Event, Kind, Level, LogSink};
 pub use exchange::{Answer, OriginResult, Outbound, Pending, Record, Relay, Step};
 pub use fetch::{Fetch, FetchError, FetchResponse, NoFetch};
 pub use forward::{Forward, ForwardBody};

@@ -21,12 +21,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::{ConfigErrors, SchemaCompilation};
 use crate::decision::Gateway;
-use crate::event::{Event, Level, LogSink};
+use crate::event::{Event, Kind, Level, LogSink};
 use crate::fetch::Fetch;
+use crate::policy_version::PolicyVersion;
 use crate::time::{Clock, UnixTime};
 
 /// How soon to read the source again when no good policy is live, or while one request is
@@ -154,16 +156,7 @@ impl PolicyStore {
                     };
                     match compile(&text, schemas) {
                         Ok(gateway) => {
-                            let what = if self.live.is_some() {
-                                "policy reloaded"
-                            } else {
-                                "policy loaded"
-                            };
-                            events.push(
-                                Event::new(now, Level::Info, what)
-                                    .with("source", source)
-                                    .with("verifier", gateway.verifier_name()),
-                            );
+                            events.push(self.loaded(now, &gateway, source));
                             // A text validated in full by an earlier instance was started up
                             // by it too.
                             start_up = matches!(schemas, SchemaCompilation::AtLoad);
@@ -175,26 +168,16 @@ impl PolicyStore {
                             });
                         }
                         Err(errors) => {
-                            for problem in &errors.0 {
-                                events.push(
-                                    Event::new(
-                                        now,
-                                        Level::Warn,
-                                        format!("policy refused: {problem}"),
-                                    )
-                                    .with("source", source),
-                                );
-                            }
-                            events.push(self.what_stays(now, "policy refused", source));
+                            events.push(self.rejected(now, &text, &errors, source));
                             self.refused = Some(digest);
                         }
                     }
                 }
             }
             PolicyRead::Missing(what) => {
-                events.push(self.what_stays(now, &format!("{what} is empty"), source));
+                events.push(self.unavailable(now, &format!("{what} is empty"), source));
             }
-            PolicyRead::Failed(why) => events.push(self.what_stays(now, &why, source)),
+            PolicyRead::Failed(why) => events.push(self.unavailable(now, &why, source)),
         }
         let wait = match &self.live {
             Some(live) => live.gateway.policy().config_ttl(),
@@ -216,12 +199,64 @@ impl PolicyStore {
         })
     }
 
-    fn what_stays(&self, now: UnixTime, why: &str, source: &str) -> Event {
-        let stays = match self.live {
+    fn live_version(&self) -> Option<PolicyVersion> {
+        self.live.as_ref().map(|l| l.gateway.policy().version())
+    }
+
+    fn what_stays(&self) -> &'static str {
+        match self.live {
             Some(_) => "keeping the last good policy",
             None => "no policy: answering 503",
+        }
+    }
+
+    /// `policy_loaded`: `gateway` goes live in place of what is live now.
+    fn loaded(&self, now: UnixTime, gateway: &Gateway, source: &str) -> Event {
+        let policy = gateway.policy();
+        let previous = self.live_version();
+        let what = match previous {
+            Some(_) => "policy reloaded",
+            None => "policy loaded",
         };
-        Event::new(now, Level::Warn, format!("{why}; {stays}")).with("source", source)
+        Event::new(now, Level::Info, Kind::PolicyLoaded, what)
+            .under(Some(policy.version()))
+            .with("previous", previous.map(|v| v.to_string()))
+            .with("source", source)
+            .with("routes", policy.routes.len())
+            .with("providers", policy.providers.len())
+            .with("quotas", policy.quotas.len())
+            .with("verifier", gateway.verifier_name())
+    }
+
+    /// `policy_rejected`: `text` was refused with `errors`; what is live stays.
+    fn rejected(&self, now: UnixTime, text: &str, errors: &ConfigErrors, source: &str) -> Event {
+        let listed: Vec<Value> = errors
+            .0
+            .iter()
+            .map(|e| json!({ "pointer": e.pointer, "message": e.kind.to_string() }))
+            .collect();
+        let words: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        let message = format!(
+            "policy refused: {}; {}",
+            words.join("; "),
+            self.what_stays()
+        );
+        Event::new(now, Level::Warn, Kind::PolicyRejected, message)
+            .under(self.live_version())
+            .with(
+                "rejected",
+                PolicyVersion::of_text(text).map(|v| v.to_string()),
+            )
+            .with("errors", listed)
+            .with("source", source)
+    }
+
+    /// `policy_unavailable`: the source could not be read (`why`); what is live stays.
+    fn unavailable(&self, now: UnixTime, why: &str, source: &str) -> Event {
+        let message = format!("{why}; {}", self.what_stays());
+        Event::new(now, Level::Warn, Kind::PolicyUnavailable, message)
+            .under(self.live_version())
+            .with("source", source)
     }
 
     /// The live policy turned out broken on first use of one of its schemas (only possible for

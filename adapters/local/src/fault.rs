@@ -19,9 +19,8 @@ pub fn inject(headers: &http::HeaderMap) {
 /// Warn at start-up, before the readiness line, that this binary fails requests on purpose.
 pub fn warn_if_compiled_in() {
     if fault::COMPILED_IN {
-        crate::log::event(
-            portcullis_core::Level::Warn,
-            format!("built with the fault-injection feature: a request carrying {}: internal fails on purpose; a test build, not for production", fault::HEADER),
-        );
+        crate::log::event(&portcullis_core::Event::fault_injection(
+            crate::context::now(),
+        ));
     }
 }

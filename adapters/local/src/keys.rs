@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use portcullis_core::fetch::Fetch;
 use portcullis_core::key_upkeep;
-use portcullis_core::{Gateway, Level, LogSink};
+use portcullis_core::{Event, Gateway, LogSink};
 use tokio::sync::oneshot;
 
 use crate::context::SystemClock;
@@ -67,10 +67,10 @@ pub fn spawn_refresher(app: Arc<App>) -> Refresher {
 /// The warning when the refresher cannot start: the gateway serves on, but its key sets will go
 /// stale.
 fn not_refreshing(e: &dyn std::fmt::Display) {
-    log::event(
-        Level::Warn,
-        format!("cannot start the key refresher, key sets will not refresh: {e}"),
-    );
+    log::event(&Event::key_refresher_failed(
+        crate::context::now(),
+        &e.to_string(),
+    ));
 }
 
 async fn refresh_forever(app: &App, every: std::time::Duration) {

@@ -4,9 +4,7 @@
 use std::cell::RefCell;
 use std::io::Write;
 
-use portcullis_core::{Event, Level, LogSink};
-
-use crate::context;
+use portcullis_core::{Event, LogSink};
 
 /// Write `line` and a newline to standard output.
 ///
@@ -115,13 +113,7 @@ impl LogSink for Sink {
     }
 }
 
-/// An operator event of the native process itself (not of a request): at `level`, now.
-pub fn event(level: Level, text: impl Into<String>) {
-    Sink.event(&Event::new(context::now(), level, text));
-}
-
-/// An operator event about request `request_id` that the runtime saw after the core's record
-/// was written (a relayed body that broke off): at `level`, now.
-pub fn request_event(level: Level, request_id: &str, text: impl Into<String>) {
-    Sink.event(&Event::new(context::now(), level, text).with("request_id", request_id));
+/// An operator event the process raised outside a request's record (the core builds it).
+pub fn event(event: &Event) {
+    Sink.event(event);
 }

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use portcullis_core::event::error_chain;
 use portcullis_core::exchange;
 use portcullis_core::{
-    Answer, Gateway, Level, MemoryStore, OriginResult, Outbound, Pending, Policy, Relay, Step,
+    Answer, Event, Gateway, MemoryStore, OriginResult, Outbound, Pending, Policy, Relay, Step,
 };
 use portcullis_host::relay_body::{OriginBody, RelayError};
 use portcullis_host::{run_per_core, Connections, Handler, Settings};
@@ -209,19 +209,14 @@ async fn relay(
             parts.headers = headers;
             let request_id = request_id.to_owned();
             let on_break = Box::new(move |error: &RelayError, relayed: u64| {
-                let what = match error {
-                    RelayError::Broken(_) => "broken off",
-                    RelayError::Stalled(_) => "stalled",
-                };
-                log::request_event(
-                    Level::Warn,
+                let stalled = matches!(error, RelayError::Stalled(_));
+                log::event(&Event::origin_relay_broken(
+                    context::now(),
                     &request_id,
-                    format!(
-                        "origin response {what} after {relayed} body bytes ({}); the client's \
-                         connection is closed",
-                        error_chain(error)
-                    ),
-                );
+                    stalled,
+                    relayed,
+                    &error_chain(error),
+                ));
             });
             let body = OriginBody::new(stream, timeout, on_break);
             Response::from_parts(parts, ResponseBody::Left(body))

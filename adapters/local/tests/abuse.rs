@@ -1479,7 +1479,7 @@ fn a_content_length_with_a_sign_or_junk_smuggles_nothing() {
 fn wait_for_event(gateway: &Running, id: &str, prefix: &str) -> Value {
     let line = gateway.wait_stderr(&format!("about {id} starting {prefix:?}"), |line| {
         serde_json::from_str::<Value>(line).is_ok_and(|v| {
-            v["request_id"] == id && v["event"].as_str().is_some_and(|e| e.starts_with(prefix))
+            v["request_id"] == id && v["message"].as_str().is_some_and(|e| e.starts_with(prefix))
         })
     });
     serde_json::from_str(&line).expect("a JSON event")
@@ -1519,7 +1519,7 @@ fn an_origin_reset_mid_response_cuts_the_client_response_short_and_is_logged() {
     eprintln!(
         "abuse: reset: client got {got} of 1000000 bytes, then {ended:?} after {} ms; event: {}",
         millis(took),
-        event["event"]
+        event["message"]
     );
 }
 
@@ -1638,7 +1638,7 @@ fn an_origin_that_stalls_mid_body_has_the_client_connection_closed() {
         "abuse: stalled body: client got {got} of 1000 bytes, connection closed {} ms after \
          the head (timeout_ms 500); event: {}",
         millis(took),
-        event["event"]
+        event["message"]
     );
 }
 

@@ -127,7 +127,7 @@ fn key_event(line: &str, level: &str, event_prefix: &str) -> bool {
     value["level"] == level
         && value["provider"] == "idp"
         && value["time"].is_string()
-        && value["event"]
+        && value["message"]
             .as_str()
             .is_some_and(|e| e.starts_with(event_prefix))
 }

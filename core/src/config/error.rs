@@ -45,8 +45,13 @@ impl fmt::Display for ConfigError {
         } else {
             &self.pointer
         };
-        write!(f, "{at}: ")?;
-        match &self.kind {
+        write!(f, "{at}: {}", self.kind)
+    }
+}
+
+impl fmt::Display for ConfigErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             ConfigErrorKind::Syntax {
                 line,
                 column,

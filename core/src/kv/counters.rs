@@ -21,7 +21,7 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use super::{decode_u64, encode_u64, AtomicStore, Swap, PREFIX};
-use crate::event::{Event, Level};
+use crate::event::{Event, Kind, Level};
 use crate::quota::{self, CounterStore, Rate, State, StoreError, Verdict};
 use crate::time::{Clock, UnixTime};
 
@@ -90,7 +90,7 @@ impl<'a, S: AtomicStore> KvCounters<'a, S> {
         }
         (deleted > 0).then(|| {
             let text = format!("deleted {deleted} expired quota keys");
-            Event::new(now, Level::Info, text)
+            Event::new(now, Level::Info, Kind::QuotaKeysExpired, text).with("deleted", deleted)
         })
     }
 

@@ -24,7 +24,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{decode_u64, encode_u64, AtomicStore, Swap, PREFIX};
-use crate::event::{Event, Level, LogSink};
+use crate::event::{Event, Kind, Level, LogSink};
 use crate::jwks::shared::{Pending, SharedKeySets, SharedStoreError};
 use crate::time::Clock;
 
@@ -139,8 +139,13 @@ where
     }
 
     fn warn(&self, name: &str, why: &str) {
-        let event =
-            Event::new(self.instance.now(), Level::Warn, why).with("provider", provider(name));
+        let event = Event::new(
+            self.instance.now(),
+            Level::Warn,
+            Kind::KeySetStoreFailed,
+            why,
+        )
+        .with("provider", provider(name));
         self.instance.event(&event);
     }
 }

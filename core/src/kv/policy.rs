@@ -14,7 +14,7 @@
 use super::AtomicStore;
 use crate::config::{ConfigErrors, SchemaCompilation};
 use crate::decision::Gateway;
-use crate::event::{Event, Level};
+use crate::event::{Event, Kind, Level};
 use crate::exchange::Record;
 use crate::policy_store::{Applied, Memo, PolicyRead, PolicyStore};
 use crate::time::Clock;
@@ -100,5 +100,10 @@ fn remember<S: AtomicStore>(store: &S, memo: Option<&Memo>, clock: &dyn Clock) -
     let record = memo.and_then(|m| serde_json::to_vec(m).ok())?;
     let e = store.set(MEMO_KEY, &record).err()?;
     let why = format!("recording the validated policy failed: {e}");
-    Some(Event::new(clock.now(), Level::Warn, why))
+    Some(Event::new(
+        clock.now(),
+        Level::Warn,
+        Kind::PolicyMemoFailed,
+        why,
+    ))
 }

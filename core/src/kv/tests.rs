@@ -357,7 +357,7 @@ fn key_set_store_failures_are_errors_and_warnings_name_the_provider() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].level, Level::Warn);
     assert_eq!(events[0].text, "fetching alone");
-    assert!(events[0].fields.contains(&("provider", "idp".to_owned())));
+    assert_eq!(events[0].field("provider"), Some(&"idp".into()));
 }
 
 // ===== policy =====
@@ -430,7 +430,7 @@ fn no_policy_is_explained_and_a_memo_that_cannot_be_written_is_a_warning() {
     assert!(unopened.gateway.is_none());
     assert!(unopened.events[0]
         .fields
-        .contains(&("source", WHERE.describe())));
+        .contains(&("source", WHERE.describe().into())));
     store.put("config", POLICY.as_bytes());
     store.inner().fail_sets = true;
     let unremembered = apply(&store, &seen);

@@ -39,7 +39,7 @@ fn a_first_good_text_goes_live_and_asks_for_the_start_up_fetch() {
     assert_eq!(applied.events[0].text, "policy loaded");
     assert!(applied.events[0]
         .fields
-        .contains(&("source", "kv:config".to_owned())));
+        .contains(&("source", "kv:config".into())));
 }
 
 #[test]
@@ -204,4 +204,68 @@ fn a_policy_broken_on_first_use_is_forgotten() {
     store.forget_validation();
     assert!(store.live().is_none());
     assert!(store.memo().is_none());
+}
+
+#[test]
+fn audit_events_name_both_versions_and_every_error_with_its_pointer() {
+    use crate::event::Kind;
+    use crate::policy_version::PolicyVersion;
+    use serde_json::Value;
+    let version = |t: &str| Value::from(PolicyVersion::of_text(t).expect("JSON").to_string());
+    let mut store = PolicyStore::new();
+
+    let first = store.apply(PolicyRead::Text(text("a", 30)), "f", at(100), compile);
+    let [loaded] = &first.events[..] else {
+        panic!("one event: {:?}", first.events);
+    };
+    assert_eq!(loaded.kind, Kind::PolicyLoaded);
+    assert_eq!(loaded.field("policy"), Some(&version(&text("a", 30))));
+    assert_eq!(loaded.field("previous"), Some(&Value::Null));
+    assert_eq!(loaded.field("routes"), Some(&Value::from(1)));
+    assert_eq!(loaded.field("providers"), Some(&Value::from(0)));
+
+    let second = store.apply(PolicyRead::Text(text("b", 30)), "f", at(130), compile);
+    assert_eq!(
+        second.events[0].field("policy"),
+        Some(&version(&text("b", 30)))
+    );
+    assert_eq!(
+        second.events[0].field("previous"),
+        Some(&version(&text("a", 30)))
+    );
+
+    let broken =
+        r#"{"version": 1, "config_ttl_s": "soon", "origins": {}, "routes": [], "bogus": 1}"#;
+    let refused = store.apply(PolicyRead::Text(broken.into()), "f", at(160), compile);
+    let [rejected] = &refused.events[..] else {
+        panic!("one event: {:?}", refused.events);
+    };
+    assert_eq!(rejected.kind, Kind::PolicyRejected);
+    assert_eq!(rejected.level, Level::Warn);
+    assert_eq!(
+        rejected.field("policy"),
+        Some(&version(&text("b", 30))),
+        "what stays live"
+    );
+    assert_eq!(rejected.field("rejected"), Some(&version(broken)));
+    let pointers: Vec<&str> = rejected
+        .field("errors")
+        .and_then(Value::as_array)
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["pointer"].as_str())
+        .collect();
+    assert!(
+        pointers.contains(&"/bogus") && pointers.contains(&"/config_ttl_s"),
+        "{pointers:?}"
+    );
+
+    let garbage = store.apply(PolicyRead::Text("{not json".into()), "f", at(190), compile);
+    assert_eq!(garbage.events[0].field("rejected"), Some(&Value::Null));
+    let gone = store.apply(PolicyRead::Missing("key".into()), "f", at(220), compile);
+    assert_eq!(gone.events[0].kind, Kind::PolicyUnavailable);
+    assert_eq!(
+        gone.events[0].field("policy"),
+        Some(&version(&text("b", 30)))
+    );
 }

@@ -2,53 +2,9 @@ use std::collections::HashSet;
 
 use super::*;
 
-const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-const START: &str = "<!-- reasons:start -->\n";
-const END: &str = "<!-- reasons:end -->";
-
-/// README.md with its reasons section replaced by the table rendered from [`Reason::ALL`].
-fn rendered(readme: &str) -> Option<String> {
-    let start = readme.find(START)? + START.len();
-    let end = start + readme[start..].find(END)?;
-    Some(format!(
-        "{}{}{}",
-        &readme[..start],
-        reasons_markdown(),
-        &readme[end..]
-    ))
-}
-
 #[test]
 fn readme_table_of_reasons_is_rendered_from_the_code() {
-    let readme = std::fs::read_to_string(README).expect("README.md is readable");
-    let want = rendered(&readme)
-        .unwrap_or_else(|| panic!("README.md has no `{}` … `{END}` section", START.trim_end()));
-    if want == readme {
-        return;
-    }
-    if std::env::var_os("PORTCULLIS_BLESS").is_some() {
-        std::fs::write(README, want).expect("README.md is writable");
-        return;
-    }
-    panic!(
-        "README.md's table of reasons differs from core/src/problem.rs. Regenerate it with \
-         `PORTCULLIS_BLESS=1 cargo test -p portcullis-core readme_table`."
-    );
-}
-
-#[test]
-fn rendering_replaces_only_the_marked_section() {
-    let doc = format!("before\n{START}stale\n{END}\nafter\n");
-    let out = rendered(&doc).unwrap();
-    assert!(out.starts_with(&format!("before\n{START}| reason |")));
-    assert!(out.ends_with(&format!("|\n{END}\nafter\n")));
-    assert!(!out.contains("stale"));
-    assert_eq!(rendered("no markers"), None);
-    assert_eq!(
-        rendered(&format!("{END}\n{START}")),
-        None,
-        "markers out of order"
-    );
+    crate::generated_docs::check("README.md", "reasons", &reasons_markdown(), "readme_table");
 }
 
 #[test]

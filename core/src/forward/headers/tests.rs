@@ -10,52 +10,14 @@ use crate::problem::Reason;
 use crate::quota::MemoryStore;
 use crate::time::UnixTime;
 
-const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/security.md");
-const START: &str = "<!-- forwarded-headers:start -->\n";
-const END: &str = "<!-- forwarded-headers:end -->";
-
-/// docs/security.md with its header section replaced by the table rendered from [`CLASSES`].
-fn rendered(doc: &str) -> Option<String> {
-    let start = doc.find(START)? + START.len();
-    let end = start + doc[start..].find(END)?;
-    Some(format!(
-        "{}{}{}",
-        &doc[..start],
-        classes_markdown(),
-        &doc[end..]
-    ))
-}
-
 #[test]
 fn security_table_of_forwarded_headers_is_rendered_from_the_code() {
-    let doc = std::fs::read_to_string(DOC).expect("docs/security.md is readable");
-    let want = rendered(&doc).unwrap_or_else(|| {
-        panic!(
-            "docs/security.md has no `{}` … `{END}` section",
-            START.trim_end()
-        )
-    });
-    if want == doc {
-        return;
-    }
-    if std::env::var_os("PORTCULLIS_BLESS").is_some() {
-        std::fs::write(DOC, want).expect("docs/security.md is writable");
-        return;
-    }
-    panic!(
-        "docs/security.md's table of forwarded headers differs from core/src/forward/headers.rs. \
-         Regenerate it with `PORTCULLIS_BLESS=1 cargo test -p portcullis-core security_table`."
+    crate::generated_docs::check(
+        "docs/security.md",
+        "forwarded-headers",
+        &classes_markdown(),
+        "security_table",
     );
-}
-
-#[test]
-fn rendering_replaces_only_the_marked_section() {
-    let doc = format!("before\n{START}stale\n{END}\nafter\n");
-    let out = rendered(&doc).unwrap();
-    assert!(out.starts_with(&format!("before\n{START}| class |")));
-    assert!(out.ends_with(&format!("|\n{END}\nafter\n")));
-    assert!(!out.contains("stale"));
-    assert_eq!(rendered("no markers"), None);
 }
 
 #[test]
