@@ -1058,7 +1058,7 @@ const POLICY_PLACEHOLDER: &str = "${POLICY}";
 
 /// A policy text's version as the README defines it: SHA-256 of its RFC 8785 canonical form, the
 /// first 12 hex digits. Computed here apart from the gateway, so the vectors check its figure.
-fn canonical_version(config: &str) -> anyhow::Result<String> {
+pub fn canonical_version(config: &str) -> anyhow::Result<String> {
     use sha2::Digest;
     let value: Value = serde_json::from_str(config)?;
     let canonical = serde_jcs::to_vec(&value)?;

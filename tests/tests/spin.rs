@@ -238,6 +238,20 @@ fn policy_replaced_in_the_store_takes_effect_on_the_next_request() {
         .expect("put");
     assert_eq!(get(&base, "/b/x", &[]).0, 200, "{}", target.diagnostics());
     assert_eq!(get(&base, "/a/x", &[]).0, 404);
+    // The audit record names the version that went live, and the access lines carry it.
+    let version = runner::canonical_version(&policy(&origin, "b", None).to_string()).expect("JSON");
+    let logs = logged(&target, &format!("\"policy\":\"{version}\""));
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("\"event\":\"policy_loaded\"")
+                && l.contains(&format!("\"policy\":\"{version}\""))),
+        "policy_loaded with {version}:\n{logs}"
+    );
+    assert!(
+        logs.lines().any(|l| l.contains("\"decision\":\"forward\"")
+            && l.contains(&format!("\"policy\":\"{version}\""))),
+        "an access line with {version}:\n{logs}"
+    );
     target
         .put_config(&policy(&origin, "c", None).to_string())
         .expect("put");
@@ -286,10 +300,14 @@ fn broken_or_missing_policy_answers_503_and_forwards_nothing() {
     assert_eq!(get(&base, "/a/x", &[]).0, 200);
     target.put_config(r#"{"version": 2}"#).expect("put");
     no_policy(&base, "np-replaced");
-    let logs = logged(&target, "/version");
+    let logs = logged(&target, "\"event\":\"policy_rejected\"");
+    let rejected = runner::canonical_version(r#"{"version": 2}"#).expect("JSON");
     assert!(
-        logs.contains("/version"),
-        "problems logged with pointers:\n{logs}"
+        logs.lines()
+            .any(|l| l.contains("\"event\":\"policy_rejected\"")
+                && l.contains(&format!("\"rejected\":\"{rejected}\""))
+                && l.contains("\"pointer\":\"/version\"")),
+        "policy_rejected with {rejected} and every pointer:\n{logs}"
     );
 
     // Deleted.

@@ -205,6 +205,18 @@ fn config_hot_reload_within_ttl_and_broken_policy_keeps_last_good() {
     );
     println!("hot reload took {:?}", started.elapsed());
     assert_eq!(get(&base, "/a/x", &[]).0, 404);
+    let (old, new) = (
+        runner::canonical_version(&policy(&o.origin.url(), 2, "a", None)).expect("JSON"),
+        runner::canonical_version(&policy(&o.origin.url(), 2, "b", None)).expect("JSON"),
+    );
+    let logs = target.diagnostics();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("\"event\":\"policy_loaded\"")
+                && l.contains(&format!("\"policy\":\"{new}\""))
+                && l.contains(&format!("\"previous\":\"{old}\""))),
+        "policy_loaded names {new} and {old}:\n{logs}"
+    );
 
     // A broken policy never replaces the good one, and its problems are logged with pointers.
     target
@@ -216,8 +228,11 @@ fn config_hot_reload_within_ttl_and_broken_policy_keeps_last_good() {
     }
     let logs = target.diagnostics();
     assert!(
-        logs.contains("/bogus"),
-        "problems logged with pointers:\n{logs}"
+        logs.lines()
+            .any(|l| l.contains("\"event\":\"policy_rejected\"")
+                && l.contains("\"pointer\":\"/bogus\"")
+                && l.contains(&format!("\"policy\":\"{new}\""))),
+        "policy_rejected with its pointers and the version that stays:\n{logs}"
     );
 
     // Garbage in KV, text or not, keeps it too: bytes that are not UTF-8, binary noise, JSON
