@@ -230,7 +230,7 @@ pub(crate) async fn admit<S: CounterStore + ?Sized>(
     for &index in &route.quotas {
         let quota = &policy.quotas[index];
         let subject = subject(&quota.by, route, permit, ctx, headers);
-        let key = store_key(&quota.name, &quota.by, &subject);
+        let key = store_key(&quota.name, quota.rate, &quota.by, &subject);
         let verdict = match store.apply(&key, quota.rate, ctx.now).await {
             Ok(v) => v,
             Err(_) => match quota.on_store_error {
@@ -307,11 +307,20 @@ fn subject(
 }
 
 /// The store key for one quota and subject. Subjects are hashed so that any header value makes
-/// a short, printable key that cannot collide with another quota's.
-pub fn store_key(quota: &str, by: &QuotaBy, subject: &str) -> String {
+/// a short, printable key that cannot collide with another quota's. The rate is part of the
+/// key: a policy reload keeps the state of a quota whose definition is unchanged, and a quota
+/// whose limit or window changed starts afresh rather than reading state made under another
+/// rate.
+pub fn store_key(quota: &str, rate: Rate, by: &QuotaBy, subject: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(subject.as_bytes());
-    format!("{quota}|{}|{}", by.label(), hex::encode(&digest[..16]))
+    format!(
+        "{quota}|{}/{}us|{}|{}",
+        rate.limit,
+        rate.window_us,
+        by.label(),
+        hex::encode(&digest[..16])
+    )
 }
 
 #[cfg(test)]

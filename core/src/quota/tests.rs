@@ -150,9 +150,17 @@ fn memory_store_forgets_expired_keys() {
 
 #[test]
 fn store_keys_separate_quotas_and_subjects() {
-    let a = store_key("q1", &QuotaBy::Consumer, "alice");
-    assert_ne!(a, store_key("q2", &QuotaBy::Consumer, "alice"));
-    assert_ne!(a, store_key("q1", &QuotaBy::Consumer, "bob"));
-    assert_ne!(a, store_key("q1", &QuotaBy::Ip, "alice"));
-    assert_eq!(a, store_key("q1", &QuotaBy::Consumer, "alice"));
+    let rate = |limit: u32, window_s: u64| Rate {
+        limit: std::num::NonZeroU32::new(limit).expect("non-zero"),
+        window_us: window_s * 1_000_000,
+    };
+    let key = |q, by: &QuotaBy, subject| store_key(q, rate(10, 60), by, subject);
+    let a = key("q1", &QuotaBy::Consumer, "alice");
+    assert_ne!(a, key("q2", &QuotaBy::Consumer, "alice"));
+    assert_ne!(a, key("q1", &QuotaBy::Consumer, "bob"));
+    assert_ne!(a, key("q1", &QuotaBy::Ip, "alice"));
+    assert_eq!(a, key("q1", &QuotaBy::Consumer, "alice"));
+    // Another definition of the same quota is another bucket.
+    assert_ne!(a, store_key("q1", rate(11, 60), &QuotaBy::Consumer, "alice"));
+    assert_ne!(a, store_key("q1", rate(10, 61), &QuotaBy::Consumer, "alice"));
 }
