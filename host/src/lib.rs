@@ -3,7 +3,7 @@
 //! What workerd and the Spin runtime are to the edge adapters, for `portcullis serve`: a small
 //! HTTP/1 host that accepts connections, holds them within limits (header timeout, connection
 //! cap, open-file limit), spreads them over one single-threaded loop per core, shuts down
-//! gracefully on SIGINT/SIGTERM, and relays origin bodies under a stall watch. It knows nothing
+//! gracefully on SIGINT/SIGTERM, says when to reload the policy (SIGHUP, a watched file), and relays origin bodies under a stall watch. It knows nothing
 //! of policy: every request is handed to a [`Handler`], which for Portcullis is the native
 //! adapter's glue around the core.
 
@@ -12,6 +12,7 @@
 pub mod connections;
 pub mod listen;
 pub mod relay_body;
+pub mod reload;
 pub mod serve;
 pub mod signals;
 

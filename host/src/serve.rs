@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::error::Error;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::connections::Connections;
+use crate::connections::{Connections, Settings};
 use crate::signals::Signals;
 
 /// Largest request head (request line plus headers) accepted. Far above what browsers and API
@@ -239,4 +239,36 @@ pub async fn run_per_core<H: Handler>(
     })
     .await
     .map_err(|e| format!("waiting for the serving threads: {e}"))
+}
+
+/// The readiness line. Printed only once the socket accepts connections, with the port actually
+/// bound, so whoever started the gateway (a test runner, a supervisor) can wait for it.
+pub fn announce(addr: SocketAddr) {
+    eprintln!("portcullis: listening on http://{addr}");
+}
+
+/// The connection settings in force (see [`Connections::start`]), with a start-up line when
+/// they differ from what was asked.
+pub fn start_connections(settings: Settings) -> Connections {
+    let (connections, note) = Connections::start(settings);
+    if let Some(note) = note {
+        eprintln!("portcullis: {note}");
+    }
+    connections
+}
+
+/// Close the client's connection once `response` is sent.
+///
+/// For answers to requests framed by `Transfer-Encoding` whose body was not read: on a kept
+/// connection hyper would skip the body by its own reading of the framing and take whatever
+/// follows as the next request. When that framing was refused as ambiguous (`identity, chunked`,
+/// a repeated `chunked`), a proxy in front may place the end of the body elsewhere, and the bytes
+/// after it are a smuggled request; RFC 9112 §6.3 has a server that cannot trust the framing
+/// close the connection. Refusals of well-framed chunked requests close it too: it costs such a
+/// client a new connection, and needs no second reading of the refusal's reasons.
+pub fn close_after<B>(response: &mut http::Response<B>) {
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
 }

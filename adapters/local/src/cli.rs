@@ -41,6 +41,10 @@ enum Command {
         /// descriptors per connection].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         max_connections: Option<u64>,
+        /// Reload the policy whenever the file changes (also when it is replaced by a rename),
+        /// not only on SIGHUP. A file that does not validate leaves the live policy in place.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a policy file: print every problem with its JSON pointer, or "ok".
     Check {
@@ -75,12 +79,21 @@ pub fn main() -> ExitCode {
             listen,
             header_timeout_ms,
             max_connections,
-        } => match load(&config) {
-            Ok(policy) => {
+            watch,
+        } => match policy_file::load_text(&config, &policy_file::env_secret) {
+            Ok((text, policy)) => {
                 let settings = connection_settings(header_timeout_ms, max_connections);
-                run_async(serve::serve(policy, &listen, settings))
+                run_async(serve::serve(
+                    (config, text, policy),
+                    watch,
+                    &listen,
+                    settings,
+                ))
             }
-            Err(code) => code,
+            Err(problems) => {
+                eprintln!("{problems}");
+                ExitCode::FAILURE
+            }
         },
         Command::Demo {
             listen,
@@ -184,8 +197,10 @@ mod tests {
                 config,
                 header_timeout_ms,
                 max_connections,
+                watch,
             } => {
                 assert_eq!(listen, "127.0.0.1:8787");
+                assert!(!watch, "reloads on SIGHUP only, unless asked");
                 assert_eq!(config, PathBuf::from("p.json"));
                 assert_eq!(
                     connection_settings(header_timeout_ms, max_connections),

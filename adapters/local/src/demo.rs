@@ -69,7 +69,7 @@ pub async fn run(listen: &str, origin_listen: &str) -> Result<(), String> {
 
     tokio::spawn(echo::run(origin, Some(key.jwks()?.into())));
     // The echo origin is up: the gateway fetches the demo's key set from it like from an IdP.
-    keys::load_and_report(app.gateway(), app.fetch()).await;
+    keys::load_and_report(&app.gateway(), app.fetch()).await;
     let signals = Signals::install();
     let _refresher = keys::spawn_refresher(Arc::clone(&app));
     let jwks_url = config

@@ -32,15 +32,12 @@ pub struct Refresher {
 }
 
 /// Start refreshing `app`'s remote key sets in the background, logging each event as a JSON line
-/// on stderr. No thread at all when the policy has no remote key sets.
+/// on stderr.
 ///
 /// The refresh runs on a thread of its own with a single-threaded runtime: the core's futures are
 /// not `Send` (its traits are shared with WebAssembly runtimes), so they cannot be spawned onto
 /// the multi-threaded runtime the gateway starts on.
 pub fn spawn_refresher(app: Arc<App>) -> Refresher {
-    let Some(tick) = app.gateway().refresh_schedule() else {
-        return Refresher { _stop: None };
-    };
     let (stop, stopped) = oneshot::channel::<()>();
     let started = std::thread::Builder::new()
         .name("portcullis-keys".into())
@@ -52,7 +49,7 @@ pub fn spawn_refresher(app: Arc<App>) -> Refresher {
                 Ok(runtime) => runtime.block_on(async move {
                     tokio::select! {
                         _ = stopped => {}
-                        () = refresh_forever(&app, tick) => {}
+                        () = refresh_forever(&app) => {}
                     }
                 }),
                 Err(e) => not_refreshing(&e),
@@ -73,11 +70,12 @@ fn not_refreshing(e: &dyn std::fmt::Display) {
     ));
 }
 
-async fn refresh_forever(app: &App, every: std::time::Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Refresh the live gateway's key sets as they fall due. A reload may bring remote key sets to
+/// a policy that had none, so the schedule is the live policy's, looked up each round.
+async fn refresh_forever(app: &App) {
     loop {
-        tick.tick().await;
+        let every = app.gateway().refresh_schedule();
+        tokio::time::sleep(every.unwrap_or(std::time::Duration::from_secs(1))).await;
         for event in app.gateway().refresh_due(app.fetch(), &SystemClock).await {
             log::Sink.event(&event);
         }

@@ -13,10 +13,16 @@ pub fn env_secret(name: &str) -> Option<String> {
 
 /// Read and compile the policy at `path`. Every problem is prefixed with the file name.
 pub fn load(path: &Path, secrets: &dyn Secrets) -> Result<Policy, Problems> {
+    load_text(path, secrets).map(|(_, policy)| policy)
+}
+
+/// [`load`], also returning the text that was compiled (what a reload compares against).
+pub fn load_text(path: &Path, secrets: &dyn Secrets) -> Result<(String, Policy), Problems> {
     let shown = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| Problems(vec![format!("{shown}: cannot read the file: {e}")]))?;
-    policy_report::compile(&shown.to_string(), &text, secrets)
+    let policy = policy_report::compile(&shown.to_string(), &text, secrets)?;
+    Ok((text, policy))
 }
 
 #[cfg(test)]

@@ -1,18 +1,23 @@
 //! The gateway server: the host ([`portcullis_host`]) accepts connections; for each request the
 //! core decides and finishes the exchange, and this carries it out.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use http::{header, HeaderValue, Method, Request, Response, Uri};
+use arc_swap::ArcSwap;
+
+use http::{header, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use portcullis_core::event::error_chain;
 use portcullis_core::exchange;
 use portcullis_core::{
-    Answer, Event, Gateway, MemoryStore, OriginResult, Outbound, Pending, Policy, Relay, Step,
+    Answer, Event, Gateway, LogSink, MemoryStore, OriginResult, Outbound, Pending, Policy,
+    PolicyRead, PolicyStore, Relay, Step,
 };
 use portcullis_host::relay_body::{OriginBody, RelayError};
-use portcullis_host::{run_per_core, Connections, Handler, Settings};
+use portcullis_host::reload::{self, Reloader};
+use portcullis_host::{run_per_core, Handler, Settings};
 
 use crate::body::{self, ClientBody, ResponseBody};
 use crate::client::{self, Upstream};
@@ -20,17 +25,19 @@ use crate::context::SystemClock;
 use crate::fetch::HyperFetch;
 use crate::log;
 use crate::signature::Ring;
-use crate::{context, fault, keys};
+use crate::{context, fault, keys, policy_file};
 
 pub use portcullis_host::listen::bind;
-pub use portcullis_host::serve::{run, MAX_HEAD_BYTES};
+pub use portcullis_host::serve::{announce, close_after, run, start_connections, MAX_HEAD_BYTES};
 pub use portcullis_host::Signals;
 
 /// Everything a request needs. The gateway (with its key sets and token cache) and the quota
 /// store are shared by every thread, so decisions and counts are the same whichever thread a
 /// connection lands on; the origin connection pool is one per thread (see [`App::for_thread`]).
 pub struct App {
-    gateway: Arc<Gateway>,
+    /// The live gateway: replaced whole by a reload, while requests that started on the one
+    /// before finish on it.
+    live: Arc<ArcSwap<Gateway>>,
     store: Arc<MemoryStore>,
     upstream: Upstream,
     fetch: HyperFetch,
@@ -40,43 +47,41 @@ impl App {
     /// A gateway for `policy`, checking signatures with `ring`, with an empty quota store and a
     /// fresh connection pool, which key fetches share with requests to origins.
     pub fn new(policy: Policy) -> Result<Self, String> {
-        let gateway = Gateway::new(policy).with_verifier(Ring);
-        App::sharing(Arc::new(gateway), Arc::new(MemoryStore::new()))
+        App::live(Arc::new(gateway(policy)))
+    }
+
+    fn live(gateway: Arc<Gateway>) -> Result<Self, String> {
+        let live = Arc::new(ArcSwap::new(gateway));
+        App::sharing(live, Arc::new(MemoryStore::new()))
     }
 
     /// The same gateway and quota store with a connection pool of its own, for one serving
     /// thread: a pooled origin connection then lives on the thread that uses it, and a request
     /// never waits on another thread to move its bytes.
     pub fn for_thread(&self) -> Result<Self, String> {
-        App::sharing(Arc::clone(&self.gateway), Arc::clone(&self.store))
+        App::sharing(Arc::clone(&self.live), Arc::clone(&self.store))
     }
 
     /// `gateway` and `store` with a new connection pool, shared by origin requests and fetches.
-    fn sharing(gateway: Arc<Gateway>, store: Arc<MemoryStore>) -> Result<Self, String> {
+    fn sharing(live: Arc<ArcSwap<Gateway>>, store: Arc<MemoryStore>) -> Result<Self, String> {
         let upstream = client::build()?;
         Ok(App {
-            gateway,
+            live,
             store,
             fetch: HyperFetch::new(upstream.clone()),
             upstream,
         })
     }
 
-    /// The gateway.
-    pub fn gateway(&self) -> &Gateway {
-        &self.gateway
+    /// The live gateway.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.live.load_full()
     }
 
     /// The fetcher the core uses for key sets.
     pub fn fetch(&self) -> &HyperFetch {
         &self.fetch
     }
-}
-
-/// The readiness line. Printed only once the socket accepts connections, with the port actually
-/// bound, so whoever started the gateway (a test runner, a supervisor) can wait for it.
-pub fn announce(addr: SocketAddr) {
-    eprintln!("portcullis: listening on http://{addr}");
 }
 
 impl Handler for App {
@@ -127,7 +132,7 @@ async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response
     let ctx = context::for_request(peer);
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
     let step = app
-        .gateway
+        .gateway()
         .exchange(
             request.map(ClientBody),
             &ctx,
@@ -140,28 +145,13 @@ async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response
         Step::Answer(answer) => {
             let mut response = answered(answer);
             if chunked {
-                end_connection_after(&mut response);
+                // The body was not read: see `close_after`.
+                close_after(&mut response);
             }
             response
         }
         Step::Forward(outbound, pending) => relay(app, outbound, pending, &ctx.request_id).await,
     }
-}
-
-/// Close the client's connection once `response` is sent.
-///
-/// For the gateway's own answers to requests framed by `Transfer-Encoding`: their body was not
-/// read, and on a kept connection hyper would skip it by its own reading of the framing and take
-/// whatever follows as the next request. When the core refused that framing as ambiguous
-/// (`identity, chunked`, a repeated `chunked`), a proxy in front may place the end of the body
-/// elsewhere, and the bytes after it are a smuggled request; RFC 9112 §6.3 has a server that
-/// cannot trust the framing close the connection. Refusals of well-framed chunked requests
-/// close it too: it costs such a client a new connection, and needs no second reading of the
-/// core's reasons here.
-fn end_connection_after(response: &mut Response<ResponseBody>) {
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 /// Send the outbound request and relay the origin's answer, streaming its body.
@@ -230,16 +220,22 @@ fn answered(answer: Answer) -> Response<ResponseBody> {
     answer.response.map(body::full)
 }
 
-/// Run the gateway on `listen` with `policy` until SIGINT or SIGTERM, holding connections as
-/// `settings` say. Returns only on shutdown or a start-up failure.
+/// Run the gateway on `listen` with `policy` (the text of `file`) until SIGINT or SIGTERM,
+/// holding connections as `settings` say, and reloading `file` on SIGHUP (and when it changes,
+/// with `watch`). Returns only on shutdown or a start-up failure.
 ///
 /// Remote key sets are fetched before the socket is bound, so that the readiness line means
 /// tokens can be checked; a provider whose keys cannot be fetched is reported and does not stop
 /// the gateway (see [`keys`]).
-pub async fn serve(policy: Policy, listen: &str, settings: Settings) -> Result<(), String> {
+pub async fn serve(
+    (file, text, policy): (PathBuf, String, Policy),
+    watch: bool,
+    listen: &str,
+    settings: Settings,
+) -> Result<(), String> {
     let connections = start_connections(settings);
-    let app = Arc::new(App::new(policy)?);
-    keys::load_and_report(app.gateway(), app.fetch()).await;
+    let (app, _reloader) = reloading(file, text, policy, watch)?;
+    keys::load_and_report(&app.gateway(), app.fetch()).await;
     let listener = bind(listen).await?;
     let addr = listener
         .local_addr()
@@ -252,12 +248,44 @@ pub async fn serve(policy: Policy, listen: &str, settings: Settings) -> Result<(
     run_per_core(listener, app, connections, signals.recv()).await
 }
 
-/// The connection settings in force (see [`Connections::start`]), with a start-up line when
-/// they differ from what was asked.
-pub fn start_connections(settings: Settings) -> Connections {
-    let (connections, note) = Connections::start(settings);
-    if let Some(note) = note {
-        eprintln!("portcullis: {note}");
-    }
-    connections
+/// The gateway for `policy`, live in a policy store that every reload of `file` goes through: a
+/// text that does not validate leaves the live policy in place (`policy_rejected`), a new one's
+/// key sets are fetched before it goes live, and quota state carries over.
+fn reloading(
+    file: PathBuf,
+    text: String,
+    policy: Policy,
+    watch: bool,
+) -> Result<(Arc<App>, Reloader), String> {
+    let name = file.display().to_string();
+    let mut store = PolicyStore::new();
+    let first = store.apply(PolicyRead::Text(text), &name, context::now(), |_, _| {
+        Ok(gateway(policy))
+    });
+    first.events.iter().for_each(|e| log::Sink.event(e));
+    let app = Arc::new(App::live(
+        first.gateway.ok_or("the loaded policy was refused")?,
+    )?);
+    let (store, live) = (Arc::new(Mutex::new(store)), Arc::clone(&app));
+    let reloader = reload::spawn(file, watch, move |read: Result<String, String>| {
+        let (app, store, name) = (Arc::clone(&live), Arc::clone(&store), name.clone());
+        async move {
+            let read = read.map_or_else(PolicyRead::Failed, PolicyRead::Text);
+            let applied = store
+                .lock()
+                .ok()?
+                .apply(read, &name, context::now(), |text, schemas| {
+                    Policy::from_json_with(text, &policy_file::env_secret, schemas).map(gateway)
+                });
+            let gateway = applied.start(app.fetch(), &SystemClock, &log::Sink).await?;
+            app.live.store(gateway);
+            Some(())
+        }
+    })?;
+    Ok((app, reloader))
+}
+
+/// A gateway for `policy` that checks signatures with `ring`.
+fn gateway(policy: Policy) -> Gateway {
+    Gateway::new(policy).with_verifier(Ring)
 }
