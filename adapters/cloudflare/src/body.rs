@@ -1,14 +1,10 @@
 //! The client's request body as the core sees it: the Worker's `ReadableStream`, handed to the
-//! origin's `fetch` untouched, or read up to a limit when the route inspects it.
-//!
-//! The raw stream is kept rather than the `worker` crate's `Body`: that one takes a reader lock
-//! at once and cancels the stream when dropped, and relays through a Rust-pulled copy. Under
-//! workerd, cancelling a request body the Worker answered early (413, 415, 401…) can make the
-//! runtime drop the exchange. Left unread, it breaks the next one instead: workerd refuses reads
-//! once the response is sent ("Can't read from request stream after response has been sent"),
-//! and the connection that still holds the bytes fails the next request sent on it (under
-//! `wrangler dev`, whose proxy reuses it, a 503 "worker restarted mid-request"). So what is left
-//! is drained before the answer goes out ([`drain`]), within the core's bounds.
+//! origin's `fetch` untouched, or read up to a limit when the route inspects it. The raw stream
+//! is kept rather than the `worker` crate's `Body`, which cancels it when dropped (under workerd,
+//! cancelling a body answered early can drop the exchange). Left unread, it breaks the next
+//! exchange instead: workerd refuses reads once the response is sent, and the connection still
+//! holding the bytes fails the next request on it (under `wrangler dev`, a 503 "worker restarted
+//! mid-request"). So what is left is [`drain`]ed first, within the core's bounds.
 
 use portcullis_core::body::{DRAIN_BYTES, DRAIN_TIME};
 use portcullis_core::time::within;
@@ -33,38 +29,35 @@ pub async fn read_limited(
     stream: Option<web_sys::ReadableStream>,
     limit: u64,
 ) -> Result<Vec<u8>, BodyError> {
-    let Some(stream) = stream else {
-        return Ok(Vec::new());
-    };
-    let reader: web_sys::ReadableStreamDefaultReader = stream
-        .get_reader()
-        .dyn_into()
-        .map_err(|_| BodyError::Aborted)?;
-    let result = read_all(&reader, limit, true).await;
-    // Released, not cancelled: an early answer leaves the rest of the body to [`drain`].
-    reader.release_lock();
-    result
+    match stream {
+        Some(stream) => read(stream, limit, true).await,
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Read and discard what is left of the client's body after the gateway answered without it, for
 /// at most [`DRAIN_BYTES`] and [`DRAIN_TIME`]. A stream handed on to the origin (locked) or with
 /// nothing left costs nothing.
 pub async fn drain(stream: Option<web_sys::ReadableStream>) {
-    let Some(stream) = stream.filter(|s| !s.locked()) else {
-        return;
-    };
-    let Ok(reader) = stream
+    if let Some(stream) = stream.filter(|s| !s.locked()) {
+        let _ = within(Delay::from(DRAIN_TIME), read(stream, DRAIN_BYTES, false)).await;
+    }
+}
+
+/// [`read_all`] under a reader lock that is released, not cancelled: an early answer leaves the
+/// rest of the body to [`drain`].
+async fn read(
+    stream: web_sys::ReadableStream,
+    limit: u64,
+    keep: bool,
+) -> Result<Vec<u8>, BodyError> {
+    let reader: web_sys::ReadableStreamDefaultReader = stream
         .get_reader()
-        .dyn_into::<web_sys::ReadableStreamDefaultReader>()
-    else {
-        return;
-    };
-    let _ = within(
-        Delay::from(DRAIN_TIME),
-        read_all(&reader, DRAIN_BYTES, false),
-    )
-    .await;
+        .dyn_into()
+        .map_err(|_| BodyError::Aborted)?;
+    let result = read_all(&reader, limit, keep).await;
     reader.release_lock();
+    result
 }
 
 /// Read `reader` to its end, keeping the bytes if `keep`, or [`BodyError::TooLarge`] as soon as

@@ -2,12 +2,9 @@
 //! converts the request, supplies the runtime's facts (clock, request id, `CF-Connecting-IP`),
 //! implements the core's traits on Workers primitives and carries the decision out.
 //!
-//! - [`policy`]: the policy from KV, compiled once per isolate, re-read every `config_ttl_s`,
-//!   never replaced by a broken one.
-//! - [`quota`]: quota state in a Durable Object, one object per quota key.
-//! - [`fetch`]: outbound `fetch` for key sets and for the origin (timeouts, no redirects).
-//! - [`body`]: the client's body, read up to a limit when the route inspects it.
-//! - [`signature`]: public-key signature checks with WebCrypto instead of WebAssembly.
+//! [`policy`] (from KV, through the core's policy store), [`quota`] (a Durable Object per quota
+//! key), [`fetch`] (outbound, with timeouts, no redirects), [`body`] (the client's stream, read
+//! to a limit or drained) and [`signature`] (WebCrypto instead of WebAssembly).
 //!
 //! Bindings (see `wrangler.toml` at the repository root): KV `PORTCULLIS_CONFIG` (key `config`,
 //! or the var `PORTCULLIS_CONFIG_KEY`), Durable Object `PORTCULLIS_QUOTAS`
@@ -84,7 +81,7 @@ async fn handle(
         let (method, path) = (request.method().as_str(), request.uri().path());
         return answered(exchange::no_policy(request_ctx, method, path, &WorkerClock));
     };
-    let store = quota::DurableStore::new(env).with_fault(fault);
+    let store = quota::DurableStore::new(env, fault);
     let step = gateway
         .exchange(
             request,
@@ -170,12 +167,10 @@ impl Clock for WorkerClock {
 /// and the clock still give an id unique enough for logs.
 pub fn new_request_id() -> String {
     let mut bytes = [0u8; 16];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        let a = (js_sys::Math::random() * 2f64.powi(53)) as u64;
-        bytes[..8].copy_from_slice(&now().as_micros().to_be_bytes());
-        bytes[8..].copy_from_slice(&a.to_be_bytes());
+    match getrandom::getrandom(&mut bytes) {
+        Ok(()) => request_id::from_random(bytes),
+        Err(_) => request_id::fallback(now(), (js_sys::Math::random() * 2f64.powi(53)) as u64),
     }
-    request_id::from_random(bytes)
 }
 
 /// The Worker's logs: access lines and routine events with `console.log`, events that need

@@ -1,14 +1,11 @@
 //! Quota state in a Durable Object: one object per quota key (`id_from_name(key)`).
 //!
-//! The object applies the core's step for such a store ([`serial`]) to its stored state: Durable
-//! Object input gates deliver one request at a time while storage operations are in flight, so
-//! read–step–write is atomic per key, and every Worker instance anywhere counts against the same
-//! state. An alarm at the state's expiry deletes it, so storage holds only keys active within
-//! their window.
-//!
-//! The Worker side ([`DurableStore`]) posts `{rate, now}` and gets the [`Verdict`] back. A call
-//! that fails or takes longer than [`STORE_TIMEOUT`] is a [`StoreError`]; the core then fails
-//! closed with 503 unless the quota says `on_store_error: allow`.
+//! The object applies the core's step ([`serial`]) to its state: input gates deliver one request
+//! at a time while storage is in flight, so read–step–write is atomic per key for every Worker
+//! instance anywhere, and an alarm at the state's expiry deletes it. The Worker side
+//! ([`DurableStore`]) posts `{rate, now}` for the [`Verdict`]; a call that fails or outlasts
+//! [`STORE_TIMEOUT`] is a [`StoreError`], and the core fails closed with 503 unless the quota
+//! says `on_store_error: allow`.
 
 use std::time::Duration;
 
@@ -32,24 +29,22 @@ const STATE_KEY: &str = "gcra";
 /// The [`CounterStore`] backed by the `PORTCULLIS_QUOTAS` namespace.
 pub struct DurableStore {
     namespace: Result<ObjectNamespace, String>,
-    /// A fault-injection build's request asked the object to throw ([`Fault::QuotaStore`]).
-    throw: bool,
+    /// Where to post the step: `/fault` when a fault-injection build's request asked the object
+    /// to throw ([`Fault::QuotaStore`]).
+    url: &'static str,
 }
 
 impl DurableStore {
     /// The store for this request's `env`. A missing binding surfaces as a [`StoreError`] only
     /// when a quota is actually checked.
-    pub fn new(env: &worker::Env) -> Self {
+    pub fn new(env: &worker::Env, fault: Option<Fault>) -> Self {
         DurableStore {
             namespace: env.durable_object(DO_BINDING).map_err(|e| e.to_string()),
-            throw: false,
+            url: match fault {
+                Some(Fault::QuotaStore) => "https://quota.portcullis/fault",
+                _ => "https://quota.portcullis/step",
+            },
         }
-    }
-
-    /// Ask the object to throw on every call, when `fault` is [`Fault::QuotaStore`].
-    pub fn with_fault(mut self, fault: Option<Fault>) -> Self {
-        self.throw = fault == Some(Fault::QuotaStore);
-        self
     }
 
     async fn call(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
@@ -66,15 +61,7 @@ impl DurableStore {
             serde_json::to_string(&StepRequest::new(rate, now)).map_err(|_| StoreError::Corrupt)?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(body.into()));
-        if self.throw {
-            let headers = worker::Headers::new();
-            headers
-                .set(fault::HEADER, Fault::QuotaStore.value())
-                .map_err(failed)?;
-            init.with_headers(headers);
-        }
-        let request =
-            Request::new_with_init("https://quota.portcullis/step", &init).map_err(failed)?;
+        let request = Request::new_with_init(self.url, &init).map_err(failed)?;
         let mut response = stub.fetch_with_request(request).await.map_err(failed)?;
         if response.status_code() != 200 {
             return Err(StoreError::Unavailable);
@@ -106,8 +93,7 @@ impl DurableObject for QuotaCounter {
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        let asked = req.headers().get(fault::HEADER)?;
-        if fault::COMPILED_IN && asked.as_deref() == Some(Fault::QuotaStore.value()) {
+        if fault::COMPILED_IN && req.path() == "/fault" {
             return Err(worker::Error::RustError(fault::CAUSE.to_owned()));
         }
         let Ok(ask) = req.json::<StepRequest>().await else {

@@ -1,12 +1,10 @@
 //! Signature checks with WebCrypto (`crypto.subtle`) for the Worker: the core's [`Verify`]
 //! backend, plugged in where [`crate::policy`] builds the [`Gateway`](portcullis_core::Gateway).
 //!
-//! workerd runs WebCrypto in native code, so an uncached RS256 or ES256 token no longer spends
-//! milliseconds of the Worker's CPU budget in WebAssembly. The core still decides which key and
-//! algorithm apply, and its [`Scheme`] table what they mean; this only answers whether a
-//! signature is valid, and answers `false` for anything it cannot check (a signature of the
-//! wrong length, a key and algorithm that do not fit, a key WebCrypto refuses to import, a
-//! rejected promise).
+//! workerd runs WebCrypto natively, so an uncached RS256 or ES256 token spends no milliseconds of
+//! CPU in WebAssembly. The core decides which key and algorithm apply ([`Scheme`]); this answers
+//! whether a signature is valid, and `false` for anything it cannot check (a wrong length, a key
+//! that does not fit, a key WebCrypto refuses, a rejected promise).
 //!
 //! | JWS | WebCrypto | key imported as |
 //! | --- | --- | --- |
@@ -15,9 +13,8 @@
 //! | ES256, ES384 | ECDSA on P-256/P-384, SHA-256/384; JWS's `r‖s` is WebCrypto's form | raw point |
 //! | EdDSA | Ed25519 (the standard name; workerd also knows `NODE-ED25519`) | raw 32 bytes |
 //!
-//! Importing parses and validates a key every time, so imported keys are kept per isolate (see
-//! [`KEY_CACHE_ENTRIES`]). The isolate is single-threaded; the cache is thread-local and holds the
-//! only JavaScript values, so [`WebCrypto`] itself stays `Send + Sync` as the core requires.
+//! Imported keys are kept per isolate ([`KEY_CACHE_ENTRIES`]) in a thread-local cache, which holds
+//! the only JavaScript values, so [`WebCrypto`] stays `Send + Sync` as the core requires.
 
 use std::cell::RefCell;
 
