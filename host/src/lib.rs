@@ -11,6 +11,7 @@
 
 pub mod connections;
 pub mod listen;
+pub mod output;
 pub mod relay_body;
 pub mod reload;
 pub mod serve;
