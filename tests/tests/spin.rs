@@ -300,8 +300,8 @@ fn broken_or_missing_policy_answers_503_and_forwards_nothing() {
     assert_eq!(get(&base, "/a/x", &[]).0, 200);
     target.put_config(r#"{"version": 2}"#).expect("put");
     no_policy(&base, "np-replaced");
-    let logs = logged(&target, "\"event\":\"policy_rejected\"");
     let rejected = runner::canonical_version(r#"{"version": 2}"#).expect("JSON");
+    let logs = logged(&target, &format!("\"rejected\":\"{rejected}\""));
     assert!(
         logs.lines()
             .any(|l| l.contains("\"event\":\"policy_rejected\"")

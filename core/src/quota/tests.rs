@@ -161,6 +161,12 @@ fn store_keys_separate_quotas_and_subjects() {
     assert_ne!(a, key("q1", &QuotaBy::Ip, "alice"));
     assert_eq!(a, key("q1", &QuotaBy::Consumer, "alice"));
     // Another definition of the same quota is another bucket.
-    assert_ne!(a, store_key("q1", rate(11, 60), &QuotaBy::Consumer, "alice"));
-    assert_ne!(a, store_key("q1", rate(10, 61), &QuotaBy::Consumer, "alice"));
+    assert_ne!(
+        a,
+        store_key("q1", rate(11, 60), &QuotaBy::Consumer, "alice")
+    );
+    assert_ne!(
+        a,
+        store_key("q1", rate(10, 61), &QuotaBy::Consumer, "alice")
+    );
 }
