@@ -311,6 +311,9 @@ pub trait LogSink {
     fn access(&self, line: &str);
     /// Write one operator event.
     fn event(&self, event: &Event);
+    /// Count one request (after its access line) in the runtime's metrics, if it keeps any:
+    /// natively `/metrics`; where nothing can be scraped, the access lines carry the same facts.
+    fn tally(&self, _tally: &crate::log::Tally) {}
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use crate::decision::{Decision, Gateway, LogFacts, RequestContext};
 use crate::event::{Event, LogSink};
 use crate::fetch::Fetch;
 use crate::forward::{self, Forward, ForwardBody};
-use crate::log::{self, LogLine};
+use crate::log::{self, LogLine, Tally};
 use crate::problem::{BadRequestReason, InternalReason, NoPolicyReason, Reject};
 use crate::quota::CounterStore;
 use crate::time::{Clock, UnixTime};
@@ -57,6 +57,8 @@ pub struct Answer {
 pub struct Record {
     /// The access line (JSON, no newline).
     pub access: String,
+    /// The same, as labels and timings for metrics.
+    pub tally: Tally,
     /// Operator events raised while handling the request, in order.
     pub events: Vec<Event>,
     /// Whether the policy turned out broken while deciding (a schema compiled on first use).
@@ -66,12 +68,23 @@ pub struct Record {
 }
 
 impl Record {
-    /// Write the events, then the access line.
+    /// The record of `line`, with `events`.
+    fn of(line: LogLine<'_>, events: Vec<Event>, policy_broken: bool) -> Record {
+        Record {
+            access: line.to_json(),
+            tally: line.into_tally(),
+            events,
+            policy_broken,
+        }
+    }
+
+    /// Write the events, then the access line, then hand the tally to the sink's counters.
     pub fn write_to(&self, sink: &dyn LogSink) {
         for event in &self.events {
             sink.event(event);
         }
         sink.access(&self.access);
+        sink.tally(&self.tally);
     }
 }
 
@@ -189,11 +202,11 @@ impl Gateway {
                 let gateway_us = micros_between(ctx.now, now);
                 Step::Answer(Answer {
                     response: cors_preflight_response(headers, &facts.request_id),
-                    record: Record {
-                        access: LogLine::preflight(&facts, ctx.now, gateway_us).to_json(),
+                    record: Record::of(
+                        LogLine::preflight(&facts, ctx.now, gateway_us),
                         events,
                         policy_broken,
-                    },
+                    ),
                 })
             }
             Decision::Forward(forward) => {
@@ -242,17 +255,12 @@ impl Pending {
                 if let Some(cors) = &cors {
                     cors.apply(&mut headers);
                 }
-                let access =
-                    LogLine::forwarded(&facts, started, status, gateway_us, origin_us).to_json();
+                let line = LogLine::forwarded(&facts, started, status, gateway_us, origin_us);
                 return Relay::Origin {
                     status,
                     headers,
                     body,
-                    record: Record {
-                        access,
-                        events,
-                        policy_broken: false,
-                    },
+                    record: Record::of(line, events, false),
                 };
             }
             OriginResult::TimedOut => forward::origin_failure(true),
@@ -272,15 +280,10 @@ impl Pending {
                 )
             }
         };
-        let access =
-            LogLine::rejected(&facts, started, &reject, gateway_us, Some(origin_us)).to_json();
+        let line = LogLine::rejected(&facts, started, &reject, gateway_us, Some(origin_us));
         let mut answer = Answer {
             response: reject.to_response(&facts.request_id),
-            record: Record {
-                access,
-                events,
-                policy_broken: false,
-            },
+            record: Record::of(line, events, false),
         };
         answer.with_cors(cors.as_ref());
         Relay::Answer(answer)
@@ -374,11 +377,11 @@ fn reject_answer(
     let gateway_us = micros_between(started, now);
     Answer {
         response: reject.to_response(&facts.request_id),
-        record: Record {
-            access: LogLine::rejected(facts, started, reject, gateway_us, origin_us).to_json(),
-            events: Vec::new(),
-            policy_broken: false,
-        },
+        record: Record::of(
+            LogLine::rejected(facts, started, reject, gateway_us, origin_us),
+            Vec::new(),
+            false,
+        ),
     }
 }
 

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod connections;
 pub mod listen;
 pub mod output;

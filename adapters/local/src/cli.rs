@@ -45,6 +45,10 @@ enum Command {
         /// not only on SIGHUP. A file that does not validate leaves the live policy in place.
         #[arg(long)]
         watch: bool,
+        /// Serve /metrics (Prometheus), /healthz and /readyz on this address, apart from the
+        /// public one. Off unless given; keep it on loopback or a private network.
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
     },
     /// Validate a policy file: print every problem with its JSON pointer, or "ok".
     Check {
@@ -80,13 +84,15 @@ pub fn main() -> ExitCode {
             header_timeout_ms,
             max_connections,
             watch,
+            admin,
         } => match policy_file::load_text(&config, &policy_file::env_secret) {
             Ok((text, policy)) => {
                 let settings = connection_settings(header_timeout_ms, max_connections);
+                let addresses = (listen.as_str(), admin.as_deref());
                 run_async(serve::serve(
                     (config, text, policy),
                     watch,
-                    &listen,
+                    addresses,
                     settings,
                 ))
             }
@@ -198,7 +204,9 @@ mod tests {
                 header_timeout_ms,
                 max_connections,
                 watch,
+                admin,
             } => {
+                assert_eq!(admin, None, "no admin listener unless asked");
                 assert_eq!(listen, "127.0.0.1:8787");
                 assert!(!watch, "reloads on SIGHUP only, unless asked");
                 assert_eq!(config, PathBuf::from("p.json"));

@@ -2,13 +2,15 @@
 //! one JSON line per operator event on standard error ([`portcullis_host::output`] writes them
 //! whole). What the lines say is the core's.
 
+use portcullis_core::log::Tally;
 use portcullis_core::{Event, LogSink};
 use portcullis_host::output;
 
 pub use portcullis_host::output::{batch_this_thread, unbatch_this_thread};
 
 /// The native log sink: access lines on stdout (batched per serving thread, see
-/// [`output::emit`]), operator events on stderr, each in one locked write.
+/// [`output::emit`]), operator events on stderr, each in one locked write; both counted in the
+/// process's metrics (`/metrics` on the admin listener).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sink;
 
@@ -18,7 +20,12 @@ impl LogSink for Sink {
     }
 
     fn event(&self, event: &Event) {
+        portcullis_metrics::global().event(event);
         output::emit_error(&event.to_json());
+    }
+
+    fn tally(&self, tally: &Tally) {
+        portcullis_metrics::global().tally(tally);
     }
 }
 

@@ -15,6 +15,7 @@ use portcullis_core::{
     Answer, Event, Gateway, LogSink, MemoryStore, OriginResult, Outbound, Pending, Policy,
     PolicyRead, PolicyStore, Relay, Step,
 };
+use portcullis_host::admin;
 use portcullis_host::relay_body::{OriginBody, RelayError};
 use portcullis_host::reload::{self, Reloader};
 use portcullis_host::{run_per_core, Handler, Settings};
@@ -129,6 +130,7 @@ impl Handler for App {
 /// One request, start to finish: the core decides and finishes it; this moves the bytes.
 async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response<ResponseBody> {
     fault::inject(request.headers());
+    let _in_flight = portcullis_metrics::global().in_flight();
     let ctx = context::for_request(peer);
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
     let step = app
@@ -230,12 +232,21 @@ fn answered(answer: Answer) -> Response<ResponseBody> {
 pub async fn serve(
     (file, text, policy): (PathBuf, String, Policy),
     watch: bool,
-    listen: &str,
+    (listen, admin): (&str, Option<&str>),
     settings: Settings,
 ) -> Result<(), String> {
     let connections = start_connections(settings);
     let (app, _reloader) = reloading(file, text, policy, watch)?;
     keys::load_and_report(&app.gateway(), app.fetch()).await;
+    if admin.is_some_and(|a| a == listen && !a.ends_with(":0")) {
+        return Err(format!("--admin must not be the public address {listen}"));
+    }
+    let admin = admin
+        .map(|addr| admin::spawn(addr, Pages(Arc::clone(&app))))
+        .transpose()?;
+    if let Some(admin) = &admin {
+        eprintln!("portcullis: admin on http://{}", admin.addr);
+    }
     let listener = bind(listen).await?;
     let addr = listener
         .local_addr()
@@ -283,6 +294,34 @@ fn reloading(
         }
     })?;
     Ok((app, reloader))
+}
+
+/// The admin listener's pages: `/metrics` (Prometheus), `/healthz` (the process serves) and
+/// `/readyz` (every provider with a remote key set has one; 503 naming those that do not).
+struct Pages(Arc<App>);
+
+impl admin::Pages for Pages {
+    async fn page(&self, path: &str) -> Option<admin::Page> {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        let metrics = portcullis_metrics::global();
+        Some(match path {
+            "/metrics" => (200, portcullis_metrics::CONTENT_TYPE, metrics.encode()),
+            "/healthz" => (200, TEXT, "ok\n".to_owned()),
+            "/readyz" => {
+                let keys = self.0.gateway().key_status(context::now()).await;
+                let missing: Vec<String> = keys.into_iter().filter(|k| !k.1).map(|k| k.0).collect();
+                match missing.is_empty() {
+                    true => (200, TEXT, "ready\n".to_owned()),
+                    false => (
+                        503,
+                        TEXT,
+                        format!("no key set yet for: {}\n", missing.join(", ")),
+                    ),
+                }
+            }
+            _ => return None,
+        })
+    }
 }
 
 /// A gateway for `policy` that checks signatures with `ring`.

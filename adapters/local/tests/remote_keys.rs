@@ -312,3 +312,55 @@ fn check_without_online_touches_no_network() {
     assert_eq!(check(&unreachable, false).0, Some(0));
     assert_eq!(idp.hits(), 0);
 }
+
+#[test]
+fn readyz_is_503_naming_the_provider_until_its_key_set_arrives() {
+    let key = signing_key(9);
+    let doc = jwks(&key, KID);
+    let up = Arc::new(AtomicBool::new(false));
+    let idp_up = Arc::clone(&up);
+    let idp = TinyServer::start(move |_| match idp_up.load(Ordering::SeqCst) {
+        true => (200, "application/json", doc.clone()),
+        false => (503, "text/plain", "down".to_owned()),
+    });
+    let origin = origin();
+    let config = policy(
+        &origin,
+        &format!("http://{}/jwks.json", idp.addr),
+        json!({ "jwks_min_refresh_interval_s": 1 }),
+    );
+    let path = config.to_str().expect("a UTF-8 path");
+    let gateway = common::start(&[
+        "serve",
+        "--config",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = common::admin_addr(&gateway);
+    let not_ready = get(&admin, "/readyz", "");
+    assert_eq!(not_ready.status, 503, "{}", not_ready.body);
+    assert!(not_ready.body.contains("idp"), "{}", not_ready.body);
+    assert_eq!(
+        get(&admin, "/healthz", "").status,
+        200,
+        "alive while not ready"
+    );
+    up.store(true, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while get(&admin, "/readyz", "").status != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The event is counted before its line is written: once the line is out, /metrics has it.
+    gateway.wait_stderr("the refresh event", |l| {
+        key_event(l, "info", "key set refreshed")
+    });
+    let metrics = get(&admin, "/metrics", "").body;
+    assert!(
+        metrics.contains(r#"portcullis_key_set_refreshes_total{provider="idp",result="ok"} 1"#),
+        "{metrics}"
+    );
+}

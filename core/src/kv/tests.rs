@@ -395,6 +395,14 @@ fn a_validated_policy_is_remembered_so_the_next_request_compiles_less() {
     // A request that found the policy broken drops the memo: the next validates in full.
     let record = |broken| Record {
         access: String::new(),
+        tally: crate::log::Tally {
+            route: None,
+            decision: "reject",
+            reason: "no-policy:no_policy".into(),
+            status: 503,
+            gateway_us: 0,
+            origin_us: None,
+        },
         events: Vec::new(),
         policy_broken: broken,
     };

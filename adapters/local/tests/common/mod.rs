@@ -224,3 +224,13 @@ pub fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address")
 }
+
+/// The admin listener's `HOST:PORT`, from its start-up line (`serve --admin`).
+pub fn admin_addr(gateway: &Running) -> String {
+    gateway
+        .before_ready
+        .iter()
+        .find_map(|l| l.strip_prefix("portcullis: admin on http://"))
+        .unwrap_or_else(|| panic!("no admin line in {:#?}", gateway.before_ready))
+        .to_owned()
+}

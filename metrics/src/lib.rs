@@ -1,0 +1,379 @@
+//! # portcullis-metrics
+//!
+//! What `portcullis serve` exposes on its admin listener's `/metrics`, in the OpenMetrics text
+//! format (which Prometheus scrapes): counted from the same records and events every runtime
+//! logs, so a dashboard built on these numbers agrees with the access lines on Workers and Spin,
+//! where nothing can be scraped.
+//!
+//! | metric | labels | from |
+//! | --- | --- | --- |
+//! | `portcullis_requests_total` | `route`, `decision`, `reason`, `status` | every request's tally |
+//! | `portcullis_gateway_duration_seconds` (histogram) | `route` | the time the gateway adds |
+//! | `portcullis_origin_duration_seconds` (histogram) | `route` | the wait on the origin |
+//! | `portcullis_in_flight_requests` | | requests being handled now |
+//! | `portcullis_policy_info` | `version` | 1 for the live policy's version |
+//! | `portcullis_policy_reloads_total` | `result` (`loaded`, `rejected`, `unavailable`) | policy events |
+//! | `portcullis_key_set_refreshes_total` | `provider`, `result` (`ok`, `failed`) | key-set events |
+//! | `portcullis_key_set_last_success_timestamp_seconds` | `provider` | the last good refresh |
+//!
+//! Every label value comes from a bounded set: route ids and provider names from the policy,
+//! reasons from the core's table, statuses from HTTP. Nothing a client sends becomes a label.
+
+#![warn(missing_docs)]
+
+use std::sync::OnceLock;
+
+use portcullis_core::log::Tally;
+use portcullis_core::{Event, Kind};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of [`Metrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    decision: &'static str,
+    reason: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderResultLabels {
+    provider: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+type Durations = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// Durations from 25 µs to about 0.8 s, doubling: the gateway's own time sits in the first
+/// buckets, an origin's in the later ones.
+fn durations() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
+}
+
+/// The process's counters (see the crate docs).
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    gateway: Durations,
+    origin: Durations,
+    in_flight: Gauge,
+    policy: Family<VersionLabels, Gauge>,
+    reloads: Family<ResultLabels, Counter>,
+    refreshes: Family<ProviderResultLabels, Counter>,
+    last_refresh: Family<ProviderLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Counters at zero, registered under their names.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        let gateway: Durations = Family::new_with_constructor(durations);
+        let origin: Durations = Family::new_with_constructor(durations);
+        let in_flight = Gauge::default();
+        let policy = Family::default();
+        let reloads = Family::default();
+        let refreshes = Family::default();
+        let last_refresh = Family::default();
+        registry.register(
+            "portcullis_requests",
+            "Requests answered, by route, decision, reason and status",
+            requests.clone(),
+        );
+        registry.register(
+            "portcullis_gateway_duration_seconds",
+            "Time the gateway adds to a request",
+            gateway.clone(),
+        );
+        registry.register(
+            "portcullis_origin_duration_seconds",
+            "Time a forwarded request waits on its origin for the response head",
+            origin.clone(),
+        );
+        registry.register(
+            "portcullis_in_flight_requests",
+            "Requests being handled now",
+            in_flight.clone(),
+        );
+        registry.register(
+            "portcullis_policy_info",
+            "The live policy's version (1 for it)",
+            policy.clone(),
+        );
+        registry.register(
+            "portcullis_policy_reloads",
+            "Policy loads and reloads, by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "portcullis_key_set_refreshes",
+            "Remote key-set fetches, by provider and result",
+            refreshes.clone(),
+        );
+        registry.register(
+            "portcullis_key_set_last_success_timestamp_seconds",
+            "When each provider's key set was last fetched successfully (Unix time)",
+            last_refresh.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            gateway,
+            origin,
+            in_flight,
+            policy,
+            reloads,
+            refreshes,
+            last_refresh,
+        }
+    }
+
+    /// Count one request.
+    pub fn tally(&self, tally: &Tally) {
+        let Tally {
+            route,
+            decision,
+            reason,
+            status,
+            gateway_us,
+            origin_us,
+        } = tally;
+        let route = route.clone().unwrap_or_default();
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                decision,
+                reason: reason.clone(),
+                status: *status,
+            })
+            .inc();
+        let labels = RouteLabels { route };
+        self.gateway
+            .get_or_create(&labels)
+            .observe(seconds(*gateway_us));
+        if let Some(origin_us) = origin_us {
+            self.origin
+                .get_or_create(&labels)
+                .observe(seconds(*origin_us));
+        }
+    }
+
+    /// Count what an operator event says about policies and key sets; other events count for
+    /// nothing here.
+    pub fn event(&self, event: &Event) {
+        let text = |name: &str| {
+            event
+                .field(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        match event.kind {
+            Kind::PolicyLoaded => {
+                self.reloads
+                    .get_or_create(&ResultLabels { result: "loaded" })
+                    .inc();
+                if let Some(version) = text("policy") {
+                    self.policy.clear();
+                    self.policy.get_or_create(&VersionLabels { version }).set(1);
+                }
+            }
+            Kind::PolicyRejected => {
+                self.reloads
+                    .get_or_create(&ResultLabels { result: "rejected" })
+                    .inc();
+            }
+            Kind::PolicyUnavailable => {
+                let result = "unavailable";
+                self.reloads.get_or_create(&ResultLabels { result }).inc();
+            }
+            Kind::KeySetRefreshed | Kind::KeySetFailed => {
+                let provider = text("provider").unwrap_or_default();
+                let ok = event.kind == Kind::KeySetRefreshed;
+                let result = if ok { "ok" } else { "failed" };
+                let labels = ProviderResultLabels {
+                    provider: provider.clone(),
+                    result,
+                };
+                self.refreshes.get_or_create(&labels).inc();
+                if ok {
+                    let at = i64::try_from(event.time.as_micros() / 1_000_000).unwrap_or(i64::MAX);
+                    self.last_refresh
+                        .get_or_create(&ProviderLabels { provider })
+                        .set(at);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A request being handled, until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    /// Everything, in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Counts a request in `portcullis_in_flight_requests` while it lives.
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn seconds(micros: u64) -> f64 {
+    micros as f64 / 1e6
+}
+
+/// The process's metrics: one set, shared by every serving thread.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_core::{Level, UnixTime};
+
+    use super::*;
+
+    fn tally(route: Option<&str>, reason: &str, status: u16, origin_us: Option<u64>) -> Tally {
+        Tally {
+            route: route.map(str::to_owned),
+            decision: if origin_us.is_some() {
+                "forward"
+            } else {
+                "reject"
+            },
+            reason: reason.to_owned(),
+            status,
+            gateway_us: 40,
+            origin_us,
+        }
+    }
+
+    #[test]
+    fn requests_are_counted_by_their_labels_and_timed() {
+        let m = Metrics::new();
+        m.tally(&tally(Some("orders"), "ok", 200, Some(1500)));
+        m.tally(&tally(Some("orders"), "ok", 200, Some(900)));
+        m.tally(&tally(None, "not-found:no_route", 404, None));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"portcullis_requests_total{route="orders",decision="forward",reason="ok",status="200"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"portcullis_requests_total{route="",decision="reject",reason="not-found:no_route",status="404"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"portcullis_origin_duration_seconds_count{route="orders"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"portcullis_gateway_duration_seconds_count{route=""} 1"#),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn policy_and_key_set_events_move_their_counters() {
+        let m = Metrics::new();
+        let at = UnixTime::from_secs(1_700_000_000);
+        let loaded = |v: &str| {
+            Event::new(at, Level::Info, Kind::PolicyLoaded, "policy loaded").with("policy", v)
+        };
+        m.event(&loaded("aaaaaaaaaaaa"));
+        m.event(&loaded("bbbbbbbbbbbb"));
+        m.event(&Event::new(
+            at,
+            Level::Warn,
+            Kind::PolicyRejected,
+            "refused",
+        ));
+        m.event(&Event::new(at, Level::Info, Kind::KeySetRefreshed, "ok").with("provider", "idp"));
+        m.event(&Event::new(at, Level::Warn, Kind::KeySetFailed, "no").with("provider", "idp"));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"portcullis_policy_info{version="bbbbbbbbbbbb"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("aaaaaaaaaaaa"),
+            "only the live version: {text}"
+        );
+        assert!(
+            text.contains(r#"portcullis_policy_reloads_total{result="loaded"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"portcullis_policy_reloads_total{result="rejected"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"portcullis_key_set_refreshes_total{provider="idp",result="failed"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"portcullis_key_set_last_success_timestamp_seconds{provider="idp"} 1700000000"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn in_flight_counts_while_the_guard_lives() {
+        let m = Metrics::new();
+        let guard = m.in_flight();
+        assert!(m.encode().contains("portcullis_in_flight_requests 1"));
+        drop(guard);
+        assert!(m.encode().contains("portcullis_in_flight_requests 0"));
+    }
+}
