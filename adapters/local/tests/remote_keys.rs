@@ -340,6 +340,7 @@ fn readyz_is_503_naming_the_provider_until_its_key_set_arrives() {
         "127.0.0.1:0",
     ]);
     let admin = common::admin_addr(&gateway);
+    assert_eq!(get(&gateway.addr, "/open", "").status, 200);
     let not_ready = get(&admin, "/readyz", "");
     assert_eq!(not_ready.status, 503, "{}", not_ready.body);
     assert!(not_ready.body.contains("idp"), "{}", not_ready.body);
@@ -348,6 +349,9 @@ fn readyz_is_503_naming_the_provider_until_its_key_set_arrives() {
         200,
         "alive while not ready"
     );
+    gateway.wait_stderr("a failed refresh", |l| {
+        key_event(l, "warn", "key set refresh failed")
+    });
     up.store(true, Ordering::SeqCst);
     let deadline = std::time::Instant::now() + common::WAIT;
     while get(&admin, "/readyz", "").status != 200 {
@@ -362,5 +366,12 @@ fn readyz_is_503_naming_the_provider_until_its_key_set_arrives() {
     assert!(
         metrics.contains(r#"portcullis_key_set_refreshes_total{provider="idp",result="ok"} 1"#),
         "{metrics}"
+    );
+    // With requests, a failed and a good refresh behind it, every family has a sample: what
+    // the shipped dashboard and alert rules query is all there.
+    let unexposed = common::unexposed_deploy_metrics(&metrics);
+    assert!(
+        unexposed.is_empty(),
+        "not exposed: {unexposed:?}\n{metrics}"
     );
 }

@@ -234,3 +234,49 @@ pub fn admin_addr(gateway: &Running) -> String {
         .unwrap_or_else(|| panic!("no admin line in {:#?}", gateway.before_ready))
         .to_owned()
 }
+
+/// The metrics the shipped dashboard and alert rules (`deploy/`) query that `metrics` (a
+/// `/metrics` text) does not expose: none, unless one was renamed on one side only. A family
+/// shows only once it has a sample, so `metrics` should come from a gateway that has answered a
+/// request and refreshed a key set, and failed to once.
+pub fn unexposed_deploy_metrics(metrics: &str) -> Vec<String> {
+    let families: Vec<(&str, &str)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.strip_prefix("# TYPE ")?.split(' ');
+            Some((words.next()?, words.next()?))
+        })
+        .collect();
+    let exposed = |name: &str| {
+        families.iter().any(|(family, kind)| {
+            let suffixes: &[&str] = match *kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            suffixes.iter().any(|s| name == format!("{family}{s}"))
+        })
+    };
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let mut named = Vec::new();
+    for file in ["grafana/portcullis.json", "prometheus/alerts.yml"] {
+        let text = std::fs::read_to_string(deploy.join(file)).expect("a deploy file");
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("portcullis_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            named.push(format!("{file}: {name}"));
+        }
+    }
+    assert!(
+        named.len() > 10,
+        "the deploy files name the metrics: {named:?}"
+    );
+    named
+        .into_iter()
+        .filter(|n| !exposed(n.rsplit(' ').next().unwrap_or_default()))
+        .collect()
+}
