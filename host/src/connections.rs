@@ -52,13 +52,20 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// The cap asked for; `None` is [`DEFAULT_MAX_CONNECTIONS`], quietly fitted to the limit.
     pub max_connections: Option<usize>,
+    /// How long requests in flight at a shutdown signal get to finish before the process exits
+    /// anyway (a deploy should not wait on a client streaming a huge upload).
+    pub drain: Duration,
 }
+
+/// [`Settings::drain`] by default.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_connections: None,
+            drain: DEFAULT_DRAIN,
         }
     }
 }
@@ -68,6 +75,7 @@ impl Default for Settings {
 #[derive(Debug, Clone)]
 pub struct Connections {
     header_timeout: Duration,
+    drain: Duration,
     max: usize,
     slots: Arc<Semaphore>,
 }
@@ -86,7 +94,9 @@ impl Connections {
             (Some(a), Some(b)) => Some(format!("{a}; {b}")),
             (a, b) => a.or(b),
         };
-        (Connections::new(settings.header_timeout, max), note)
+        let mut connections = Connections::new(settings.header_timeout, max);
+        connections.drain = settings.drain;
+        (connections, note)
     }
 
     /// Connections with this header timeout and cap, leaving the open-file limit alone.
@@ -94,6 +104,7 @@ impl Connections {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         Connections {
             header_timeout,
+            drain: DEFAULT_DRAIN,
             max,
             slots: Arc::new(Semaphore::new(max)),
         }
@@ -102,6 +113,11 @@ impl Connections {
     /// The header timeout.
     pub fn header_timeout(&self) -> Duration {
         self.header_timeout
+    }
+
+    /// How long in-flight requests get after a shutdown signal ([`Settings::drain`]).
+    pub fn drain(&self) -> Duration {
+        self.drain
     }
 
     /// The cap in force.

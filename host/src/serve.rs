@@ -24,10 +24,6 @@ use crate::signals::Signals;
 /// heads get hyper's 431 and the connection is closed.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// How long in-flight requests get to finish after a shutdown signal before the process exits
-/// anyway: a deploy should not wait on a client streaming a huge upload.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 /// What the host serves: one response for every request, never an error.
 pub trait Handler: Send + Sync + Sized + 'static {
     /// The response body.
@@ -92,7 +88,7 @@ async fn accept_loop<H: Handler>(
     connections: Connections,
     shutdown: impl Future<Output = ()>,
 ) {
-    let header_timeout = connections.header_timeout();
+    let (header_timeout, drain) = (connections.header_timeout(), connections.drain());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .max_header_size(MAX_HEAD_BYTES)
@@ -164,7 +160,7 @@ async fn accept_loop<H: Handler>(
     let again = Signals::install();
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+        () = tokio::time::sleep(drain) => {}
         () = again.recv() => {}
     }
 }

@@ -49,6 +49,11 @@ enum Command {
         /// public one. Off unless given; keep it on loopback or a private network.
         #[arg(long, value_name = "HOST:PORT")]
         admin: Option<String>,
+        /// On SIGTERM or SIGINT, stop accepting and give requests in flight this long to finish
+        /// before exiting (at once when idle).
+        #[arg(long, value_name = "SECONDS", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(0..=3600))]
+        drain_s: u64,
     },
     /// Validate a policy file: print every problem with its JSON pointer, or "ok".
     Check {
@@ -85,9 +90,11 @@ pub fn main() -> ExitCode {
             max_connections,
             watch,
             admin,
+            drain_s,
         } => match policy_file::load_text(&config, &policy_file::env_secret) {
             Ok((text, policy)) => {
-                let settings = connection_settings(header_timeout_ms, max_connections);
+                let mut settings = connection_settings(header_timeout_ms, max_connections);
+                settings.drain = Duration::from_secs(drain_s);
                 let addresses = (listen.as_str(), admin.as_deref());
                 run_async(serve::serve(
                     (config, text, policy),
@@ -118,6 +125,7 @@ fn connection_settings(header_timeout_ms: u64, max_connections: Option<u64>) -> 
     Settings {
         header_timeout: Duration::from_millis(header_timeout_ms),
         max_connections: max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        ..Settings::default()
     }
 }
 
@@ -205,8 +213,10 @@ mod tests {
                 max_connections,
                 watch,
                 admin,
+                drain_s,
             } => {
                 assert_eq!(admin, None, "no admin listener unless asked");
+                assert_eq!(Duration::from_secs(drain_s), Settings::default().drain);
                 assert_eq!(listen, "127.0.0.1:8787");
                 assert!(!watch, "reloads on SIGHUP only, unless asked");
                 assert_eq!(config, PathBuf::from("p.json"));
@@ -242,6 +252,7 @@ mod tests {
                 Settings {
                     header_timeout: Duration::from_millis(250),
                     max_connections: Some(64),
+                    ..Settings::default()
                 }
             ),
             other => panic!("parsed as {other:?}"),
