@@ -375,13 +375,12 @@ fn reject_answer(
     origin_us: Option<u64>,
 ) -> Answer {
     let gateway_us = micros_between(started, now);
+    let line = LogLine::rejected(facts, started, reject, gateway_us, origin_us);
+    let mut record = Record::of(line, Vec::new(), false);
+    record.tally.quota = reject.quota().map(str::to_owned);
     Answer {
         response: reject.to_response(&facts.request_id),
-        record: Record::of(
-            LogLine::rejected(facts, started, reject, gateway_us, origin_us),
-            Vec::new(),
-            false,
-        ),
+        record,
     }
 }
 

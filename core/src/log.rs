@@ -54,6 +54,8 @@ pub struct Tally {
     pub gateway_us: u64,
     /// Time waiting on the origin, µs, when something was forwarded.
     pub origin_us: Option<u64>,
+    /// The quota that refused the request (429).
+    pub quota: Option<String>,
 }
 
 impl<'a> LogLine<'a> {
@@ -143,6 +145,7 @@ impl<'a> LogLine<'a> {
             status: self.status,
             gateway_us: self.gateway_us,
             origin_us: self.origin_us,
+            quota: None,
         }
     }
 

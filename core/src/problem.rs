@@ -414,6 +414,14 @@ impl Reject {
         )
     }
 
+    /// The quota that refused, for a 429.
+    pub fn quota(&self) -> Option<&str> {
+        match &self.kind {
+            RejectKind::QuotaExceeded { rate_limit, .. } => Some(&rate_limit.name),
+            _ => None,
+        }
+    }
+
     fn of(kind: RejectKind, reason: Reason, detail: impl Into<Cow<'static, str>>) -> Self {
         debug_assert_eq!(kind.problem_type(), reason.problem_type());
         Reject {

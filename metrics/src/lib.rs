@@ -10,6 +10,7 @@
 //! | `portcullis_requests_total` | `route`, `decision`, `reason`, `status` | every request's tally |
 //! | `portcullis_gateway_duration_seconds` (histogram) | `route` | the time the gateway adds |
 //! | `portcullis_origin_duration_seconds` (histogram) | `route` | the wait on the origin |
+//! | `portcullis_quota_rejections_total` | `quota` | requests a quota refused (429) |
 //! | `portcullis_in_flight_requests` | | requests being handled now |
 //! | `portcullis_policy_info` | `version` | 1 for the live policy's version |
 //! | `portcullis_policy_reloads_total` | `result` (`loaded`, `rejected`, `unavailable`) | policy events |
@@ -49,6 +50,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    quota: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
 }
@@ -83,6 +89,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     gateway: Durations,
     origin: Durations,
+    quotas: Family<QuotaLabels, Counter>,
     in_flight: Gauge,
     policy: Family<VersionLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
@@ -103,6 +110,7 @@ impl Metrics {
         let requests = Family::default();
         let gateway: Durations = Family::new_with_constructor(durations);
         let origin: Durations = Family::new_with_constructor(durations);
+        let quotas = Family::default();
         let in_flight = Gauge::default();
         let policy = Family::default();
         let reloads = Family::default();
@@ -122,6 +130,11 @@ impl Metrics {
             "portcullis_origin_duration_seconds",
             "Time a forwarded request waits on its origin for the response head",
             origin.clone(),
+        );
+        registry.register(
+            "portcullis_quota_rejections",
+            "Requests a quota refused, by quota",
+            quotas.clone(),
         );
         registry.register(
             "portcullis_in_flight_requests",
@@ -153,6 +166,7 @@ impl Metrics {
             requests,
             gateway,
             origin,
+            quotas,
             in_flight,
             policy,
             reloads,
@@ -170,7 +184,15 @@ impl Metrics {
             status,
             gateway_us,
             origin_us,
+            quota,
         } = tally;
+        if let Some(quota) = quota {
+            self.quotas
+                .get_or_create(&QuotaLabels {
+                    quota: quota.clone(),
+                })
+                .inc();
+        }
         let route = route.clone().unwrap_or_default();
         self.requests
             .get_or_create(&RequestLabels {
@@ -291,6 +313,7 @@ mod tests {
             status,
             gateway_us: 40,
             origin_us,
+            quota: (status == 429).then(|| "per-consumer".to_owned()),
         }
     }
 
@@ -300,6 +323,7 @@ mod tests {
         m.tally(&tally(Some("orders"), "ok", 200, Some(1500)));
         m.tally(&tally(Some("orders"), "ok", 200, Some(900)));
         m.tally(&tally(None, "not-found:no_route", 404, None));
+        m.tally(&tally(Some("orders"), "quota-exceeded:quota", 429, None));
         let text = m.encode();
         assert!(
             text.contains(r#"portcullis_requests_total{route="orders",decision="forward",reason="ok",status="200"} 2"#),
@@ -315,6 +339,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"portcullis_gateway_duration_seconds_count{route=""} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"portcullis_quota_rejections_total{quota="per-consumer"} 1"#),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
