@@ -19,7 +19,6 @@ use http::{HeaderName, HeaderValue, Method, Request};
 use serde_json::{json, Value};
 
 use crate::api_key::{ApiKey, ApiKeyProvider};
-use crate::body::{BodyError, RequestBody};
 use crate::config::Policy;
 use crate::context::RequestContext;
 use crate::decision::Gateway;
@@ -31,7 +30,7 @@ use crate::jwt::{parse_jwk, Algorithm, JwtProvider, JwtSettings};
 use crate::path::{normalise, NormalPath};
 use crate::quota::MemoryStore;
 use crate::route::Template;
-use crate::testing::{keys, token, HS_SECRET};
+use crate::testing::{keys, token, MemoryBody, HS_SECRET};
 use crate::time::{FixedClock, UnixTime};
 
 /// A fuzz target: takes any bytes, panics only on a broken promise.
@@ -307,19 +306,6 @@ fn exchange_policy() -> &'static Gateway {
     })
 }
 
-/// A body that is all there at once, as a runtime's would be after it arrived.
-struct Body(Vec<u8>);
-
-impl RequestBody for Body {
-    async fn read_to_limit(self, limit: u64) -> Result<Vec<u8>, BodyError> {
-        if self.0.len() as u64 > limit {
-            Err(BodyError::TooLarge)
-        } else {
-            Ok(self.0)
-        }
-    }
-}
-
 /// Whether the table says a client header of this name never reaches the origin as sent.
 fn removed_by_table(policy: &Policy, name: &str) -> bool {
     let covers = |class: &HeaderClass| {
@@ -381,7 +367,7 @@ pub fn exchange(data: &[u8]) {
             builder = builder.header(name, value);
         }
     }
-    let Ok(request) = builder.body(Body(body.to_vec())) else {
+    let Ok(request) = builder.body(MemoryBody(body.to_vec())) else {
         return;
     };
     let sent_path = request.uri().path().to_owned();

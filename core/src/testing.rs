@@ -13,6 +13,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rsa::traits::PublicKeyParts;
 use serde_json::{json, Map, Value};
 
+use crate::body::{BodyError, RequestBody};
 use crate::jwks::shared::{Pending, SharedKeySets, SharedStoreError};
 use crate::jwt::{Algorithm, Es384};
 
@@ -106,6 +107,20 @@ impl TestKeys {
             EdDSA => Ed25519.token(&header, &c, &self.ed25519.sk),
         };
         token.expect("signing a test token")
+    }
+}
+
+/// A request body that is all there at once, as a runtime's is once it has arrived.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryBody(pub Vec<u8>);
+
+impl RequestBody for MemoryBody {
+    async fn read_to_limit(self, limit: u64) -> Result<Vec<u8>, BodyError> {
+        if self.0.len() as u64 > limit {
+            Err(BodyError::TooLarge)
+        } else {
+            Ok(self.0)
+        }
     }
 }
 

@@ -5,26 +5,14 @@ use http::{Method, Request, StatusCode};
 use portcullis_core::jwt::Algorithm;
 use portcullis_core::testing::{keys, token, HS_SECRET};
 use portcullis_core::{
-    BodyError, Decision, Forward, ForwardBody, Gateway, MemoryStore, NoFetch, Policy, Reject,
-    RequestBody, RequestContext, UnixTime,
+    Decision, Forward, ForwardBody, Gateway, MemoryStore, NoFetch, Policy, Reject, RequestContext,
+    UnixTime,
 };
 use serde_json::{json, Value};
 
 const NOW: u64 = 1_750_000_000;
 
-/// A body held in memory, as an adapter's body would arrive.
-#[derive(Debug)]
-struct Bytes(Vec<u8>);
-
-impl RequestBody for Bytes {
-    async fn read_to_limit(self, limit: u64) -> Result<Vec<u8>, BodyError> {
-        if self.0.len() as u64 > limit {
-            Err(BodyError::TooLarge)
-        } else {
-            Ok(self.0)
-        }
-    }
-}
+use portcullis_core::testing::MemoryBody as Bytes;
 
 fn api_key_hash(key: &str) -> String {
     use sha2::Digest;

@@ -5,23 +5,12 @@
 use futures_executor::block_on;
 use http::{Method, Request};
 use portcullis_core::{
-    BodyError, Decision, Gateway, MemoryStore, NoFetch, NoSecrets, Policy, RejectKind, RequestBody,
-    RequestContext, SchemaCompilation, UnixTime,
+    Decision, Gateway, MemoryStore, NoFetch, NoSecrets, Policy, RejectKind, RequestContext,
+    SchemaCompilation, UnixTime,
 };
 use serde_json::{json, Value};
 
-#[derive(Debug)]
-struct Bytes(Vec<u8>);
-
-impl RequestBody for Bytes {
-    async fn read_to_limit(self, limit: u64) -> Result<Vec<u8>, BodyError> {
-        if self.0.len() as u64 > limit {
-            Err(BodyError::TooLarge)
-        } else {
-            Ok(self.0)
-        }
-    }
-}
+use portcullis_core::testing::MemoryBody as Bytes;
 
 /// Route `orders` has a good body schema; route `broken` a schema no validator accepts.
 fn config() -> Value {
