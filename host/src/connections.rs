@@ -25,6 +25,7 @@
 //!   cannot hold two descriptors per connection (the client's and one to an origin) plus
 //!   [`SPARE_DESCRIPTORS`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,27 @@ pub struct Settings {
     pub drain: Duration,
 }
 
+/// How many client connections are open now (see [`Connections::open`]).
+#[derive(Debug, Clone)]
+pub struct OpenConnections(Arc<AtomicUsize>);
+
+impl OpenConnections {
+    /// Connections accepted and not yet closed.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One open connection (see [`Connections::opened`]).
+#[derive(Debug)]
+pub struct Opened(Arc<AtomicUsize>);
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// [`Settings::drain`] by default.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 
@@ -76,6 +98,7 @@ impl Default for Settings {
 pub struct Connections {
     header_timeout: Duration,
     drain: Duration,
+    open: Arc<AtomicUsize>,
     max: usize,
     slots: Arc<Semaphore>,
 }
@@ -105,6 +128,7 @@ impl Connections {
         Connections {
             header_timeout,
             drain: DEFAULT_DRAIN,
+            open: Arc::default(),
             max,
             slots: Arc::new(Semaphore::new(max)),
         }
@@ -113,6 +137,18 @@ impl Connections {
     /// The header timeout.
     pub fn header_timeout(&self) -> Duration {
         self.header_timeout
+    }
+
+    /// A handle that reads how many client connections are open, for metrics.
+    pub fn open(&self) -> OpenConnections {
+        OpenConnections(Arc::clone(&self.open))
+    }
+
+    /// Count one accepted connection as open until the guard is dropped. (Slots are no count:
+    /// each accept loop holds one while it waits for the next connection.)
+    pub fn opened(&self) -> Opened {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Opened(Arc::clone(&self.open))
     }
 
     /// How long in-flight requests get after a shutdown signal ([`Settings::drain`]).
@@ -244,6 +280,22 @@ mod tests {
         let now = limit.rlim_cur as u64;
         assert_eq!(now, soft);
         assert!(soft > 0);
+    }
+
+    #[tokio::test]
+    async fn open_connections_are_those_accepted_and_not_closed() {
+        let connections = Connections::new(Duration::from_secs(1), 10);
+        let open = connections.open();
+        let _waiting = connections.slot().await;
+        let a = connections.clone().opened();
+        let _b = connections.opened();
+        assert_eq!(
+            open.count(),
+            2,
+            "a slot held by a waiting accept loop is no connection"
+        );
+        drop(a);
+        assert_eq!(open.count(), 1);
     }
 
     #[tokio::test]

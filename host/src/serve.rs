@@ -115,6 +115,7 @@ async fn accept_loop<H: Handler>(
                 continue;
             }
         };
+        let opened = connections.opened();
         let _ = stream.set_nodelay(true);
         let peer = peer.ip().to_canonical();
         let handler = Arc::clone(&handler);
@@ -152,7 +153,7 @@ async fn accept_loop<H: Handler>(
             // Connection errors (a client hanging up mid-request, a header timeout) concern that
             // client only.
             let _ = connection.await;
-            drop(slot);
+            drop((slot, opened));
         });
     }
     drop(listener);

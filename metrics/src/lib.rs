@@ -12,6 +12,7 @@
 //! | `portcullis_origin_duration_seconds` (histogram) | `route` | the wait on the origin |
 //! | `portcullis_quota_rejections_total` | `quota` | requests a quota refused (429) |
 //! | `portcullis_in_flight_requests` | | requests being handled now |
+//! | `portcullis_open_connections` | | client connections open now |
 //! | `portcullis_policy_info` | `version` | 1 for the live policy's version |
 //! | `portcullis_policy_reloads_total` | `result` (`loaded`, `rejected`, `unavailable`) | policy events |
 //! | `portcullis_key_set_refreshes_total` | `provider`, `result` (`ok`, `failed`) | key-set events |
@@ -91,6 +92,7 @@ pub struct Metrics {
     origin: Durations,
     quotas: Family<QuotaLabels, Counter>,
     in_flight: Gauge,
+    connections: Gauge,
     policy: Family<VersionLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     refreshes: Family<ProviderResultLabels, Counter>,
@@ -112,6 +114,7 @@ impl Metrics {
         let origin: Durations = Family::new_with_constructor(durations);
         let quotas = Family::default();
         let in_flight = Gauge::default();
+        let connections = Gauge::default();
         let policy = Family::default();
         let reloads = Family::default();
         let refreshes = Family::default();
@@ -142,6 +145,11 @@ impl Metrics {
             in_flight.clone(),
         );
         registry.register(
+            "portcullis_open_connections",
+            "Client connections open now",
+            connections.clone(),
+        );
+        registry.register(
             "portcullis_policy_info",
             "The live policy's version (1 for it)",
             policy.clone(),
@@ -168,6 +176,7 @@ impl Metrics {
             origin,
             quotas,
             in_flight,
+            connections,
             policy,
             reloads,
             refreshes,
@@ -265,6 +274,12 @@ impl Metrics {
     pub fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.inc();
         InFlight(&self.in_flight)
+    }
+
+    /// Set the number of client connections open now (read when scraped).
+    pub fn open_connections(&self, open: usize) {
+        self.connections
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 
     /// Everything, in the OpenMetrics text format ([`CONTENT_TYPE`]).

@@ -16,6 +16,7 @@ use portcullis_core::{
     PolicyRead, PolicyStore, Relay, Step,
 };
 use portcullis_host::admin;
+use portcullis_host::connections::OpenConnections;
 use portcullis_host::relay_body::{OriginBody, RelayError};
 use portcullis_host::reload::{self, Reloader};
 use portcullis_host::{run_per_core, Handler, Settings};
@@ -241,9 +242,8 @@ pub async fn serve(
     if admin.is_some_and(|a| a == listen && !a.ends_with(":0")) {
         return Err(format!("--admin must not be the public address {listen}"));
     }
-    let admin = admin
-        .map(|addr| admin::spawn(addr, Pages(Arc::clone(&app))))
-        .transpose()?;
+    let pages = Pages(Arc::clone(&app), connections.open());
+    let admin = admin.map(|addr| admin::spawn(addr, pages)).transpose()?;
     if let Some(admin) = &admin {
         eprintln!("portcullis: admin on http://{}", admin.addr);
     }
@@ -298,14 +298,17 @@ fn reloading(
 
 /// The admin listener's pages: `/metrics` (Prometheus), `/healthz` (the process serves) and
 /// `/readyz` (every provider with a remote key set has one; 503 naming those that do not).
-struct Pages(Arc<App>);
+struct Pages(Arc<App>, OpenConnections);
 
 impl admin::Pages for Pages {
     async fn page(&self, path: &str) -> Option<admin::Page> {
         const TEXT: &str = "text/plain; charset=utf-8";
         let metrics = portcullis_metrics::global();
         Some(match path {
-            "/metrics" => (200, portcullis_metrics::CONTENT_TYPE, metrics.encode()),
+            "/metrics" => {
+                metrics.open_connections(self.1.count());
+                (200, portcullis_metrics::CONTENT_TYPE, metrics.encode())
+            }
             "/healthz" => (200, TEXT, "ok\n".to_owned()),
             "/readyz" => {
                 let keys = self.0.gateway().key_status(context::now()).await;

@@ -90,6 +90,22 @@ fn metrics_count_what_the_gateway_answered_and_name_the_live_policy() {
     );
     assert!(after.ends_with("# EOF\n"), "{after}");
 
+    // One client connection held open while scraping: counted.
+    let mut held = std::net::TcpStream::connect(&gateway.addr).expect("connect");
+    std::io::Write::write_all(&mut held, b"GET /open HTTP/1.1\r\nHost: gw\r\n\r\n").expect("send");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let open = sample(
+        &get(&admin, "/metrics", "").body,
+        "portcullis_open_connections",
+    );
+    assert_eq!(open, Some(1.0), "the held connection, and only it");
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let open = sample(
+        &get(&admin, "/metrics", "").body,
+        "portcullis_open_connections",
+    );
+    assert_eq!(open, Some(0.0), "closed, it is no longer counted");
     assert_eq!(get(&admin, "/healthz", "").status, 200);
     assert_eq!(
         get(&admin, "/readyz", "").status,
