@@ -304,10 +304,17 @@ fn seconds(micros: u64) -> f64 {
     micros as f64 / 1e6
 }
 
-/// The process's metrics: one set, shared by every serving thread.
-pub fn global() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process's metrics, from now on: one set, shared by every serving thread. Until this is
+/// called nothing is counted, so a gateway that exposes no metrics pays nothing for them.
+pub fn enable() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
+}
+
+/// The process's metrics, if [`enable`]d.
+pub fn enabled() -> Option<&'static Metrics> {
+    METRICS.get()
 }
 
 #[cfg(test)]

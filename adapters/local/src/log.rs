@@ -20,12 +20,16 @@ impl LogSink for Sink {
     }
 
     fn event(&self, event: &Event) {
-        portcullis_metrics::global().event(event);
+        if let Some(metrics) = portcullis_metrics::enabled() {
+            metrics.event(event);
+        }
         output::emit_error(&event.to_json());
     }
 
     fn tally(&self, tally: &Tally) {
-        portcullis_metrics::global().tally(tally);
+        if let Some(metrics) = portcullis_metrics::enabled() {
+            metrics.tally(tally);
+        }
     }
 }
 

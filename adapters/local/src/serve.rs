@@ -131,7 +131,7 @@ impl Handler for App {
 /// One request, start to finish: the core decides and finishes it; this moves the bytes.
 async fn handle(app: &App, peer: IpAddr, request: Request<Incoming>) -> Response<ResponseBody> {
     fault::inject(request.headers());
-    let _in_flight = portcullis_metrics::global().in_flight();
+    let _in_flight = portcullis_metrics::enabled().map(|m| m.in_flight());
     let ctx = context::for_request(peer);
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
     let step = app
@@ -237,6 +237,9 @@ pub async fn serve(
     settings: Settings,
 ) -> Result<(), String> {
     let connections = start_connections(settings);
+    if admin.is_some() {
+        portcullis_metrics::enable();
+    }
     let (app, _reloader) = reloading(file, text, policy, watch)?;
     keys::load_and_report(&app.gateway(), app.fetch()).await;
     if admin.is_some_and(|a| a == listen && !a.ends_with(":0")) {
@@ -303,7 +306,7 @@ struct Pages(Arc<App>, OpenConnections);
 impl admin::Pages for Pages {
     async fn page(&self, path: &str) -> Option<admin::Page> {
         const TEXT: &str = "text/plain; charset=utf-8";
-        let metrics = portcullis_metrics::global();
+        let metrics = portcullis_metrics::enable();
         Some(match path {
             "/metrics" => {
                 metrics.open_connections(self.1.count());
