@@ -34,10 +34,69 @@ pub fn ok_line(name: &str, policy: &Policy) -> String {
     out
 }
 
+/// What `check --format json` prints for policy `text` (named `name`), for CI pipelines and
+/// editors: `file`, `valid`, `policy` (the version, also of a refused text that is JSON),
+/// `routes` (when valid), and `errors` and `warnings`, each with its JSON `pointer` and
+/// `message`. The flag is whether the policy is valid.
+pub fn json_report(name: &str, text: &str, secrets: &dyn Secrets) -> (bool, serde_json::Value) {
+    use serde_json::json;
+    let version = crate::PolicyVersion::of_text(text).map(|v| v.to_string());
+    match Policy::from_json(text, secrets) {
+        Ok(policy) => {
+            let warnings: Vec<_> = policy
+                .warnings()
+                .iter()
+                .map(|w| json!({ "pointer": w.pointer, "message": w.message }))
+                .collect();
+            let report = json!({ "file": name, "valid": true, "policy": version,
+                "routes": policy.route_ids().count(), "errors": [], "warnings": warnings });
+            (true, report)
+        }
+        Err(errors) => {
+            let errors: Vec<_> = errors
+                .0
+                .iter()
+                .map(|e| json!({ "pointer": e.pointer, "message": e.kind.to_string() }))
+                .collect();
+            let report = json!({ "file": name, "valid": false, "policy": version,
+                "errors": errors, "warnings": [] });
+            (false, report)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::NoSecrets;
+
+    #[test]
+    fn the_json_report_lists_every_error_with_its_pointer_and_the_version() {
+        let text = r#"{"version": 2, "routes": [], "bogus": 1}"#;
+        let (valid, report) = json_report("p.json", text, &NoSecrets);
+        assert!(!valid);
+        assert_eq!(report["file"], "p.json");
+        assert_eq!(report["valid"], false);
+        let version = crate::PolicyVersion::of_text(text).map(|v| v.to_string());
+        assert_eq!(report["policy"].as_str(), version.as_deref());
+        let pointers: Vec<&str> = report["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["pointer"].as_str())
+            .collect();
+        assert!(
+            pointers.contains(&"/version") && pointers.contains(&"/bogus"),
+            "{report}"
+        );
+        let (valid, report) = json_report("p.json", "not json", &NoSecrets);
+        assert!(!valid && report["policy"].is_null(), "{report}");
+        let good = r#"{"version": 1, "origins": {"api": {"url": "http://127.0.0.1:9"}},
+                       "routes": [{"id": "r", "methods": ["GET"], "path": "/r", "origin": "api",
+                                   "auth": "none"}]}"#;
+        let (valid, report) = json_report("p.json", good, &NoSecrets);
+        assert!(valid && report["routes"] == 1 && report["errors"] == serde_json::json!([]));
+    }
 
     #[test]
     fn every_problem_is_one_line_prefixed_with_the_source() {

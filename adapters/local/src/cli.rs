@@ -62,8 +62,12 @@ enum Command {
         file: PathBuf,
         /// Also fetch every remote key set (`jwks_url`, `oidc_issuer`) once and report each.
         /// Without it, `check` touches no network.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "format")]
         online: bool,
+        /// `text` (lines for people) or `json` (one object: `valid`, `policy`, every error and
+        /// warning with its JSON pointer) on stdout.
+        #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+        format: Option<String>,
     },
     /// Run the gateway in front of a built-in echo origin on the example policy, and print a
     /// token and curl commands to try it.
@@ -81,7 +85,12 @@ enum Command {
 /// listen), 2 usage error (from clap).
 pub fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Check { file, online } => check(&file, online),
+        Command::Check {
+            file,
+            format: Some(format),
+            ..
+        } if format == "json" => check_json(&file),
+        Command::Check { file, online, .. } => check(&file, online),
         // An invalid policy must never serve, not even briefly: check it before binding.
         Command::Serve {
             config,
@@ -148,6 +157,25 @@ fn check(file: &Path, online: bool) -> ExitCode {
         run_async(check_keys(name, policy))
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `check --format json`: the core's report as one JSON object on stdout; exit 1 unless valid.
+fn check_json(file: &Path) -> ExitCode {
+    let name = file.display().to_string();
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{name}: cannot read the file: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (valid, report) = policy_report::json_report(&name, &text, &policy_file::env_secret);
+    println!("{report}");
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -275,12 +303,30 @@ mod tests {
             (&["portcullis", "check", "--online", "p.json"][..], true),
         ] {
             match Cli::try_parse_from(args).map(|c| c.command) {
-                Ok(Command::Check { file, online }) => {
+                Ok(Command::Check {
+                    file,
+                    online,
+                    format,
+                }) => {
                     assert_eq!(file, PathBuf::from("p.json"));
                     assert_eq!(online, want);
+                    assert_eq!(format, None, "text unless asked");
                 }
                 other => panic!("parsed as {other:?}"),
             }
         }
+        let json_online = [
+            "portcullis",
+            "check",
+            "--online",
+            "--format",
+            "json",
+            "p.json",
+        ];
+        assert!(
+            Cli::try_parse_from(json_online).is_err(),
+            "--online is text only"
+        );
+        assert!(Cli::try_parse_from(["portcullis", "check", "--format", "xml", "p.json"]).is_err());
     }
 }

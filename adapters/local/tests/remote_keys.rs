@@ -375,3 +375,30 @@ fn readyz_is_503_naming_the_provider_until_its_key_set_arrives() {
         "not exposed: {unexposed:?}\n{metrics}"
     );
 }
+
+#[test]
+fn check_format_json_is_one_object_with_every_error_and_its_pointer() {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("check-json-{}.json", std::process::id()));
+    std::fs::write(&path, r#"{"version": 2, "routes": [], "bogus": 1}"#).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--format", "json"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["valid"], false);
+    let pointers: Vec<&str> = report["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["pointer"].as_str())
+        .collect();
+    assert!(pointers.contains(&"/bogus"), "{report}");
+    assert_eq!(
+        report["policy"].as_str().map(str::len),
+        Some(12),
+        "{report}"
+    );
+}
