@@ -11,9 +11,10 @@
 use std::time::Duration;
 
 use crate::decision::Gateway;
+use crate::event::{Event, Kind, Level};
 use crate::fetch::Fetch;
 use crate::jwks::KeyEvent;
-use crate::time::Clock;
+use crate::time::{Clock, UnixTime};
 
 /// How often a long-running process asks [`Gateway::refresh_due`] for the key sets that are
 /// due. Cheap: the core only fetches sets that are due and outside their minimum refresh
@@ -88,23 +89,41 @@ impl Gateway {
     }
 }
 
-/// The start-up lines of `serve` and `demo`, one per provider (after one per skipped key).
-pub fn startup_lines(fetched: &[ProviderKeys]) -> Vec<String> {
-    let mut lines = Vec::new();
+/// The start-up events of `serve` and `demo`, one per provider (after one per skipped key),
+/// with `provider`; as text, `auth provider "NAME": N keys loaded` and the like.
+pub fn startup_events(fetched: &[ProviderKeys], now: UnixTime) -> Vec<Event> {
+    let mut events = Vec::new();
     for p in fetched {
         let name = &p.provider;
         for skipped in &p.skipped {
-            lines.push(format!("portcullis: auth provider \"{name}\": {skipped}"));
+            let text = format!("auth provider \"{name}\": {skipped}");
+            events.push(
+                Event::new(now, Level::Warn, Kind::KeySkipped, text)
+                    .with("provider", name.as_str()),
+            );
         }
-        lines.push(match &p.keys {
-            Ok(n) => format!("portcullis: auth provider \"{name}\": {n} keys loaded"),
-            Err(why) => format!(
-                "portcullis: auth provider \"{name}\": keys unavailable: {why} \
-                 (tokens for it get 503 until the IdP answers)"
-            ),
+        events.push(match &p.keys {
+            Ok(n) => Event::new(
+                now,
+                Level::Info,
+                Kind::KeySetRefreshed,
+                format!("auth provider \"{name}\": {n} keys loaded"),
+            )
+            .with("provider", name.as_str())
+            .with("keys", *n),
+            Err(why) => Event::new(
+                now,
+                Level::Warn,
+                Kind::KeySetFailed,
+                format!(
+                    "auth provider \"{name}\": keys unavailable: {why} \
+                     (tokens for it get 503 until the IdP answers)"
+                ),
+            )
+            .with("provider", name.as_str()),
         });
     }
-    lines
+    events
 }
 
 /// The `check --online` report for the policy file `file`: per provider, its skipped keys as
@@ -234,14 +253,37 @@ mod tests {
     }
 
     #[test]
-    fn startup_lines_name_the_provider_and_the_outcome() {
+    fn startup_events_name_the_provider_and_the_outcome() {
+        let events = startup_events(&fetched(), UnixTime::from_secs(1));
+        let seen: Vec<(Kind, &str, Option<&str>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.kind,
+                    e.text.as_str(),
+                    e.field("provider").and_then(|v| v.as_str()),
+                )
+            })
+            .collect();
         assert_eq!(
-            startup_lines(&fetched()),
+            seen,
             [
-                "portcullis: auth provider \"idp\": skipped key /keys/1: \"kty\" must be RSA, EC or OKP",
-                "portcullis: auth provider \"idp\": 2 keys loaded",
-                "portcullis: auth provider \"other\": keys unavailable: JWKS answered HTTP 500 \
-                 (tokens for it get 503 until the IdP answers)",
+                (
+                    Kind::KeySkipped,
+                    "auth provider \"idp\": skipped key /keys/1: \"kty\" must be RSA, EC or OKP",
+                    Some("idp")
+                ),
+                (
+                    Kind::KeySetRefreshed,
+                    "auth provider \"idp\": 2 keys loaded",
+                    Some("idp")
+                ),
+                (
+                    Kind::KeySetFailed,
+                    "auth provider \"other\": keys unavailable: JWKS answered HTTP 500 \
+                     (tokens for it get 503 until the IdP answers)",
+                    Some("other")
+                ),
             ]
         );
     }

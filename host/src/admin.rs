@@ -60,7 +60,12 @@ pub fn spawn<P: Pages>(addr: &str, pages: P) -> Result<Admin, String> {
             let local = tokio::task::LocalSet::new();
             local.block_on(&runtime, async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    eprintln!("portcullis: the admin listener could not start");
+                    crate::output::notice(
+                        true,
+                        "admin_failed",
+                        "the admin listener could not start",
+                        &[],
+                    );
                     return;
                 };
                 tokio::select! {

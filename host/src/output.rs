@@ -4,6 +4,45 @@
 
 use std::cell::RefCell;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether process lines and events are written as text (`--log-format text`), not JSON.
+static TEXT: AtomicBool = AtomicBool::new(false);
+
+/// Write the process's own lines as text (`portcullis: MESSAGE`) instead of JSON objects.
+pub fn set_text(text: bool) {
+    TEXT.store(text, Ordering::Relaxed);
+}
+
+/// Whether stderr is text rather than JSON lines.
+pub fn text() -> bool {
+    TEXT.load(Ordering::Relaxed)
+}
+
+/// A line about the process itself rather than a request (it listens, it could not accept):
+/// a JSON object with `time`, `level` (`warn` when `warn`, else `info`), `event`, the `fields`
+/// and `message`, as operator events are; or `portcullis: MESSAGE` when [`set_text`].
+pub fn notice(warn: bool, event: &str, message: &str, fields: &[(&str, &str)]) {
+    if text() {
+        return emit_error(&format!("portcullis: {message}"));
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let level = if warn { "warn" } else { "info" };
+    // In the operator events' order (time, level, event, fields, message), so both read alike.
+    let (head, tail) = (
+        [("time", now.as_str()), ("level", level), ("event", event)],
+        [("message", message)],
+    );
+    let members = head.iter().chain(fields).chain(tail.iter());
+    let body: Vec<String> = members
+        .map(|(name, value)| format!("{}:{}", quoted(name), quoted(value)))
+        .collect();
+    emit_error(&format!("{{{}}}", body.join(",")));
+}
+
+fn quoted(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
 
 /// Write `line` and a newline to standard output.
 ///

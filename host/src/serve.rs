@@ -110,7 +110,7 @@ async fn accept_loop<H: Handler>(
             Ok(conn) => conn,
             Err(e) => {
                 // Usually out of file descriptors: back off instead of spinning on the error.
-                eprintln!("portcullis: accept failed: {e}");
+                crate::output::notice(true, "accept_failed", &format!("accept failed: {e}"), &[]);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -229,8 +229,13 @@ pub async fn run_per_core<H: Handler>(
         for thread in loops {
             match thread.join() {
                 Ok(Ok(())) => {}
-                Ok(Err(why)) => eprintln!("portcullis: {why}"),
-                Err(_) => eprintln!("portcullis: a serving thread panicked"),
+                Ok(Err(why)) => crate::output::notice(true, "serving_thread_failed", &why, &[]),
+                Err(_) => crate::output::notice(
+                    true,
+                    "serving_thread_failed",
+                    "a serving thread panicked",
+                    &[],
+                ),
             }
         }
     })
@@ -241,7 +246,9 @@ pub async fn run_per_core<H: Handler>(
 /// The readiness line. Printed only once the socket accepts connections, with the port actually
 /// bound, so whoever started the gateway (a test runner, a supervisor) can wait for it.
 pub fn announce(addr: SocketAddr) {
-    eprintln!("portcullis: listening on http://{addr}");
+    let url = format!("http://{addr}");
+    let message = format!("listening on {url}");
+    crate::output::notice(false, "listening", &message, &[("address", &url)]);
 }
 
 /// The connection settings in force (see [`Connections::start`]), with a start-up line when
@@ -249,7 +256,7 @@ pub fn announce(addr: SocketAddr) {
 pub fn start_connections(settings: Settings) -> Connections {
     let (connections, note) = Connections::start(settings);
     if let Some(note) = note {
-        eprintln!("portcullis: {note}");
+        crate::output::notice(true, "connections_limited", &note, &[]);
     }
     connections
 }

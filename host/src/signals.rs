@@ -22,7 +22,12 @@ impl Signals {
             ) {
                 (Ok(term), Ok(int)) => Some((term, int)),
                 (Err(e), _) | (_, Err(e)) => {
-                    eprintln!("portcullis: cannot listen for SIGINT/SIGTERM: {e}");
+                    crate::output::notice(
+                        true,
+                        "signals_unavailable",
+                        &format!("cannot listen for SIGINT/SIGTERM: {e}"),
+                        &[],
+                    );
                     None
                 }
             };

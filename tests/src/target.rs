@@ -68,6 +68,16 @@ pub enum WithoutPolicy {
 /// The line a `portcullis serve` process prints once it accepts connections.
 pub const LISTENING_PREFIX: &str = "portcullis: listening on ";
 
+/// The URL a `portcullis serve` stderr line says it listens on: the `listening` event's
+/// `address` (JSON, the default), or [`LISTENING_PREFIX`] and the URL (`--log-format text`).
+pub fn listening_url(line: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix(LISTENING_PREFIX) {
+        return Some(rest.trim().to_owned());
+    }
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    (event["event"] == "listening").then(|| event["address"].as_str().map(str::to_owned))?
+}
+
 /// How long a gateway may take to start.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -224,7 +234,7 @@ impl Target for NativeTarget {
         let lines = reader
             .join()
             .map_err(|_| anyhow!("stderr reader panicked"))?;
-        if let Some(line) = lines.iter().find(|l| l.starts_with(LISTENING_PREFIX)) {
+        if let Some(line) = lines.iter().find(|l| listening_url(l).is_some()) {
             bail!("`serve` without a policy file listened ({line:?}) before exiting {status}");
         }
         match status.code() {
@@ -259,9 +269,9 @@ pub fn wait_for_listening(
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix(LISTENING_PREFIX) {
+            if let Some(url) = listening_url(&line) {
                 if let Some(tx) = tx.take() {
-                    let _ = tx.send(rest.trim().to_owned());
+                    let _ = tx.send(url);
                 }
             }
             keep(&log, line);
@@ -271,10 +281,7 @@ pub fn wait_for_listening(
         Ok(url) if url.starts_with("http://") => Ok(url.trim_end_matches('/').to_owned()),
         Ok(url) => bail!("listening line names no http:// URL: {url:?}"),
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            bail!(
-                "no {LISTENING_PREFIX:?} line within {} s",
-                START_TIMEOUT.as_secs()
-            )
+            bail!("no listening line within {} s", START_TIMEOUT.as_secs())
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the gateway exited before listening"),
     }

@@ -54,6 +54,11 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 10,
               value_parser = clap::value_parser!(u64).range(0..=3600))]
         drain_s: u64,
+        /// `json` (one object per line on stderr: events, the audit trail, a refused policy's
+        /// errors) or `text` (`portcullis: ...` lines, for people).
+        #[arg(long, value_name = "FORMAT", default_value = "json",
+              value_parser = ["json", "text"])]
+        log_format: String,
     },
     /// Validate a policy file: print every problem with its JSON pointer, or "ok".
     Check {
@@ -90,7 +95,10 @@ pub fn main() -> ExitCode {
             format: Some(format),
             ..
         } if format == "json" => check_json(&file),
-        Command::Check { file, online, .. } => check(&file, online),
+        Command::Check { file, online, .. } => {
+            portcullis_host::output::set_text(true);
+            check(&file, online)
+        }
         // An invalid policy must never serve, not even briefly: check it before binding.
         Command::Serve {
             config,
@@ -100,27 +108,34 @@ pub fn main() -> ExitCode {
             watch,
             admin,
             drain_s,
-        } => match policy_file::load_text(&config, &policy_file::env_secret) {
-            Ok((text, policy)) => {
-                let mut settings = connection_settings(header_timeout_ms, max_connections);
-                settings.drain = Duration::from_secs(drain_s);
-                let addresses = (listen.as_str(), admin.as_deref());
-                run_async(serve::serve(
-                    (config, text, policy),
-                    watch,
-                    addresses,
-                    settings,
-                ))
+            log_format,
+        } => {
+            portcullis_host::output::set_text(log_format == "text");
+            match policy_file::load_text(&config, &policy_file::env_secret) {
+                Ok((text, policy)) => {
+                    let mut settings = connection_settings(header_timeout_ms, max_connections);
+                    settings.drain = Duration::from_secs(drain_s);
+                    let addresses = (listen.as_str(), admin.as_deref());
+                    let source = (config, text, policy);
+                    run_async(serve::serve(source, watch, addresses, settings))
+                }
+                Err(problems) if portcullis_host::output::text() => {
+                    eprintln!("{problems}");
+                    ExitCode::FAILURE
+                }
+                Err(_) => {
+                    serve::log_refusal(&config);
+                    ExitCode::FAILURE
+                }
             }
-            Err(problems) => {
-                eprintln!("{problems}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Demo {
             listen,
             origin_listen,
-        } => run_async(demo::run(&listen, &origin_listen)),
+        } => {
+            portcullis_host::output::set_text(true);
+            run_async(demo::run(&listen, &origin_listen))
+        }
     }
 }
 
@@ -212,7 +227,7 @@ fn run_async(task: impl std::future::Future<Output = Result<(), String>>) -> Exi
     match runtime.block_on(task) {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
-            eprintln!("portcullis: {why}");
+            portcullis_host::output::notice(true, "failed", &why, &[]);
             ExitCode::FAILURE
         }
     }
@@ -242,7 +257,9 @@ mod tests {
                 watch,
                 admin,
                 drain_s,
+                log_format,
             } => {
+                assert_eq!(log_format, "json", "JSON lines unless asked");
                 assert_eq!(admin, None, "no admin listener unless asked");
                 assert_eq!(Duration::from_secs(drain_s), Settings::default().drain);
                 assert_eq!(listen, "127.0.0.1:8787");

@@ -15,12 +15,12 @@ use crate::context::SystemClock;
 use crate::log;
 use crate::serve::App;
 
-/// Fetch every remote key set and print each provider's state to stderr. Never fails: a missing
+/// Fetch every remote key set and log each provider's state (an event each). Never fails: a missing
 /// key set does not stop the gateway (see [`portcullis_core::key_upkeep`]).
 pub async fn load_and_report<F: Fetch + ?Sized>(gateway: &Gateway, fetch: &F) {
     let fetched = gateway.fetch_every_key_set(fetch, &SystemClock).await;
-    for line in key_upkeep::startup_lines(&fetched) {
-        eprintln!("{line}");
+    for event in key_upkeep::startup_events(&fetched, crate::context::now()) {
+        log::event(&event);
     }
 }
 

@@ -9,7 +9,8 @@ use portcullis_host::output;
 pub use portcullis_host::output::{batch_this_thread, unbatch_this_thread};
 
 /// The native log sink: access lines on stdout (batched per serving thread, see
-/// [`output::emit`]), operator events on stderr, each in one locked write; both counted in the
+/// [`output::emit`]), operator events on stderr as JSON (as text with `--log-format text`), each
+/// in one locked write; both counted in the
 /// process's metrics (`/metrics` on the admin listener).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sink;
@@ -23,7 +24,10 @@ impl LogSink for Sink {
         if let Some(metrics) = portcullis_metrics::enabled() {
             metrics.event(event);
         }
-        output::emit_error(&event.to_json());
+        match output::text() {
+            true => output::emit_error(&format!("portcullis: {}", event.text)),
+            false => output::emit_error(&event.to_json()),
+        }
     }
 
     fn tally(&self, tally: &Tally) {

@@ -248,7 +248,9 @@ pub async fn serve(
     let pages = Pages(Arc::clone(&app), connections.open());
     let admin = admin.map(|addr| admin::spawn(addr, pages)).transpose()?;
     if let Some(admin) = &admin {
-        eprintln!("portcullis: admin on http://{}", admin.addr);
+        let url = format!("http://{}", admin.addr);
+        let message = format!("admin on {url}");
+        portcullis_host::output::notice(false, "admin_listening", &message, &[("address", &url)]);
     }
     let listener = bind(listen).await?;
     let addr = listener
@@ -328,6 +330,20 @@ impl admin::Pages for Pages {
             _ => return None,
         })
     }
+}
+
+/// The events of a policy file that `serve` refused to start with: `policy_rejected` with every
+/// error and its pointer (or `policy_unavailable` when it cannot be read), as a reload would log.
+pub fn log_refusal(file: &std::path::Path) {
+    let name = file.display().to_string();
+    let read = std::fs::read_to_string(file).map_or_else(
+        |e| PolicyRead::Failed(format!("cannot read {name}: {e}")),
+        PolicyRead::Text,
+    );
+    let applied = PolicyStore::new().apply(read, &name, context::now(), |text, schemas| {
+        Policy::from_json_with(text, &policy_file::env_secret, schemas).map(gateway)
+    });
+    applied.events.iter().for_each(log::event);
 }
 
 /// A gateway for `policy` that checks signatures with `ring`.

@@ -1119,10 +1119,10 @@ fn the_connection_cap_holds_and_waiting_clients_are_served_once_slots_free() {
 
     // A cap the open-file limit cannot hold is lowered, and the operator told.
     let lowered = gateway_under_limit(&origin, "-n 1024", &["--max-connections", "100000"]);
-    let note = "portcullis: --max-connections 100000 lowered to 480: the open-file limit is 1024 \
+    let note = "--max-connections 100000 lowered to 480: the open-file limit is 1024 \
                 (two per connection, 64 spare)";
     assert!(
-        lowered.before_ready.iter().any(|l| l == note),
+        common::said(&lowered.before_ready, note),
         "{:#?}",
         lowered.before_ready
     );

@@ -212,3 +212,71 @@ fn watch_sees_the_file_replaced_by_a_rename() {
         get(&gateway.addr, "/b", "").status == 200
     });
 }
+
+#[test]
+fn stderr_is_json_lines_only_unless_text_is_asked() {
+    let origin = origin();
+    let good = policy(&origin, &["a"], None);
+    let config = file("json", &good);
+    let gateway = serve(&config, false);
+    std::fs::write(&config, r#"{"version": 1, "bogus": 1}"#).expect("write");
+    hangup(&gateway);
+    // Every line until the rejection, and what follows it.
+    let mut lines = gateway.before_ready.clone();
+    let deadline = Instant::now() + common::WAIT;
+    while !lines
+        .iter()
+        .any(|l| json_line(l)["event"] == "policy_rejected")
+    {
+        assert!(Instant::now() < deadline, "no policy_rejected: {lines:#?}");
+        if let Ok(line) = gateway.stderr.recv_timeout(Duration::from_millis(100)) {
+            lines.push(line);
+        }
+    }
+    lines.extend(gateway.stderr.try_iter());
+    assert!(lines.len() >= 2, "{lines:#?}");
+    for line in &lines {
+        let v = json_line(line);
+        for member in ["time", "level", "event", "message"] {
+            assert!(v[member].is_string(), "{member} missing in {line:?}");
+        }
+    }
+
+    // A policy refused at start: its errors as one policy_rejected event, and no listening.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<Value> = stderr.lines().map(json_line).collect();
+    assert!(events.iter().all(|v| v["event"].is_string()), "{stderr}");
+    assert!(
+        events.iter().any(|v| v["event"] == "policy_rejected"
+            && v["errors"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["pointer"] == "/bogus"))),
+        "{stderr}"
+    );
+
+    // Text for people, when asked: the same lines as words.
+    std::fs::write(&config, &good).expect("write");
+    let path = config.to_str().expect("UTF-8");
+    let text = common::start(&[
+        "serve",
+        "--config",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "text",
+    ]);
+    assert!(
+        text.before_ready
+            .iter()
+            .all(|l| l.starts_with("portcullis: ")),
+        "{:#?}",
+        text.before_ready
+    );
+}

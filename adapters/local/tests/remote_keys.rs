@@ -144,10 +144,10 @@ fn a_token_signed_with_a_published_key_is_forwarded() {
     );
     let gateway = serve(&config);
     assert!(
-        gateway
-            .before_ready
-            .iter()
-            .any(|l| l == "portcullis: auth provider \"idp\": 1 keys loaded"),
+        common::said(
+            &gateway.before_ready,
+            "auth provider \"idp\": 1 keys loaded"
+        ),
         "{:#?}",
         gateway.before_ready
     );
@@ -180,8 +180,11 @@ fn keys_unavailable_at_start_up_do_not_stop_the_gateway() {
     let report = gateway
         .before_ready
         .iter()
-        .find(|l| l.starts_with("portcullis: auth provider \"idp\": keys unavailable: "))
-        .unwrap_or_else(|| panic!("no keys-unavailable line: {:#?}", gateway.before_ready));
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "key_set_failed" && v["level"] == "warn")
+        .find_map(|v| v["message"].as_str().map(str::to_owned))
+        .filter(|m| m.starts_with("auth provider \"idp\": keys unavailable: "))
+        .unwrap_or_else(|| panic!("no keys-unavailable event: {:#?}", gateway.before_ready));
     assert!(
         report.ends_with("(tokens for it get 503 until the IdP answers)"),
         "{report}"
@@ -224,9 +227,11 @@ fn the_background_refresh_picks_up_keys_once_the_idp_answers() {
     );
     let gateway = serve(&config);
     assert!(
-        gateway.before_ready.iter().any(|l| l
-            == "portcullis: auth provider \"idp\": keys unavailable: JWKS answered HTTP 503 \
-                (tokens for it get 503 until the IdP answers)"),
+        common::said(
+            &gateway.before_ready,
+            "auth provider \"idp\": keys unavailable: JWKS answered HTTP 503 \
+             (tokens for it get 503 until the IdP answers)"
+        ),
         "{:#?}",
         gateway.before_ready
     );

@@ -104,10 +104,10 @@ pub fn start_command(mut command: Command) -> Running {
                 before_ready.join("\n")
             ),
         };
-        if let Some(addr) = line.strip_prefix(READY) {
+        if let Some(addr) = said_at(&line, "listening", READY) {
             return Running {
                 process,
-                addr: addr.to_owned(),
+                addr,
                 before_ready,
                 stdout,
                 stderr,
@@ -225,14 +225,33 @@ pub fn dead_addr() -> SocketAddr {
     listener.local_addr().expect("address")
 }
 
+/// The `HOST:PORT` a process line says something listens on: the JSON `event`'s `address`
+/// (the default), or what follows `text_prefix` (`--log-format text`, and `demo`).
+pub fn said_at(line: &str, event: &str, text_prefix: &str) -> Option<String> {
+    if let Some(addr) = line.strip_prefix(text_prefix) {
+        return Some(addr.to_owned());
+    }
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let url = (value["event"] == event).then(|| value["address"].as_str())??;
+    url.strip_prefix("http://").map(str::to_owned)
+}
+
+/// Whether `lines` hold a process line or event whose words are `message`: as JSON (its
+/// `message`) or as text (`portcullis: MESSAGE`).
+pub fn said(lines: &[String], message: &str) -> bool {
+    lines.iter().any(|l| {
+        l.strip_prefix("portcullis: ") == Some(message)
+            || serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["message"] == message)
+    })
+}
+
 /// The admin listener's `HOST:PORT`, from its start-up line (`serve --admin`).
 pub fn admin_addr(gateway: &Running) -> String {
     gateway
         .before_ready
         .iter()
-        .find_map(|l| l.strip_prefix("portcullis: admin on http://"))
+        .find_map(|l| said_at(l, "admin_listening", "portcullis: admin on http://"))
         .unwrap_or_else(|| panic!("no admin line in {:#?}", gateway.before_ready))
-        .to_owned()
 }
 
 /// The metrics the shipped dashboard and alert rules (`deploy/`) query that `metrics` (a
