@@ -26,7 +26,8 @@ pub fn notice(warn: bool, event: &str, message: &str, fields: &[(&str, &str)]) {
     if text() {
         return emit_error(&format!("portcullis: {message}"));
     }
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let level = if warn { "warn" } else { "info" };
     // In the operator events' order (time, level, event, fields, message), so both read alike.
     let (head, tail) = (
