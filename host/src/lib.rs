@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod connections;
 pub mod listen;
+pub mod options;
 pub mod output;
 pub mod relay_body;
 pub mod reload;

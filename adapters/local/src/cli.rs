@@ -2,16 +2,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use portcullis_core::key_upkeep::{self, CheckLine};
 use portcullis_core::{policy_report, Policy};
 
-use crate::connections::{Settings, DEFAULT_HEADER_TIMEOUT};
 use crate::context::SystemClock;
 use crate::serve::App;
 use crate::{demo, policy_file, serve};
+use portcullis_host::options::Options;
 
 /// Portcullis, an API gateway that decides every request from one policy file.
 #[derive(Debug, Parser)]
@@ -28,37 +27,12 @@ enum Command {
         /// The policy file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        /// Address to listen on; port 0 picks a free port (the readiness line shows it).
-        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8787")]
-        listen: String,
-        /// How long a client may take to send a request head (request line and headers), and
-        /// how long an idle keep-alive connection is kept; past it the connection is closed.
-        #[arg(long, value_name = "MS", default_value_t = DEFAULT_HEADER_TIMEOUT_MS,
-              value_parser = clap::value_parser!(u64).range(1..=MAX_HEADER_TIMEOUT_MS))]
-        header_timeout_ms: u64,
-        /// Most client connections served at once; beyond it new ones wait in the listen queue
-        /// until one closes [default: 10000, or fewer if the open-file limit cannot hold two
-        /// descriptors per connection].
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-        max_connections: Option<u64>,
         /// Reload the policy whenever the file changes (also when it is replaced by a rename),
         /// not only on SIGHUP. A file that does not validate leaves the live policy in place.
         #[arg(long)]
         watch: bool,
-        /// Serve /metrics (Prometheus), /healthz and /readyz on this address, apart from the
-        /// public one. Off unless given; keep it on loopback or a private network.
-        #[arg(long, value_name = "HOST:PORT")]
-        admin: Option<String>,
-        /// On SIGTERM or SIGINT, stop accepting and give requests in flight this long to finish
-        /// before exiting (at once when idle).
-        #[arg(long, value_name = "SECONDS", default_value_t = 10,
-              value_parser = clap::value_parser!(u64).range(0..=3600))]
-        drain_s: u64,
-        /// `json` (one object per line on stderr: events, the audit trail, a refused policy's
-        /// errors) or `text` (`portcullis: ...` lines, for people).
-        #[arg(long, value_name = "FORMAT", default_value = "json",
-              value_parser = ["json", "text"])]
-        log_format: String,
+        #[command(flatten)]
+        host: Options,
     },
     /// Validate a policy file: print every problem with its JSON pointer, or "ok".
     Check {
@@ -102,24 +76,13 @@ pub fn main() -> ExitCode {
         // An invalid policy must never serve, not even briefly: check it before binding.
         Command::Serve {
             config,
-            listen,
-            header_timeout_ms,
-            max_connections,
             watch,
-            admin,
-            drain_s,
-            log_format,
+            host,
         } => {
-            portcullis_host::output::set_text(log_format == "text");
+            portcullis_host::output::set_text(host.text());
             match policy_file::load_text(&config, &policy_file::env_secret) {
-                Ok((text, policy)) => {
-                    let mut settings = connection_settings(header_timeout_ms, max_connections);
-                    settings.drain = Duration::from_secs(drain_s);
-                    let addresses = (listen.as_str(), admin.as_deref());
-                    let source = (config, text, policy);
-                    run_async(serve::serve(source, watch, addresses, settings))
-                }
-                Err(problems) if portcullis_host::output::text() => {
+                Ok((text, policy)) => run_async(serve::serve((config, text, policy), watch, &host)),
+                Err(problems) if host.text() => {
                     eprintln!("{problems}");
                     ExitCode::FAILURE
                 }
@@ -136,20 +99,6 @@ pub fn main() -> ExitCode {
             portcullis_host::output::set_text(true);
             run_async(demo::run(&listen, &origin_listen))
         }
-    }
-}
-
-/// `--header-timeout-ms` in the default's unit, and its upper bound (an hour: a longer wait is
-/// a mistake, not a setting).
-const DEFAULT_HEADER_TIMEOUT_MS: u64 = DEFAULT_HEADER_TIMEOUT.as_millis() as u64;
-const MAX_HEADER_TIMEOUT_MS: u64 = 3_600_000;
-
-/// The connection settings from `serve`'s options (already range-checked by clap).
-fn connection_settings(header_timeout_ms: u64, max_connections: Option<u64>) -> Settings {
-    Settings {
-        header_timeout: Duration::from_millis(header_timeout_ms),
-        max_connections: max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-        ..Settings::default()
     }
 }
 
@@ -235,6 +184,8 @@ fn run_async(task: impl std::future::Future<Output = Result<(), String>>) -> Exi
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::CommandFactory;
 
     use super::*;
@@ -245,71 +196,27 @@ mod tests {
     }
 
     #[test]
-    fn serve_defaults_to_the_loopback_port() {
-        let cli = Cli::try_parse_from(["portcullis", "serve", "--config", "p.json"])
-            .unwrap_or_else(|e| panic!("{e}"));
-        match cli.command {
-            Command::Serve {
-                listen,
-                config,
-                header_timeout_ms,
-                max_connections,
-                watch,
-                admin,
-                drain_s,
-                log_format,
-            } => {
-                assert_eq!(log_format, "json", "JSON lines unless asked");
-                assert_eq!(admin, None, "no admin listener unless asked");
-                assert_eq!(Duration::from_secs(drain_s), Settings::default().drain);
-                assert_eq!(listen, "127.0.0.1:8787");
-                assert!(!watch, "reloads on SIGHUP only, unless asked");
-                assert_eq!(config, PathBuf::from("p.json"));
-                assert_eq!(
-                    connection_settings(header_timeout_ms, max_connections),
-                    Settings::default()
-                );
-                assert_eq!(Settings::default().header_timeout, Duration::from_secs(10));
-            }
-            other => panic!("parsed as {other:?}"),
-        }
-    }
-
-    #[test]
-    fn connection_settings_are_read_and_range_checked() {
-        let parsed = Cli::try_parse_from([
+    fn serve_takes_the_policy_file_and_the_hosts_options() {
+        let cli = Cli::try_parse_from([
             "portcullis",
             "serve",
             "--config",
             "p.json",
-            "--header-timeout-ms",
-            "250",
-            "--max-connections",
-            "64",
-        ]);
-        match parsed.map(|c| c.command) {
-            Ok(Command::Serve {
-                header_timeout_ms,
-                max_connections,
-                ..
-            }) => assert_eq!(
-                connection_settings(header_timeout_ms, max_connections),
-                Settings {
-                    header_timeout: Duration::from_millis(250),
-                    max_connections: Some(64),
-                    ..Settings::default()
-                }
-            ),
+            "--drain-s",
+            "3",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        match cli.command {
+            Command::Serve {
+                config,
+                watch,
+                host,
+            } => {
+                assert_eq!(config, PathBuf::from("p.json"));
+                assert!(!watch, "reloads on SIGHUP only, unless asked");
+                assert_eq!(host.settings().drain, Duration::from_secs(3));
+            }
             other => panic!("parsed as {other:?}"),
-        }
-        for bad in [
-            ["--header-timeout-ms", "0"],
-            ["--header-timeout-ms", "3600001"],
-            ["--max-connections", "0"],
-            ["--max-connections", "-1"],
-        ] {
-            let args = ["portcullis", "serve", "--config", "p.json", bad[0], bad[1]];
-            assert!(Cli::try_parse_from(args).is_err(), "{bad:?} accepted");
         }
     }
 

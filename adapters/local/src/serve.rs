@@ -17,9 +17,10 @@ use portcullis_core::{
 };
 use portcullis_host::admin;
 use portcullis_host::connections::OpenConnections;
+use portcullis_host::options::Options;
 use portcullis_host::relay_body::{OriginBody, RelayError};
 use portcullis_host::reload::{self, Reloader};
-use portcullis_host::{run_per_core, Handler, Settings};
+use portcullis_host::{run_per_core, Handler};
 
 use crate::body::{self, ClientBody, ResponseBody};
 use crate::client::{self, Upstream};
@@ -233,10 +234,10 @@ fn answered(answer: Answer) -> Response<ResponseBody> {
 pub async fn serve(
     (file, text, policy): (PathBuf, String, Policy),
     watch: bool,
-    (listen, admin): (&str, Option<&str>),
-    settings: Settings,
+    options: &Options,
 ) -> Result<(), String> {
-    let connections = start_connections(settings);
+    let (listen, admin) = (options.listen.as_str(), options.admin.as_deref());
+    let connections = start_connections(options.settings());
     if admin.is_some() {
         portcullis_metrics::enable();
     }
