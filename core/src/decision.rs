@@ -82,6 +82,9 @@ pub struct LogFacts {
     /// ([`crate::config::SchemaCompilation::OnFirstUse`]) that turned out broken. Adapters log
     /// them, with their JSON pointers, for the operator.
     pub policy_problems: Vec<crate::ConfigError>,
+    /// How the quota store failed, when it did (the request was then refused with 503, or
+    /// admitted where the quota or the deployment allows that).
+    pub store_error: Option<crate::StoreError>,
 }
 
 /// A compiled policy, ready to decide requests. Cheap to share: it is immutable.
@@ -305,6 +308,7 @@ impl Gateway {
             consumer: None,
             key_events: Vec::new(),
             policy_problems: Vec::new(),
+            store_error: None,
         };
         // Until a route is known, the top-level policy is the one that applies.
         let mut cors = self
@@ -384,7 +388,9 @@ impl Gateway {
                 ForwardBody::Buffered(bytes)
             }
         };
-        let grant = quota::admit(policy, routed.route, &permit, ctx, &parts.headers, store).await?;
+        let headers = &parts.headers;
+        let failed = &mut log.store_error;
+        let grant = quota::admit(policy, routed.route, &permit, ctx, headers, store, failed).await?;
         Ok(Admitted::Forward(Box::new(forward::build(
             policy,
             &routed,

@@ -67,7 +67,7 @@ pub mod token_cache;
 
 pub use body::{BodyError, RequestBody};
 pub use config::{
-    ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, NoSecrets, Policy,
+    ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, NoSecrets, OnStoreError, Policy,
     SchemaCompilation, Secrets,
 };
 pub use context::RequestContext;
@@ -82,5 +82,5 @@ pub use jwks::KeySetState;
 pub use policy_store::{PolicyRead, PolicyStore};
 pub use policy_version::PolicyVersion;
 pub use problem::{FieldError, ProblemType, Reason, Reject, RejectKind};
-pub use quota::{CounterStore, MemoryStore, Rate, State, StoreError, Verdict};
+pub use quota::{CounterStore, MemoryStore, QuotaKey, Rate, Spend, State, StoreError, Verdict};
 pub use time::{Clock, FixedClock, UnixTime};

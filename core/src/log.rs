@@ -36,6 +36,11 @@ pub struct LogLine<'a> {
     pub gateway_us: u64,
     /// Time waiting on the origin, µs (absent when nothing was forwarded).
     pub origin_us: Option<u64>,
+    /// How the quota store failed (`unavailable`, `timeout`, `contended`, `corrupt`), present
+    /// only when it did: on a 503 `store_unavailable`, or on a request admitted anyway because
+    /// the quota or the deployment says `allow`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<&'static str>,
 }
 
 /// What a request counts for in metrics: the access line's labels and timings, owned, so a
@@ -56,6 +61,8 @@ pub struct Tally {
     pub origin_us: Option<u64>,
     /// The quota that refused the request (429).
     pub quota: Option<String>,
+    /// How the quota store failed, when it did.
+    pub store_error: Option<&'static str>,
 }
 
 impl<'a> LogLine<'a> {
@@ -133,6 +140,7 @@ impl<'a> LogLine<'a> {
             consumer: facts.consumer.as_deref(),
             gateway_us,
             origin_us,
+            store_error: facts.store_error.map(crate::StoreError::slug),
         }
     }
 
@@ -146,6 +154,7 @@ impl<'a> LogLine<'a> {
             gateway_us: self.gateway_us,
             origin_us: self.origin_us,
             quota: None,
+            store_error: self.store_error,
         }
     }
 

@@ -127,6 +127,18 @@ pub enum StoreError {
     Corrupt,
 }
 
+impl StoreError {
+    /// The kind as the access line and metrics name it.
+    pub fn slug(self) -> &'static str {
+        match self {
+            StoreError::Unavailable => "unavailable",
+            StoreError::Timeout => "timeout",
+            StoreError::Contended => "contended",
+            StoreError::Corrupt => "corrupt",
+        }
+    }
+}
+
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -142,11 +154,80 @@ impl std::fmt::Display for StoreError {
 /// key's [`State`], call `step`, write the new state, with no other update to the same key in
 /// between.
 ///
-/// The returned future is not required to be `Send`: on wasm runtimes it cannot be.
+/// The returned futures are not required to be `Send`: on wasm runtimes they cannot be.
 #[allow(async_fn_in_trait)]
 pub trait CounterStore {
     /// Apply one GCRA step to `key` at `now` and return the verdict.
     async fn apply(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError>;
+
+    /// Spend one request on each of a route's quotas, in order: one result per spend, up to and
+    /// including the first refusal (later quotas are not asked).
+    ///
+    /// This default asks [`CounterStore::apply`] one key at a time, so what earlier quotas
+    /// counted stands when a later one refuses (a Durable Object or a key-value entry holds one
+    /// key). A store that can see every key at once — one lock, one Redis script — overrides it
+    /// to spend all or none: then a refused request costs the caller nothing on any quota.
+    async fn apply_all(&self, spends: &[Spend], now: UnixTime) -> Vec<Result<Verdict, StoreError>> {
+        let mut results = Vec::with_capacity(spends.len());
+        for spend in spends {
+            let result = self.apply(spend.key.as_str(), spend.rate, now).await;
+            let refused = matches!(result, Ok(Verdict { allowed: false, .. }));
+            results.push(result);
+            if refused {
+                break;
+            }
+        }
+        results
+    }
+
+    /// What a quota that leaves `on_store_error` out does when this store fails: the
+    /// deployment's choice (natively `--counter-store-on-error`), failing closed unless the
+    /// operator chose otherwise.
+    fn on_error(&self) -> OnStoreError {
+        OnStoreError::Deny
+    }
+}
+
+/// One request's spend on one quota: the key to count under and the quota's rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spend {
+    /// Whose bucket of which quota.
+    pub key: QuotaKey,
+    /// The quota's rate.
+    pub rate: Rate,
+}
+
+/// A quota's key in a store: which quota (its name, rate and what it counts by) and whose
+/// bucket (a digest of the subject). The two parts are apart so that a store that shards can
+/// keep one subject's buckets together: the Redis store puts the bucket in a Cluster hash tag,
+/// so a request's quotas that count the same subject are one slot and one script call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QuotaKey {
+    /// `{quota}|{limit}/{window}us|{by}|{bucket}`: the bucket is what follows the last `|`.
+    text: String,
+}
+
+impl QuotaKey {
+    /// The whole key, as stores that hold one key per quota and subject name it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The quota part: name, rate and what it counts by.
+    pub fn quota(&self) -> &str {
+        self.text.rsplit_once('|').map_or("", |(quota, _)| quota)
+    }
+
+    /// The bucket: 32 lower-case hex digits of the subject's digest.
+    pub fn bucket(&self) -> &str {
+        self.text.rsplit_once('|').map_or("", |(_, bucket)| bucket)
+    }
+}
+
+impl std::fmt::Display for QuotaKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// A process-local store: a mutex around a map. Exact within one process. Expired states are
@@ -178,6 +259,22 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    /// [`CounterStore::apply_all`] under the lock: all or none. Synchronous; the trait impl
+    /// wraps it.
+    pub fn apply_all_now(&self, spends: &[Spend], now: UnixTime) -> Vec<Result<Verdict, StoreError>> {
+        let Ok(mut inner) = self.inner.lock() else {
+            return vec![Err(StoreError::Corrupt); spends.len()];
+        };
+        let MemoryInner { states, sweep_at } = &mut *inner;
+        let old = spends.iter().map(|s| states.get(s.key.as_str()).copied());
+        let (verdicts, new) = step_all(old, spends, now);
+        for (spend, state) in spends.iter().zip(new.into_iter().flatten()) {
+            states.insert(spend.key.as_str().to_owned(), state);
+        }
+        sweep(states, sweep_at, now);
+        verdicts.into_iter().map(Ok).collect()
+    }
+
     /// Apply [`step`] under the lock. Synchronous; the trait impl wraps it.
     pub fn apply_now(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
         let mut inner = self.inner.lock().map_err(|_| StoreError::Corrupt)?;
@@ -186,12 +283,17 @@ impl MemoryStore {
         if verdict.allowed {
             states.insert(key.to_owned(), state);
         }
-        if states.len() >= (*sweep_at).max(1024) {
-            let now_us = now.as_micros();
-            states.retain(|_, s| s.tat > now_us);
-            *sweep_at = states.len() * 2;
-        }
+        sweep(states, sweep_at, now);
         Ok(verdict)
+    }
+}
+
+/// Forget expired states once the map has doubled since the last sweep.
+fn sweep(states: &mut std::collections::HashMap<String, State>, sweep_at: &mut usize, now: UnixTime) {
+    if states.len() >= (*sweep_at).max(1024) {
+        let now_us = now.as_micros();
+        states.retain(|_, s| s.tat > now_us);
+        *sweep_at = states.len() * 2;
     }
 }
 
@@ -199,12 +301,47 @@ impl CounterStore for MemoryStore {
     async fn apply(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
         self.apply_now(key, rate, now)
     }
+
+    /// All or none, under one lock.
+    async fn apply_all(&self, spends: &[Spend], now: UnixTime) -> Vec<Result<Verdict, StoreError>> {
+        self.apply_all_now(spends, now)
+    }
 }
 
 impl<T: CounterStore + ?Sized> CounterStore for std::sync::Arc<T> {
     async fn apply(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
         (**self).apply(key, rate, now).await
     }
+
+    async fn apply_all(&self, spends: &[Spend], now: UnixTime) -> Vec<Result<Verdict, StoreError>> {
+        (**self).apply_all(spends, now).await
+    }
+
+    fn on_error(&self) -> OnStoreError {
+        (**self).on_error()
+    }
+}
+
+/// The verdicts of spending `spends` on states `old` (read atomically, in order) at `now`: one
+/// per spend up to and including the first refusal, and the states to write — all of them when
+/// every quota admits, none otherwise. Every all-or-none store decides with this, so each
+/// counts exactly as [`step`] does.
+pub fn step_all(
+    old: impl IntoIterator<Item = Option<State>>,
+    spends: &[Spend],
+    now: UnixTime,
+) -> (Vec<Verdict>, Option<Vec<State>>) {
+    let mut verdicts = Vec::with_capacity(spends.len());
+    let mut states = Vec::with_capacity(spends.len());
+    for (state, spend) in old.into_iter().zip(spends) {
+        let (verdict, new) = step(state, now, spend.rate);
+        verdicts.push(verdict);
+        if !verdict.allowed {
+            return (verdicts, None);
+        }
+        states.push(new);
+    }
+    (verdicts, Some(states))
 }
 
 /// Headers describing the tightest quota on an admitted request, relayed on the origin's response.
@@ -214,10 +351,11 @@ pub struct Grant {
     pub rate_limit: Option<RateLimit>,
 }
 
-/// The quota phase: every quota on the route must admit the request.
-///
-/// Quotas are checked in the order the route lists them; a refusal by a later quota does not
-/// give back what earlier ones counted (as with every gateway that counts in a shared store).
+/// The quota phase: every quota on the route must admit the request. The store spends them
+/// in the order the route lists them (all or none where it can, see
+/// [`CounterStore::apply_all`]). A store failure does what the quota's `on_store_error` says,
+/// or, when it says nothing, what the store's deployment chose ([`CounterStore::on_error`]);
+/// the failure is noted in `failed` for the access line either way.
 pub(crate) async fn admit<S: CounterStore + ?Sized>(
     policy: &Policy,
     route: &Route,
@@ -225,23 +363,41 @@ pub(crate) async fn admit<S: CounterStore + ?Sized>(
     ctx: &RequestContext,
     headers: &HeaderMap,
     store: &S,
+    failed: &mut Option<StoreError>,
 ) -> Result<Grant, Reject> {
+    if route.quotas.is_empty() {
+        return Ok(Grant::default());
+    }
+    let quotas: Vec<_> = route.quotas.iter().map(|&i| &policy.quotas[i]).collect();
+    let spends: Vec<Spend> = quotas
+        .iter()
+        .map(|quota| Spend {
+            key: store_key(
+                &quota.name,
+                quota.rate,
+                &quota.by,
+                &subject(&quota.by, route, permit, ctx, headers),
+            ),
+            rate: quota.rate,
+        })
+        .collect();
+    let results = store.apply_all(&spends, ctx.now).await;
     let mut tightest: Option<RateLimit> = None;
-    for &index in &route.quotas {
-        let quota = &policy.quotas[index];
-        let subject = subject(&quota.by, route, permit, ctx, headers);
-        let key = store_key(&quota.name, quota.rate, &quota.by, &subject);
-        let verdict = match store.apply(&key, quota.rate, ctx.now).await {
+    for (quota, result) in quotas.into_iter().zip(results) {
+        let verdict = match result {
             Ok(v) => v,
-            Err(_) => match quota.on_store_error {
-                OnStoreError::Allow => continue,
-                OnStoreError::Deny => {
-                    return Err(Reject::new(
-                        StoreUnavailableReason::StoreError,
-                        "The quota store did not answer; the request was not forwarded.",
-                    ))
+            Err(error) => {
+                *failed = Some(error);
+                match quota.on_store_error.unwrap_or_else(|| store.on_error()) {
+                    OnStoreError::Allow => continue,
+                    OnStoreError::Deny => {
+                        return Err(Reject::new(
+                            StoreUnavailableReason::StoreError,
+                            "The quota store did not answer; the request was not forwarded.",
+                        ))
+                    }
                 }
-            },
+            }
         };
         let rate_limit = |remaining, reset_s| RateLimit {
             name: quota.name.clone(),
@@ -311,16 +467,18 @@ fn subject(
 /// key: a policy reload keeps the state of a quota whose definition is unchanged, and a quota
 /// whose limit or window changed starts afresh rather than reading state made under another
 /// rate.
-pub fn store_key(quota: &str, rate: Rate, by: &QuotaBy, subject: &str) -> String {
+pub fn store_key(quota: &str, rate: Rate, by: &QuotaBy, subject: &str) -> QuotaKey {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(subject.as_bytes());
-    format!(
-        "{quota}|{}/{}us|{}|{}",
-        rate.limit,
-        rate.window_us,
-        by.label(),
-        hex::encode(&digest[..16])
-    )
+    QuotaKey {
+        text: format!(
+            "{quota}|{}/{}us|{}|{}",
+            rate.limit,
+            rate.window_us,
+            by.label(),
+            hex::encode(&digest[..16])
+        ),
+    }
 }
 
 #[cfg(test)]

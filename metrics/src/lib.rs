@@ -11,6 +11,7 @@
 //! | `portcullis_gateway_duration_seconds` (histogram) | `route` | the time the gateway adds |
 //! | `portcullis_origin_duration_seconds` (histogram) | `route` | the wait on the origin |
 //! | `portcullis_quota_rejections_total` | `quota` | requests a quota refused (429) |
+//! | `portcullis_quota_store_errors_total` | `error`, `action` (`denied`, `allowed`) | requests whose quota store failed |
 //! | `portcullis_in_flight_requests` | | requests being handled now |
 //! | `portcullis_open_connections` | | client connections open now |
 //! | `portcullis_policy_info` | `version` | 1 for the live policy's version |
@@ -56,6 +57,12 @@ struct QuotaLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreErrorLabels {
+    error: &'static str,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
 }
@@ -91,6 +98,7 @@ pub struct Metrics {
     gateway: Durations,
     origin: Durations,
     quotas: Family<QuotaLabels, Counter>,
+    store_errors: Family<StoreErrorLabels, Counter>,
     in_flight: Gauge,
     connections: Gauge,
     policy: Family<VersionLabels, Gauge>,
@@ -113,6 +121,7 @@ impl Metrics {
         let gateway: Durations = Family::new_with_constructor(durations);
         let origin: Durations = Family::new_with_constructor(durations);
         let quotas = Family::default();
+        let store_errors = Family::default();
         let in_flight = Gauge::default();
         let connections = Gauge::default();
         let policy = Family::default();
@@ -138,6 +147,11 @@ impl Metrics {
             "portcullis_quota_rejections",
             "Requests a quota refused, by quota",
             quotas.clone(),
+        );
+        registry.register(
+            "portcullis_quota_store_errors",
+            "Requests whose quota store failed, by error and by what the gateway did",
+            store_errors.clone(),
         );
         registry.register(
             "portcullis_in_flight_requests",
@@ -175,6 +189,7 @@ impl Metrics {
             gateway,
             origin,
             quotas,
+            store_errors,
             in_flight,
             connections,
             policy,
@@ -194,7 +209,17 @@ impl Metrics {
             gateway_us,
             origin_us,
             quota,
+            store_error,
         } = tally;
+        if let Some(error) = store_error {
+            let action = match *decision {
+                "forward" => "allowed",
+                _ => "denied",
+            };
+            self.store_errors
+                .get_or_create(&StoreErrorLabels { error, action })
+                .inc();
+        }
         if let Some(quota) = quota {
             self.quotas
                 .get_or_create(&QuotaLabels {
@@ -336,6 +361,7 @@ mod tests {
             gateway_us: 40,
             origin_us,
             quota: (status == 429).then(|| "per-consumer".to_owned()),
+            store_error: (status == 503).then_some("timeout"),
         }
     }
 
@@ -346,6 +372,10 @@ mod tests {
         m.tally(&tally(Some("orders"), "ok", 200, Some(900)));
         m.tally(&tally(None, "not-found:no_route", 404, None));
         m.tally(&tally(Some("orders"), "quota-exceeded:quota", 429, None));
+        m.tally(&tally(Some("orders"), "store-unavailable:store_error", 503, None));
+        let mut admitted_anyway = tally(Some("payments"), "ok", 200, Some(700));
+        admitted_anyway.store_error = Some("timeout");
+        m.tally(&admitted_anyway);
         let text = m.encode();
         assert!(
             text.contains(r#"portcullis_requests_total{route="orders",decision="forward",reason="ok",status="200"} 2"#),
@@ -367,6 +397,10 @@ mod tests {
             text.contains(r#"portcullis_quota_rejections_total{quota="per-consumer"} 1"#),
             "{text}"
         );
+        for action in ["denied", "allowed"] {
+            let line = format!(r#"portcullis_quota_store_errors_total{{error="timeout",action="{action}"}} 1"#);
+            assert!(text.contains(&line), "{text}");
+        }
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 

@@ -170,7 +170,8 @@ pub struct Quota {
     pub(crate) name: String,
     pub(crate) rate: Rate,
     pub(crate) by: QuotaBy,
-    pub(crate) on_store_error: OnStoreError,
+    /// `None`: what the store's deployment chose ([`crate::CounterStore::on_error`]).
+    pub(crate) on_store_error: Option<OnStoreError>,
 }
 
 /// What a quota counts per.

@@ -403,6 +403,7 @@ fn a_validated_policy_is_remembered_so_the_next_request_compiles_less() {
             gateway_us: 0,
             origin_us: None,
             quota: None,
+            store_error: None,
         },
         events: Vec::new(),
         policy_broken: broken,

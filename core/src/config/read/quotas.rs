@@ -71,9 +71,9 @@ fn read_quota(r: &mut Reader, name: &str, raw: Json<RawQuota>, at: &str) -> Opti
             parsed
         });
     let on_store_error = match on_store_error {
-        None => Some(OnStoreError::Deny),
-        Some(Json::Ok(v)) if v == "deny" => Some(OnStoreError::Deny),
-        Some(Json::Ok(v)) if v == "allow" => Some(OnStoreError::Allow),
+        None => Some(None),
+        Some(Json::Ok(v)) if v == "deny" => Some(Some(OnStoreError::Deny)),
+        Some(Json::Ok(v)) if v == "allow" => Some(Some(OnStoreError::Allow)),
         Some(_) => {
             r.invalid(ptr(at, "on_store_error"), "must be \"deny\" or \"allow\"");
             None
