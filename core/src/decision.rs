@@ -235,6 +235,17 @@ impl Gateway {
         out
     }
 
+    /// What keeps this gateway from being ready at `now`, for a readiness probe: the providers
+    /// whose remote key set has not arrived (empty when every one has).
+    pub async fn unready(&self, now: UnixTime) -> Vec<String> {
+        let status = self.key_status(now).await;
+        let missing: Vec<String> = status.into_iter().filter(|k| !k.1).map(|k| k.0).collect();
+        match missing.is_empty() {
+            true => Vec::new(),
+            false => vec![format!("no key set yet for: {}", missing.join(", "))],
+        }
+    }
+
     /// Names of the remote key sets, one per provider with a `jwks_url` or `oidc_issuer`:
     /// `{provider}:{source fingerprint}`, so a name changes whenever the provider's key source
     /// does. Runtimes that keep no memory between requests keep each [`KeySetState`] in a store
@@ -390,7 +401,8 @@ impl Gateway {
         };
         let headers = &parts.headers;
         let failed = &mut log.store_error;
-        let grant = quota::admit(policy, routed.route, &permit, ctx, headers, store, failed).await?;
+        let grant =
+            quota::admit(policy, routed.route, &permit, ctx, headers, store, failed).await?;
         Ok(Admitted::Forward(Box::new(forward::build(
             policy,
             &routed,

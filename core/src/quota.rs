@@ -39,7 +39,8 @@ impl Rate {
         (self.window_us / u64::from(self.limit.get())).max(1)
     }
 
-    fn burst_us(&self) -> u64 {
+    /// The longest a key may run ahead of now: `limit` intervals.
+    pub fn burst_us(&self) -> u64 {
         self.interval_us()
             .saturating_mul(u64::from(self.limit.get()))
     }
@@ -208,6 +209,13 @@ pub struct QuotaKey {
 }
 
 impl QuotaKey {
+    /// A key a store was handed whole ([`CounterStore::apply`]), read back into its parts.
+    pub fn from_text(text: &str) -> QuotaKey {
+        QuotaKey {
+            text: text.to_owned(),
+        }
+    }
+
     /// The whole key, as stores that hold one key per quota and subject name it.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -261,7 +269,11 @@ impl MemoryStore {
 
     /// [`CounterStore::apply_all`] under the lock: all or none. Synchronous; the trait impl
     /// wraps it.
-    pub fn apply_all_now(&self, spends: &[Spend], now: UnixTime) -> Vec<Result<Verdict, StoreError>> {
+    pub fn apply_all_now(
+        &self,
+        spends: &[Spend],
+        now: UnixTime,
+    ) -> Vec<Result<Verdict, StoreError>> {
         let Ok(mut inner) = self.inner.lock() else {
             return vec![Err(StoreError::Corrupt); spends.len()];
         };
@@ -289,7 +301,11 @@ impl MemoryStore {
 }
 
 /// Forget expired states once the map has doubled since the last sweep.
-fn sweep(states: &mut std::collections::HashMap<String, State>, sweep_at: &mut usize, now: UnixTime) {
+fn sweep(
+    states: &mut std::collections::HashMap<String, State>,
+    sweep_at: &mut usize,
+    now: UnixTime,
+) {
     if states.len() >= (*sweep_at).max(1024) {
         let now_us = now.as_micros();
         states.retain(|_, s| s.tat > now_us);

@@ -230,5 +230,8 @@ fn all_or_none_under_one_lock_stops_at_the_first_refusal() {
     assert_eq!(parts.bucket().len(), 32);
     assert!(parts.bucket().bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(parts.quota(), "a|3/60000000us|consumer");
-    assert_eq!(parts.as_str(), format!("{}|{}", parts.quota(), parts.bucket()));
+    assert_eq!(
+        parts.as_str(),
+        format!("{}|{}", parts.quota(), parts.bucket())
+    );
 }

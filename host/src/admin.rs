@@ -24,6 +24,18 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// One page: status, `Content-Type`, body.
 pub type Page = (u16, &'static str, String);
 
+/// The `Content-Type` of the plain pages.
+pub const TEXT: &str = "text/plain; charset=utf-8";
+
+/// `/readyz`: 200 `ready` when nothing is `missing`, else 503 with one line per missing thing,
+/// so a probe's log says what the process waits for.
+pub fn readiness(missing: &[String]) -> Page {
+    match missing {
+        [] => (200, TEXT, "ready\n".to_owned()),
+        _ => (503, TEXT, format!("{}\n", missing.join("\n"))),
+    }
+}
+
 /// The admin pages.
 pub trait Pages: Send + 'static {
     /// The answer to `GET path` (without the query); `None` for a path that is no page (404).

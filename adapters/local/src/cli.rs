@@ -33,6 +33,8 @@ enum Command {
         watch: bool,
         #[command(flatten)]
         host: Options,
+        #[command(flatten)]
+        counters: portcullis_counters::CounterOptions,
     },
     /// Validate a policy file: print every problem with its JSON pointer, or "ok".
     Check {
@@ -78,10 +80,15 @@ pub fn main() -> ExitCode {
             config,
             watch,
             host,
+            counters,
         } => {
             portcullis_host::output::set_text(host.text());
             match policy_file::load_text(&config, &policy_file::env_secret) {
-                Ok((text, policy)) => run_async(serve::serve((config, text, policy), watch, &host)),
+                Ok((text, policy)) => run_async(serve::serve(
+                    (config, text, policy),
+                    watch,
+                    (&host, &counters),
+                )),
                 Err(problems) if host.text() => {
                     eprintln!("{problems}");
                     ExitCode::FAILURE
@@ -204,6 +211,10 @@ mod tests {
             "p.json",
             "--drain-s",
             "3",
+            "--counter-store",
+            "redis://127.0.0.1:6379/0",
+            "--counter-store-on-error",
+            "allow",
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         match cli.command {
@@ -211,12 +222,28 @@ mod tests {
                 config,
                 watch,
                 host,
+                counters,
             } => {
                 assert_eq!(config, PathBuf::from("p.json"));
                 assert!(!watch, "reloads on SIGHUP only, unless asked");
                 assert_eq!(host.settings().drain, Duration::from_secs(3));
+                assert_eq!(counters.counter_store, "redis://127.0.0.1:6379/0");
+                assert_eq!(counters.counter_store_on_error, "allow");
+                assert_eq!(counters.counter_store_timeout_ms, 50);
             }
             other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn counter_store_options_refuse_what_they_cannot_mean() {
+        for bad in [
+            ["--counter-store-on-error", "maybe"],
+            ["--counter-store-timeout-ms", "0"],
+            ["--counter-store-timeout-ms", "soon"],
+        ] {
+            let args = ["portcullis", "serve", "--config", "p.json", bad[0], bad[1]];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
         }
     }
 

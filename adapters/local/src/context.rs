@@ -33,7 +33,7 @@ pub fn now() -> UnixTime {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    UnixTime::from_duration(since_epoch)
+    crate::fault::shifted(UnixTime::from_duration(since_epoch))
 }
 
 /// 128 random bits from the OS, hex-encoded, drawn from a per-thread [`IdPool`] that one

@@ -15,6 +15,7 @@ use portcullis_core::{
     Answer, Event, Gateway, LogSink, MemoryStore, OriginResult, Outbound, Pending, Policy,
     PolicyRead, PolicyStore, Relay, Step,
 };
+use portcullis_counters::{CounterOptions, Counters};
 use portcullis_host::admin;
 use portcullis_host::connections::OpenConnections;
 use portcullis_host::options::Options;
@@ -41,7 +42,7 @@ pub struct App {
     /// The live gateway: replaced whole by a reload, while requests that started on the one
     /// before finish on it.
     live: Arc<ArcSwap<Gateway>>,
-    store: Arc<MemoryStore>,
+    store: Arc<Counters>,
     upstream: Upstream,
     fetch: HyperFetch,
 }
@@ -50,12 +51,8 @@ impl App {
     /// A gateway for `policy`, checking signatures with `ring`, with an empty quota store and a
     /// fresh connection pool, which key fetches share with requests to origins.
     pub fn new(policy: Policy) -> Result<Self, String> {
-        App::live(Arc::new(gateway(policy)))
-    }
-
-    fn live(gateway: Arc<Gateway>) -> Result<Self, String> {
-        let live = Arc::new(ArcSwap::new(gateway));
-        App::sharing(live, Arc::new(MemoryStore::new()))
+        let memory = Arc::new(Counters::Memory(MemoryStore::new()));
+        App::sharing(Arc::new(ArcSwap::new(Arc::new(gateway(policy)))), memory)
     }
 
     /// The same gateway and quota store with a connection pool of its own, for one serving
@@ -66,7 +63,7 @@ impl App {
     }
 
     /// `gateway` and `store` with a new connection pool, shared by origin requests and fetches.
-    fn sharing(live: Arc<ArcSwap<Gateway>>, store: Arc<MemoryStore>) -> Result<Self, String> {
+    fn sharing(live: Arc<ArcSwap<Gateway>>, store: Arc<Counters>) -> Result<Self, String> {
         let upstream = client::build()?;
         Ok(App {
             live,
@@ -234,14 +231,15 @@ fn answered(answer: Answer) -> Response<ResponseBody> {
 pub async fn serve(
     (file, text, policy): (PathBuf, String, Policy),
     watch: bool,
-    options: &Options,
+    (options, counters): (&Options, &CounterOptions),
 ) -> Result<(), String> {
     let (listen, admin) = (options.listen.as_str(), options.admin.as_deref());
     let connections = start_connections(options.settings());
     if admin.is_some() {
         portcullis_metrics::enable();
     }
-    let (app, _reloader) = reloading(file, text, policy, watch)?;
+    let counters = Arc::new(Counters::open(counters).await?);
+    let (app, _reloader) = reloading((file, text, policy), counters, watch)?;
     keys::load_and_report(&app.gateway(), app.fetch()).await;
     if admin.is_some_and(|a| a == listen && !a.ends_with(":0")) {
         return Err(format!("--admin must not be the public address {listen}"));
@@ -269,9 +267,8 @@ pub async fn serve(
 /// text that does not validate leaves the live policy in place (`policy_rejected`), a new one's
 /// key sets are fetched before it goes live, and quota state carries over.
 fn reloading(
-    file: PathBuf,
-    text: String,
-    policy: Policy,
+    (file, text, policy): (PathBuf, String, Policy),
+    counters: Arc<Counters>,
     watch: bool,
 ) -> Result<(Arc<App>, Reloader), String> {
     let name = file.display().to_string();
@@ -280,9 +277,8 @@ fn reloading(
         Ok(gateway(policy))
     });
     first.events.iter().for_each(|e| log::Sink.event(e));
-    let app = Arc::new(App::live(
-        first.gateway.ok_or("the loaded policy was refused")?,
-    )?);
+    let first = first.gateway.ok_or("the loaded policy was refused")?;
+    let app = Arc::new(App::sharing(Arc::new(ArcSwap::new(first)), counters)?);
     let (store, live) = (Arc::new(Mutex::new(store)), Arc::clone(&app));
     let reloader = reload::spawn(file, watch, move |read: Result<String, String>| {
         let (app, store, name) = (Arc::clone(&live), Arc::clone(&store), name.clone());
@@ -308,25 +304,17 @@ struct Pages(Arc<App>, OpenConnections);
 
 impl admin::Pages for Pages {
     async fn page(&self, path: &str) -> Option<admin::Page> {
-        const TEXT: &str = "text/plain; charset=utf-8";
         let metrics = portcullis_metrics::enable();
         Some(match path {
             "/metrics" => {
                 metrics.open_connections(self.1.count());
                 (200, portcullis_metrics::CONTENT_TYPE, metrics.encode())
             }
-            "/healthz" => (200, TEXT, "ok\n".to_owned()),
+            "/healthz" => (200, admin::TEXT, "ok\n".to_owned()),
             "/readyz" => {
-                let keys = self.0.gateway().key_status(context::now()).await;
-                let missing: Vec<String> = keys.into_iter().filter(|k| !k.1).map(|k| k.0).collect();
-                match missing.is_empty() {
-                    true => (200, TEXT, "ready\n".to_owned()),
-                    false => (
-                        503,
-                        TEXT,
-                        format!("no key set yet for: {}\n", missing.join(", ")),
-                    ),
-                }
+                let mut missing = self.0.gateway().unready(context::now()).await;
+                missing.extend(self.0.store.ready().await.err());
+                admin::readiness(&missing)
             }
             _ => return None,
         })
