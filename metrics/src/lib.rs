@@ -372,7 +372,12 @@ mod tests {
         m.tally(&tally(Some("orders"), "ok", 200, Some(900)));
         m.tally(&tally(None, "not-found:no_route", 404, None));
         m.tally(&tally(Some("orders"), "quota-exceeded:quota", 429, None));
-        m.tally(&tally(Some("orders"), "store-unavailable:store_error", 503, None));
+        m.tally(&tally(
+            Some("orders"),
+            "store-unavailable:store_error",
+            503,
+            None,
+        ));
         let mut admitted_anyway = tally(Some("payments"), "ok", 200, Some(700));
         admitted_anyway.store_error = Some("timeout");
         m.tally(&admitted_anyway);
@@ -398,7 +403,9 @@ mod tests {
             "{text}"
         );
         for action in ["denied", "allowed"] {
-            let line = format!(r#"portcullis_quota_store_errors_total{{error="timeout",action="{action}"}} 1"#);
+            let line = format!(
+                r#"portcullis_quota_store_errors_total{{error="timeout",action="{action}"}} 1"#
+            );
             assert!(text.contains(&line), "{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
