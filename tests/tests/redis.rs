@@ -144,6 +144,16 @@ struct Gateway {
 }
 
 fn gateway(policy_file: &Path, store: &str, offset_ms: i64, extra: &[&str]) -> Gateway {
+    start_gateway(policy_file, store, offset_ms, extra, &[])
+}
+
+fn start_gateway(
+    policy_file: &Path,
+    store: &str,
+    offset_ms: i64,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Gateway {
     let binary = locate_native_binary().expect("the portcullis binary");
     let mut child = Command::new(binary)
         .args(["serve", "--config"])
@@ -151,6 +161,7 @@ fn gateway(policy_file: &Path, store: &str, offset_ms: i64, extra: &[&str]) -> G
         .args(["--listen", "127.0.0.1:0", "--counter-store", store])
         .args(extra)
         .env("PORTCULLIS_FAULT_CLOCK_OFFSET_MS", offset_ms.to_string())
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -567,4 +578,123 @@ async fn the_master_sentinel_names_counts_exactly_and_is_followed_through_a_fail
 /// gateway reaches the master, 503 before.
 async fn get_raw_status(addr: &str) -> u16 {
     get(addr, "/wide", &format!("probe-{addr}")).await.0
+}
+
+/// A CA and a certificate for `localhost` / 127.0.0.1 signed by it, as PEM files in `dir`:
+/// `(ca.pem, server.pem, server.key)`.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+        .expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let server = CertificateParams::new(names)
+        .expect("server params")
+        .signed_by(&key, &ca)
+        .expect("server certificate");
+    let files = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&files.0, ca.pem()).unwrap();
+    std::fs::write(&files.1, server.pem()).unwrap();
+    std::fs::write(&files.2, key.serialize_pem()).unwrap();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server; scripts/test runs it"]
+async fn rediss_verifies_the_server_and_counts() {
+    let dir = scratch("tls-certs");
+    let (ca, cert, key) = certificates(&dir);
+    let port = free_port();
+    let (cert, key, ca_arg) = (
+        cert.display().to_string(),
+        key.display().to_string(),
+        ca.display().to_string(),
+    );
+    let tls = [
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca_arg,
+        "--tls-auth-clients",
+        "no",
+    ];
+    let server = Proc(
+        Command::new("redis-server")
+            .args(tls)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server with TLS"),
+    );
+    wait_for("redis-server with TLS", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let origin = RecordingOrigin::start("127.0.0.1:0").await.expect("origin");
+    let file = dir.join("policy.json");
+    std::fs::write(&file, policy(&origin.url())).expect("policy file");
+    let url = format!("rediss://localhost:{port}/0");
+    // Trusting the test CA (rustls-native-certs reads SSL_CERT_FILE): counted exactly.
+    let trusted = gateway_with(&file, &url, &[("SSL_CERT_FILE", &ca_arg)]);
+    let statuses = in_order(&trusted.addr, "/pair", "tls", 3).await;
+    assert_eq!(statuses, [200, 200, 429]);
+    // Without the CA the server is not trusted: no connection, so fail closed.
+    let untrusted = gateway_with(&file, &url, &[("SSL_CERT_FILE", "/nonexistent")]);
+    let (status, _, body) = get(&untrusted.addr, "/pair", "tls-untrusted").await;
+    assert_eq!(status, 503, "{body}");
+    drop(server);
+}
+
+/// [`gateway`] with extra environment variables.
+fn gateway_with(policy_file: &Path, store: &str, env: &[(&str, &str)]) -> Gateway {
+    start_gateway(policy_file, store, 0, &[], env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server; scripts/test runs it"]
+async fn a_quota_key_holding_garbage_fails_closed() {
+    let redis = Redis::start("garbage", &[]);
+    let origin = RecordingOrigin::start("127.0.0.1:0").await.expect("origin");
+    let dir = scratch("garbage-policy");
+    let file = dir.join("policy.json");
+    std::fs::write(&file, policy(&origin.url())).expect("policy file");
+    let g = gateway(&file, &redis.url(), 0, &[]);
+    assert_eq!(get(&g.addr, "/exact", "victim").await.0, 200);
+    let keys = redis_cli(
+        redis.port,
+        &["--scan", "--pattern", "portcullis:{*}:per-tenant|*"],
+    )
+    .unwrap();
+    let key = keys.lines().next().expect("the victim's key").to_owned();
+    for garbage in ["not-a-time", "-5", "1.5", ""] {
+        redis_cli(redis.port, &["SET", &key, garbage]).unwrap();
+        let before = origin.count("victim");
+        let (status, _, body) = get(&g.addr, "/exact", "victim").await;
+        assert_eq!(status, 503, "{garbage:?}: {body}");
+        assert_eq!(origin.count("victim"), before, "nothing forwarded");
+    }
+    let lines = g.stdout.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"store_error\":\"corrupt\"")),
+        "{lines:?}"
+    );
+    // A key of another type is refused by Redis itself (WRONGTYPE): also closed.
+    redis_cli(redis.port, &["DEL", &key]).unwrap();
+    redis_cli(redis.port, &["LPUSH", &key, "x"]).unwrap();
+    assert_eq!(get(&g.addr, "/exact", "victim").await.0, 503);
 }
