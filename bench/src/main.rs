@@ -87,7 +87,8 @@ fn fixtures(run: &Path, origin: &str) -> anyhow::Result<()> {
 
 /// The benchmark policy: `/public/*` open; `/jwt/*` for RS256/ES256 (inline JWKS) or HS256
 /// tokens of issuer `https://idp.test` and audience `api`; `POST /orders` with the same tokens
-/// and a JSON Schema; `GET /limited` with a quota of one request per consumer per hour.
+/// and a JSON Schema; `GET /limited` with a quota of one request per consumer per hour;
+/// `GET /counted/*`, open, with a quota so large it always admits (every request counts).
 fn policy(origin: &str, rsa: &Key, ec: &Key, cache: bool) -> anyhow::Result<Value> {
     let mut jwks = Vec::new();
     for key in [rsa, ec] {
@@ -107,7 +108,10 @@ fn policy(origin: &str, rsa: &Key, ec: &Key, cache: bool) -> anyhow::Result<Valu
             "shared": {"type": "jwt", "issuer": "https://idp.test", "audiences": ["api"],
                        "algorithms": ["HS256"], "secret_env": "BENCH_HS_SECRET"}
         },
-        "quotas": {"one-per-hour": {"limit": 1, "window_s": 3600, "by": "consumer"}},
+        "quotas": {
+            "one-per-hour": {"limit": 1, "window_s": 3600, "by": "consumer"},
+            "counted": {"limit": 1_000_000_000, "window_s": 3600, "by": "route"}
+        },
         "routes": [
             {"id": "public", "path": "/public/{*rest}", "methods": ["GET"], "origin": "o",
              "auth": "none"},
@@ -130,7 +134,9 @@ fn policy(origin: &str, rsa: &Key, ec: &Key, cache: bool) -> anyhow::Result<Valu
                 }
              }},
             {"id": "limited", "path": "/limited", "methods": ["GET"], "origin": "o",
-             "auth": providers, "quota": "one-per-hour"}
+             "auth": providers, "quota": "one-per-hour"},
+            {"id": "counted", "path": "/counted/{*rest}", "methods": ["GET"], "origin": "o",
+             "auth": "none", "quota": "counted"}
         ]
     }))
 }
@@ -398,6 +404,7 @@ fn report(run: &Path, md: &Path, svg: &Path) -> anyhow::Result<()> {
     ));
     out.push_str("\n![requests per second by case and contender](benchmarks.svg)\n\n");
     let crit = criterion(&run.join("criterion"));
+    out.push_str(&operations(&runs, run));
     out.push_str(&targets(&runs, &crit));
     if let Some(profile) = profile::section(run, CASES, &["nginx", "haproxy", "portcullis"]) {
         out.push_str(&profile);
@@ -500,6 +507,83 @@ fn workerd(runs: &[Run], settings: &str) -> String {
     out
 }
 
+/// Median over `rounds` of `contender`'s CPU per request (µs) on cases `cpu-1`, `cpu-2`, …
+fn cpu_median(runs: &[Run], contender: &str) -> Option<f64> {
+    let mut per: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.contender == contender && r.case.starts_with("cpu-") && r.requests > 0)
+        .filter_map(|r| Some(r.cpu_us?.0 as f64 / r.requests as f64))
+        .collect();
+    per.sort_by(f64::total_cmp);
+    per.get(per.len() / 2).copied()
+}
+
+/// What metrics cost natively, and what the Redis counter store costs against counting in
+/// memory. The targets on both are judged in [`targets`].
+fn operations(runs: &[Run], run: &Path) -> String {
+    let find = |c: &str, k: &str| runs.iter().find(|r| r.contender == c && r.case == k);
+    let mut out = String::new();
+    if let (Some(off), Some(on)) = (
+        cpu_median(runs, "portcullis"),
+        cpu_median(runs, "portcullis-admin"),
+    ) {
+        let rounds = runs
+            .iter()
+            .filter(|r| r.contender == "portcullis" && r.case.starts_with("cpu-"))
+            .count();
+        out.push_str("\n## What metrics cost\n\n");
+        let _ = writeln!(
+            out,
+            "The public route on two gateways, one without `--admin` (nothing counted) and one \
+             with it (every request counted for `/metrics`), in {rounds} alternating rounds at \
+             the load above; the gateway's CPU time per request, median of the rounds: \
+             **{off:.2} µs without, {on:.2} µs with metrics ({:+.1} %)**.",
+            (on / off - 1.0) * 100.0
+        );
+    }
+    let (Some(memory), Some(redis)) = (
+        find("portcullis", "counted"),
+        find("portcullis-redis", "counted"),
+    ) else {
+        return out;
+    };
+    out.push_str("\n## Quotas in Redis\n\n");
+    out.push_str(
+        "`GET /counted/x`: an open route whose quota always admits, so every request is counted, \
+         on a gateway counting in memory and on one with `--counter-store redis://…` (a local \
+         `redis-server`, same machine). At full load (the wrk settings above), and then with one \
+         connection, where latency is the time one request takes rather than time queued. \
+         *added* is the Redis gateway's latency minus the in-memory one's.\n\n\
+         | store | req/s | p50 | p99 | p50, 1 connection | p99, 1 connection |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    let serial = |c: &str| find(c, "counted-serial");
+    for (name, r, s) in [
+        ("memory", memory, serial("portcullis")),
+        ("Redis", redis, serial("portcullis-redis")),
+    ] {
+        let (p50, p99) = s.map_or(("?".into(), "?".into()), |s| (ms(s.p50_us), ms(s.p99_us)));
+        let _ = writeln!(
+            out,
+            "| {name} | {:.0} | {} | {} | {p50} | {p99} |",
+            r.rps,
+            ms(r.p50_us),
+            ms(r.p99_us)
+        );
+    }
+    if let (Some(m), Some(r)) = (serial("portcullis"), serial("portcullis-redis")) {
+        let _ = writeln!(
+            out,
+            "| *added by Redis* | {:.2}× | | | {} µs | {} µs |",
+            redis.rps / memory.rps.max(1.0),
+            r.p50_us as i64 - m.p50_us as i64,
+            r.p99_us as i64 - m.p99_us as i64
+        );
+    }
+    out.push_str(&std::fs::read_to_string(run.join("redis.md")).unwrap_or_default());
+    out
+}
+
 /// The issue's targets, each with where this run stands (computed, so it cannot go stale).
 fn targets(runs: &[Run], crit: &[(String, f64)]) -> String {
     let find = |c: &str, k: &str| runs.iter().find(|r| r.contender == c && r.case == k);
@@ -542,6 +626,36 @@ fn targets(runs: &[Run], crit: &[(String, f64)]) -> String {
             "| uncached ES256 natively: < 100 µs | {} (ring) | {} |",
             time(ns),
             verdict(ns < 100_000.0)
+        );
+    }
+    if let (Some(off), Some(on)) = (
+        cpu_median(runs, "portcullis"),
+        cpu_median(runs, "portcullis-admin"),
+    ) {
+        let added = (on / off - 1.0) * 100.0;
+        let _ = writeln!(
+            out,
+            "| metrics: ≤ 3 % more CPU per request on the public route | {added:+.1} % ({off:.2} → {on:.2} µs) | {} |",
+            verdict(added <= 3.0)
+        );
+    }
+    if let (Some(m), Some(r), Some(ms_), Some(rs)) = (
+        find("portcullis", "counted"),
+        find("portcullis-redis", "counted"),
+        find("portcullis", "counted-serial"),
+        find("portcullis-redis", "counted-serial"),
+    ) {
+        let added = rs.p50_us as i64 - ms_.p50_us as i64;
+        let _ = writeln!(
+            out,
+            "| Redis counter store: p50 added ≤ 150 µs on loopback | {added} µs | {} |",
+            verdict(added <= 150)
+        );
+        let ratio = r.rps / m.rps.max(1.0);
+        let _ = writeln!(
+            out,
+            "| Redis counter store: ≥ 0.7× the in-memory store's req/s | {ratio:.2}× | {} |",
+            verdict(ratio >= 0.7)
         );
     }
     let ratios: Vec<(&str, f64)> = CASES
