@@ -18,7 +18,8 @@
 //! connection exists, or when a call takes longer than the timeout, the request gets the
 //! deployment's or the quota's `on_store_error`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,20 +82,41 @@ enum Connection {
 
 /// How to (re)make the connection.
 enum Target {
-    /// A connection manager exists from the start and reconnects by itself.
-    Node,
+    /// One node: its managers reconnect by themselves.
+    Node(redis::Client),
     /// Ask Sentinel for the master, again whenever the master stops answering as one.
     Sentinel(tokio::sync::Mutex<SentinelClient>),
     /// Discover the Cluster from its seed nodes.
     Cluster(ClusterClient),
 }
 
-/// The connection, replaced whole when it is found again; and whether a search is under way.
+/// The shared connection, replaced whole when the store is found again, and whether a search
+/// is under way. Serving threads prefer connections of their own ([`Link::here`]); the shared
+/// one, driven on the runtime that opened the store, serves until a thread's own is up.
 struct Link {
     connection: ArcSwapOption<Connection>,
+    /// Sentinel's answer: the master that the shared connection and the threads' own talk to.
+    master: ArcSwapOption<redis::Client>,
+    /// Bumped whenever the shared connection is given up, so threads drop theirs too.
+    generation: AtomicU64,
     target: Target,
     searching: AtomicBool,
     runtime: tokio::runtime::Handle,
+}
+
+thread_local! {
+    /// This thread's own connection to each open store, so that a serving thread (one event
+    /// loop per core, see `portcullis_host::run_per_core`) talks to Redis on its own loop: a
+    /// call through a connection driven by another thread costs two cross-thread wake-ups.
+    static HERE: RefCell<Vec<Here>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One thread's connection to one store (`link`: the store's address), for one generation;
+/// `None` while it is being made.
+struct Here {
+    link: usize,
+    generation: u64,
+    connection: Option<Connection>,
 }
 
 impl RedisStore {
@@ -110,9 +132,10 @@ impl RedisStore {
             Location::Memory => return Err("memory is not a Redis store".into()),
             Location::Node(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(fail)?;
-                let manager = ConnectionManager::new_lazy_with_config(client, manager_config())
-                    .map_err(fail)?;
-                (Some(Connection::Node(manager)), Target::Node)
+                let manager =
+                    ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
+                        .map_err(fail)?;
+                (Some(Connection::Node(manager)), Target::Node(client))
             }
             Location::Sentinel {
                 sentinels,
@@ -145,6 +168,8 @@ impl RedisStore {
         };
         let link = Arc::new(Link {
             connection: ArcSwapOption::from(connection.map(Arc::new)),
+            master: ArcSwapOption::empty(),
+            generation: AtomicU64::new(0),
             target,
             searching: AtomicBool::new(false),
             runtime,
@@ -206,7 +231,7 @@ impl RedisStore {
     /// Spend one request on each of `spends` (see [`portcullis_core::CounterStore::apply_all`]).
     pub async fn spend_all(&self, spends: &[Spend]) -> Vec<Result<Verdict, StoreError>> {
         let failed = |e: StoreError| vec![Err(e); spends.len()];
-        let Some(mut connection) = self.link.current() else {
+        let Some(mut connection) = self.link.here().or_else(|| self.link.current()) else {
             self.link.search();
             return failed(StoreError::Unavailable);
         };
@@ -314,6 +339,7 @@ impl RedisStore {
                         || e.code() == Some("READONLY"))
                 {
                     self.link.connection.store(None);
+                    self.link.generation.fetch_add(1, Ordering::AcqRel);
                     self.link.search();
                 }
                 StoreError::Unavailable
@@ -342,10 +368,83 @@ impl Link {
         self.connection.load_full().map(|c| (*c).clone())
     }
 
+    /// This serving thread's own connection, once it is up. The first call on a thread (on a
+    /// single-threaded runtime: a serving thread) starts making it there, in the background;
+    /// until then, and on any other runtime, `None`, and the caller uses the shared one.
+    fn here(self: &Arc<Self>) -> Option<Connection> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let on_serving_thread =
+            Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread);
+        if !on_serving_thread {
+            return None;
+        }
+        let (id, generation) = (
+            Arc::as_ptr(self) as usize,
+            self.generation.load(Ordering::Acquire),
+        );
+        let start = HERE.with_borrow_mut(|all| {
+            all.retain(|h| h.link != id || h.generation == generation);
+            match all.iter().find(|h| h.link == id) {
+                Some(here) => Err(here.connection.clone()),
+                None => {
+                    all.push(Here {
+                        link: id,
+                        generation,
+                        connection: None,
+                    });
+                    Ok(())
+                }
+            }
+        });
+        if let Err(found) = start {
+            return found;
+        }
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            let made = link.connect_here().await;
+            HERE.with_borrow_mut(|all| {
+                let at = all
+                    .iter()
+                    .position(|h| h.link == id && h.generation == generation);
+                match (at, made) {
+                    (Some(at), Some(connection)) => all[at].connection = Some(connection),
+                    // Not made: forget the attempt, so a later request tries again.
+                    (Some(at), None) => drop(all.remove(at)),
+                    (None, _) => {}
+                }
+            });
+        });
+        None
+    }
+
+    /// A connection made on the calling thread's runtime, to the node, the master Sentinel
+    /// named last, or the Cluster.
+    async fn connect_here(&self) -> Option<Connection> {
+        let attempt = async {
+            let client = match &self.target {
+                Target::Node(client) => client.clone(),
+                Target::Sentinel(_) => (*self.master.load_full()?).clone(),
+                Target::Cluster(client) => {
+                    return client
+                        .get_async_connection()
+                        .await
+                        .ok()
+                        .map(Connection::Cluster);
+                }
+            };
+            let manager = ConnectionManager::new_with_config(client, manager_config());
+            manager.await.ok().map(Connection::Node)
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt)
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Find the store in the background (one search at a time), retrying with backoff until a
     /// connection exists. A one-node store needs no search: its manager reconnects itself.
     fn search(self: &Arc<Self>) {
-        if matches!(self.target, Target::Node) || self.searching.swap(true, Ordering::AcqRel) {
+        if matches!(self.target, Target::Node(_)) || self.searching.swap(true, Ordering::AcqRel) {
             return;
         }
         let link = Arc::clone(self);
@@ -367,12 +466,14 @@ impl Link {
     async fn connect(&self) -> Option<Connection> {
         let attempt = async {
             match &self.target {
-                Target::Node => None,
+                Target::Node(_) => None,
                 Target::Sentinel(sentinel) => {
                     let client = sentinel.lock().await.async_get_client().await.ok()?;
-                    let manager = ConnectionManager::new_with_config(client, manager_config())
-                        .await
-                        .ok()?;
+                    let manager =
+                        ConnectionManager::new_with_config(client.clone(), manager_config())
+                            .await
+                            .ok()?;
+                    self.master.store(Some(Arc::new(client)));
                     Some(Connection::Node(manager))
                 }
                 Target::Cluster(client) => {
