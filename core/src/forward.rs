@@ -117,6 +117,22 @@ pub(crate) fn build<B>(
     if let ForwardBody::Buffered(bytes) = &body {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     }
+    if let Some(keys) = &origin.sign {
+        let signed = crate::origin_signing::Signed {
+            t: ctx.now.as_secs(),
+            method: parts.method.as_str(),
+            path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()),
+            request_id: &ctx.request_id,
+            consumer: principal.map(|p| p.consumer.as_str()),
+            body: match &body {
+                ForwardBody::Buffered(bytes) => Some(bytes.as_ref()),
+                ForwardBody::Stream(_) => None,
+            },
+        };
+        if let Ok(v) = HeaderValue::from_str(&keys.sign(&signed)) {
+            headers.insert(crate::origin_signing::HEADER, v);
+        }
+    }
 
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();

@@ -48,6 +48,7 @@ pub mod kv;
 pub mod log;
 pub mod message;
 pub mod origin;
+pub mod origin_signing;
 pub mod path;
 pub mod policy_report;
 pub mod policy_store;

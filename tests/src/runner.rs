@@ -1360,7 +1360,64 @@ fn check_origin(
             ));
         }
     }
+    if let Some(sig) = &want.signature {
+        if let Err(why) = verify_signature(sig, record) {
+            f.push(format!("origin signature: {why}"));
+        }
+    }
     Ok(())
+}
+
+/// The origin's check of `x-portcullis-signature`, written from the document
+/// (docs/origin-verification.md) rather than from the gateway's code, so that the two agree
+/// only if both follow it: one header, `t=` within five minutes of now, `v1=` the HMAC-SHA256
+/// of the canonical lines.
+fn verify_signature(want: &crate::vector::SignatureExpect, record: &Record) -> Result<(), String> {
+    use hmac::Mac;
+    use sha2::Digest;
+    let values: Vec<&str> = record
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "x-portcullis-signature")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let [value] = values[..] else {
+        return Err(format!(
+            "expected one x-portcullis-signature, got {values:?}"
+        ));
+    };
+    let (t, v1) = value
+        .split_once(',')
+        .and_then(|(t, v)| Some((t.strip_prefix("t=")?, v.strip_prefix("v1=")?)))
+        .ok_or_else(|| format!("not t=…,v1=…: {value:?}"))?;
+    let t: u64 = t
+        .parse()
+        .map_err(|_| format!("t is not a number: {value:?}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if now.abs_diff(t) > 300 {
+        return Err(format!("t={t} is {} s from now", now.abs_diff(t)));
+    }
+    let header = |name: &str| client::join_header(&record.headers, name);
+    let request_id = header("x-portcullis-request-id").ok_or("no x-portcullis-request-id")?;
+    let consumer = header("x-portcullis-consumer").unwrap_or_else(|| "-".to_owned());
+    let body = match want.body_signed {
+        true => hex::encode(sha2::Sha256::digest(&record.body)),
+        false => "UNSIGNED-PAYLOAD".to_owned(),
+    };
+    let canonical = format!(
+        "v1\n{t}\n{}\n{}\n{request_id}\n{consumer}\n{body}",
+        record.method, record.target
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(want.secret.as_bytes())
+        .map_err(|e| e.to_string())?;
+    mac.update(canonical.as_bytes());
+    let expected = hex::encode(mac.finalize().into_bytes());
+    match expected == v1 {
+        true => Ok(()),
+        false => Err(format!("v1 does not verify over {canonical:?}")),
+    }
 }
 
 /// The config of `file` with placeholders replaced by `ph`.

@@ -346,6 +346,20 @@ pub struct OriginExpect {
     /// Body length in bytes.
     #[serde(default)]
     pub body_len: Option<usize>,
+    /// `x-portcullis-signature` must verify, recomputed here from what the origin received
+    /// (docs/origin-verification.md), with this key.
+    #[serde(default)]
+    pub signature: Option<SignatureExpect>,
+}
+
+/// How the origin checks a signed request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureExpect {
+    /// The signing secret (the value, as the origin holds it).
+    pub secret: String,
+    /// Whether the body's digest is signed (the gateway buffered it) or `UNSIGNED-PAYLOAD`.
+    pub body_signed: bool,
 }
 
 /// Distinguishes "field absent" (`None`) from "field is null" (`Some(None)`).

@@ -93,6 +93,7 @@ vector_tests! {
     vectors_forwarding => "forwarding",
     vectors_forward_headers => "forward_headers",
     vectors_origin => "origin",
+    vectors_origin_signing => "origin_signing",
     vectors_problem => "problem",
     vectors_robustness => "robustness",
     vectors_remote_keys => "remote_keys",

@@ -136,6 +136,9 @@ pub struct Origin {
     pub base: String,
     /// Wait at most this long for the origin's response headers.
     pub timeout: Duration,
+    /// Keys to sign forwarded requests with (`"sign"`), so the origin can refuse any request
+    /// that did not come through the gateway.
+    pub sign: Option<crate::origin_signing::SigningKeys>,
 }
 
 /// A named identity provider.

@@ -647,3 +647,47 @@ fn query_lists_are_the_parameters_the_schema_types_as_arrays() {
         Policy::from_json_with(&doc.to_string(), &secrets, SchemaCompilation::OnFirstUse).unwrap();
     assert_eq!(deferred.routes[0].request.query_lists, ["tag"]);
 }
+
+#[test]
+fn origin_signing_needs_a_set_secret_of_32_bytes() {
+    let sign = |v: Value| with(|d| d["origins"]["api"]["sign"] = v);
+    assert_eq!(sign(json!({ "secret_env": "HS" })), Vec::<String>::new());
+    assert_eq!(
+        sign(json!({ "secret_env": "HS", "previous_secret_env": "HS" })),
+        Vec::<String>::new()
+    );
+    assert_eq!(sign(json!({})), ["/origins/api/sign/secret_env"]);
+    assert_eq!(
+        sign(json!({ "secret_env": "UNSET" })),
+        ["/origins/api/sign/secret_env"]
+    );
+    assert_eq!(
+        sign(json!({ "secret_env": "" })),
+        ["/origins/api/sign/secret_env"]
+    );
+    assert_eq!(
+        sign(json!({ "secret_env": 7 })),
+        ["/origins/api/sign/secret_env"]
+    );
+    assert_eq!(
+        sign(json!({ "secret_env": "HS", "previous_secret_env": "UNSET" })),
+        ["/origins/api/sign/previous_secret_env"]
+    );
+    assert_eq!(
+        sign(json!({ "secret_env": "HS", "key": "inline" })),
+        ["/origins/api/sign/key"]
+    );
+    assert_eq!(sign(json!("HS")), ["/origins/api/sign"]);
+    let short = |name: &str| (name == "SHORT").then(|| "x".repeat(31));
+    let mut doc = valid();
+    doc["origins"]["api"]["sign"] = json!({ "secret_env": "SHORT" });
+    let Err(ConfigErrors(errors)) = Policy::from_json(&doc.to_string(), &short) else {
+        panic!("a 31-byte key loaded");
+    };
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.pointer == "/origins/api/sign/secret_env"
+                && e.to_string().contains("32 bytes"))
+    );
+}

@@ -149,7 +149,7 @@ fn read_policy(
     }
 
     let origins = match r.required(origins, "", "origins") {
-        Some(v) => origins::read(r, v, "/origins"),
+        Some(v) => origins::read(r, v, "/origins", secrets),
         None => Vec::new(),
     };
     let providers = match auth {

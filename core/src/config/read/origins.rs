@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::super::Origin;
+use super::super::{ConfigErrorKind, Origin, Secrets};
 use super::names::read_named;
 use super::reader::{ptr, Field, Json, Named, Reader, Unknown};
+use crate::origin_signing::SigningKeys;
 
 /// The `origins` object as the document has it.
 pub(super) type Section = Json<Named<Json<RawOrigin>>>;
@@ -21,19 +22,44 @@ pub(super) type Section = Json<Named<Json<RawOrigin>>>;
 pub(super) struct RawOrigin {
     url: Field<Json<String>>,
     timeout_ms: Field<Json<u64>>,
+    sign: Field<Json<RawSign>>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// An origin's `sign`: where its signing secrets are.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawSign {
+    secret_env: Field<Json<String>>,
+    previous_secret_env: Field<Json<String>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
 
 /// Every origin in document order; `None` for one that did not load (its problems are reported).
-pub(super) fn read(r: &mut Reader, section: Section, at: &str) -> Vec<(String, Option<Origin>)> {
-    read_named(r, section, at, read_origin)
+pub(super) fn read(
+    r: &mut Reader,
+    section: Section,
+    at: &str,
+    secrets: &dyn Secrets,
+) -> Vec<(String, Option<Origin>)> {
+    read_named(r, section, at, |r, name, raw, at| {
+        read_origin(r, name, raw, at, secrets)
+    })
 }
 
-fn read_origin(r: &mut Reader, name: &str, raw: Json<RawOrigin>, at: &str) -> Option<Origin> {
+fn read_origin(
+    r: &mut Reader,
+    name: &str,
+    raw: Json<RawOrigin>,
+    at: &str,
+    secrets: &dyn Secrets,
+) -> Option<Origin> {
     let RawOrigin {
         url: Field(url),
         timeout_ms: Field(timeout_ms),
+        sign: Field(sign),
         unknown,
     } = r.object(raw, at)?;
     r.unknown(unknown, at);
@@ -44,6 +70,10 @@ fn read_origin(r: &mut Reader, name: &str, raw: Json<RawOrigin>, at: &str) -> Op
         Some(t) => r.integer(t, &ptr(at, "timeout_ms"), 1, 600_000)?,
         None => 10_000,
     };
+    let sign = match sign {
+        Some(s) => Some(read_sign(r, s, &ptr(at, "sign"), secrets)?),
+        None => None,
+    };
     let base = origin_base(&url?)
         .map_err(|why| r.invalid(ptr(at, "url"), why))
         .ok()?;
@@ -51,7 +81,55 @@ fn read_origin(r: &mut Reader, name: &str, raw: Json<RawOrigin>, at: &str) -> Op
         name: name.to_owned(),
         base,
         timeout: Duration::from_millis(timeout_ms),
+        sign,
     })
+}
+
+/// `sign`: the current secret (required) and the previous one (optional), each the name of a
+/// secret of at least 32 bytes, as HMAC keys must be to be as strong as the hash.
+fn read_sign(
+    r: &mut Reader,
+    raw: Json<RawSign>,
+    at: &str,
+    secrets: &dyn Secrets,
+) -> Option<SigningKeys> {
+    let RawSign {
+        secret_env: Field(current),
+        previous_secret_env: Field(previous),
+        unknown,
+    } = r.object(raw, at)?;
+    r.unknown(unknown, at);
+    let secret = |r: &mut Reader, field: &str, v: Json<String>| {
+        let at = ptr(at, field);
+        let var = r.nonempty_string(v, &at)?;
+        match secrets.get(&var) {
+            None => {
+                let why = format!("secret \"{var}\" is not set");
+                r.err(at, ConfigErrorKind::Secret(why.into()));
+                None
+            }
+            Some(value) if value.len() < 32 => {
+                let why = format!(
+                    "secret \"{var}\" is shorter than 32 bytes; signing keys must be at least as long as the hash"
+                );
+                r.err(at, ConfigErrorKind::Secret(why.into()));
+                None
+            }
+            Some(value) => Some(value),
+        }
+    };
+    let current = match current {
+        Some(v) => secret(r, "secret_env", v),
+        None => {
+            r.err(ptr(at, "secret_env"), ConfigErrorKind::Missing);
+            None
+        }
+    };
+    let previous = match previous {
+        Some(v) => Some(secret(r, "previous_secret_env", v)?),
+        None => None,
+    };
+    Some(SigningKeys::new(current?, previous))
 }
 
 /// `http(s)://host[:port][/base]` -> the base to which forwarded paths are appended.
