@@ -72,7 +72,7 @@ kinds! {
     PolicyProblem "policy_problem"
         "The live policy turned out broken while deciding (a schema compiled on first use).",
     PolicyMemoFailed "policy_memo_failed"
-        "The record of a validated policy could not be kept for the next instance.",
+        "The record of a validated or refused policy could not be kept for the next instance: it validates (and reports) again.",
     KeySetRefreshed "key_set_refreshed"
         "A provider's key set was fetched and is live: `provider`, `keys`.",
     KeySetFailed "key_set_failed"
