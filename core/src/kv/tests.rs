@@ -396,6 +396,7 @@ fn a_validated_policy_is_remembered_so_the_next_request_compiles_less() {
     let record = |broken| Record {
         access: String::new(),
         tally: crate::log::Tally {
+            policy: None,
             route: None,
             decision: "reject",
             reason: "no-policy:no_policy".into(),
