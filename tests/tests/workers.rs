@@ -169,6 +169,15 @@ fn get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     (status, body)
 }
 
+/// Every line the target has logged so far (its buffer keeps the last 400), not only the last
+/// 40 that `diagnostics` shows.
+fn log_lines(target: &WorkersTarget) -> Vec<String> {
+    let lines = target.log_lines();
+    lines
+        .and_then(|l| l.lock().ok().map(|l| l.clone()))
+        .unwrap_or_default()
+}
+
 /// Poll `check` every 250 ms until it holds or `limit` passes.
 fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -236,6 +245,12 @@ fn config_hot_reload_within_ttl_and_broken_policy_keeps_last_good() {
                 && l.contains(&format!("\"policy\":\"{new}\""))),
         "policy_rejected with its pointers and the version that stays:\n{logs}"
     );
+    // Read again every config_ttl_s (2 s) meanwhile, the same value was reported only once.
+    let reports = log_lines(&target)
+        .iter()
+        .filter(|l| l.contains("\"event\":\"policy_rejected\"") && l.contains("/bogus"))
+        .count();
+    assert_eq!(reports, 1, "a broken value is reported once:\n{logs}");
 
     // Garbage in KV, text or not, keeps it too: bytes that are not UTF-8, binary noise, JSON
     // that is no policy, and a truncated policy.
@@ -481,9 +496,8 @@ fn analytics_engine_gets_one_data_point_per_request_and_fails_none() {
     let (mut target, base) = start(AnalyticsBinding::Recording);
     assert_eq!(requests(&base), expected, "{}", target.diagnostics());
     let recorded = |target: &WorkersTarget| -> Vec<serde_json::Value> {
-        target
-            .diagnostics()
-            .lines()
+        log_lines(target)
+            .iter()
             .filter_map(|l| Some(l[l.find(RECORDED_POINT)? + RECORDED_POINT.len()..].to_owned()))
             .map(|json| serde_json::from_str(&json).expect("a data point is JSON"))
             .collect()
@@ -559,9 +573,8 @@ fn analytics_engine_gets_one_data_point_per_request_and_fails_none() {
         target.diagnostics()
     );
     let failures = |target: &WorkersTarget| {
-        target
-            .diagnostics()
-            .lines()
+        log_lines(target)
+            .iter()
             .filter(|l| l.contains("\"event\":\"analytics_write_failed\""))
             .count()
     };
