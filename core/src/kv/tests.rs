@@ -484,14 +484,17 @@ fn a_broken_policy_is_reported_by_the_first_request_only_until_its_text_changes(
         pointers.map(|p| p.iter().map(|e| e["pointer"].clone()).collect::<Vec<_>>()),
         Some(vec!["/bogus".into(), "/routes".into()])
     );
-    // Every later request (each a fresh instance) answers 503 without a word, and without
-    // validating: the compile step is never reached.
+    // Every later request (each a fresh instance) answers 503 without a word, without
+    // validating (the compile step is never reached) and without writing the memo again (a
+    // write would fail now, and say so).
+    store.inner().fail_sets = true;
     for secs in [0, 1, 30] {
         let later = policy::apply(Ok(&store), WHERE, &FixedClock(at(secs)), |_, _, _| {
             panic!("a text refused lately is not validated again")
         });
         assert!(later.gateway.is_none() && later.events.is_empty());
     }
+    store.inner().fail_sets = false;
     // Another broken text is validated, and reported, once.
     let garbage = "{not json";
     store.put("config", garbage.as_bytes());
@@ -507,6 +510,7 @@ fn a_broken_policy_is_reported_by_the_first_request_only_until_its_text_changes(
     let fixed = apply_at(&store, 33);
     assert!(fixed.gateway.is_some() && fixed.start_up);
     assert_eq!(kinds(&fixed), [Kind::PolicyLoaded]);
+    store.inner().fail_sets = true;
     assert!(apply_at(&store, 34).events.is_empty());
 }
 
