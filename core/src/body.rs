@@ -44,11 +44,14 @@ pub const MAX_PREALLOCATION: u64 = 64 * 1024;
 
 /// A body being read chunk by chunk up to a limit, as [`RequestBody::read_to_limit`] promises:
 /// the runtime pushes each chunk as it arrives and stops at the first error, so an oversized
-/// body costs at most the limit plus one chunk of memory.
+/// body costs at most the limit plus one chunk of memory. A [`LimitedBody::discarding`] one
+/// counts the bytes of a body being drained, within [`DRAIN_BYTES`], and keeps none.
 #[derive(Debug)]
 pub struct LimitedBody {
     bytes: Vec<u8>,
+    seen: u64,
     limit: u64,
+    keep: bool,
 }
 
 impl LimitedBody {
@@ -58,22 +61,53 @@ impl LimitedBody {
         let reserve = size_hint.min(limit).min(MAX_PREALLOCATION);
         LimitedBody {
             bytes: Vec::with_capacity(usize::try_from(reserve).unwrap_or(0)),
+            seen: 0,
             limit,
+            keep: true,
+        }
+    }
+
+    /// Nothing read yet, of at most `limit` bytes, none of which will be kept.
+    pub fn discarding(limit: u64) -> Self {
+        LimitedBody {
+            keep: false,
+            ..LimitedBody::new(limit, 0)
         }
     }
 
     /// Append `chunk`, or [`BodyError::TooLarge`] (keeping nothing of it) if the body would then
     /// hold more than the limit.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), BodyError> {
-        let total = (self.bytes.len() as u64).saturating_add(chunk.len() as u64);
-        if total > self.limit {
-            return Err(BodyError::TooLarge);
+        self.count(chunk.len())?;
+        if self.keep {
+            self.bytes.extend_from_slice(chunk);
         }
-        self.bytes.extend_from_slice(chunk);
         Ok(())
     }
 
-    /// The bytes read.
+    /// [`LimitedBody::push`] for a chunk of `len` bytes that `fill` copies into place, for a
+    /// runtime whose chunks live outside the WebAssembly memory (one copy instead of two).
+    /// `fill` is given exactly `len` bytes, and is not called when nothing is kept.
+    pub fn push_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), BodyError> {
+        self.count(len)?;
+        if self.keep {
+            let start = self.bytes.len();
+            self.bytes.resize(start + len, 0);
+            fill(&mut self.bytes[start..]);
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, len: usize) -> Result<(), BodyError> {
+        let total = self.seen.saturating_add(len as u64);
+        if total > self.limit {
+            return Err(BodyError::TooLarge);
+        }
+        self.seen = total;
+        Ok(())
+    }
+
+    /// The bytes read (none when discarding).
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }

@@ -30,9 +30,33 @@ pub fn parse_address(text: &str) -> Option<IpAddr> {
         .ok()
 }
 
+/// The client address in header `name` ([`parse_address`]), for a runtime whose edge sets that
+/// header itself; `None` when it is missing or malformed.
+pub fn address_in(headers: &http::HeaderMap, name: &str) -> Option<IpAddr> {
+    parse_address(headers.get(name)?.to_str().ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_header_is_read_when_present_and_well_formed() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(address_in(&headers, "cf-connecting-ip"), None);
+        headers.insert("cf-connecting-ip", " 2001:db8::1 ".parse().unwrap());
+        assert_eq!(
+            address_in(&headers, "cf-connecting-ip"),
+            "2001:db8::1".parse().ok()
+        );
+        headers.insert("cf-connecting-ip", "not an address".parse().unwrap());
+        assert_eq!(address_in(&headers, "cf-connecting-ip"), None);
+        headers.insert(
+            "cf-connecting-ip",
+            http::HeaderValue::from_bytes(b"\xff").unwrap(),
+        );
+        assert_eq!(address_in(&headers, "cf-connecting-ip"), None, "not text");
+    }
 
     #[test]
     fn an_address_may_carry_a_port_and_anything_else_is_none() {

@@ -72,7 +72,7 @@ kinds! {
     PolicyProblem "policy_problem"
         "The live policy turned out broken while deciding (a schema compiled on first use).",
     PolicyMemoFailed "policy_memo_failed"
-        "The record of a validated policy could not be kept for the next instance.",
+        "The record of a validated or refused policy could not be kept for the next instance: it validates (and reports) again.",
     KeySetRefreshed "key_set_refreshed"
         "A provider's key set was fetched and is live: `provider`, `keys`.",
     KeySetFailed "key_set_failed"
@@ -93,6 +93,8 @@ kinds! {
         "The client's body broke off while it was being sent on: `request_id`.",
     InternalError "internal_error"
         "Handling a request failed (a bug): `request_id`, `cause`.",
+    AnalyticsWriteFailed "analytics_write_failed"
+        "Workers only: the Analytics Engine dataset `PORTCULLIS_ANALYTICS` refused a data point (the runtime's cause in the message); requests are served all the same, and this is reported once per isolate.",
     FaultInjection "fault_injection"
         "This build fails requests on purpose (the fault-injection feature): a test build.",
 }

@@ -12,7 +12,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | the policy key (the operator's) | the policy text, read by [`policy::apply`] |
-//! | `portcullis:policy-checked` | the SHA-256 of the policy text last validated in full, and by which build ([`policy::MEMO_KEY`]) |
+//! | `portcullis:policy-checked` | the SHA-256 of the policy text last validated in full, of the one last refused (with its problems' digest and when), and by which build ([`policy::MEMO_KEY`]) |
 //! | `portcullis:keys:{provider}:{source}` | a remote key set's state (JSON), see [`key_sets`] |
 //! | `portcullis:keys-create:{provider}:{source}` | until when one instance alone may write that state's first value, see [`key_sets`] |
 //! | `portcullis:quota:{quota}\|{by}\|{subject digest}` | one quota key's GCRA state, see [`counters`] |

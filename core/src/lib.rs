@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod analytics;
 pub mod api_key;
 pub mod authn;
 pub mod authz;

@@ -47,6 +47,8 @@ pub struct LogLine<'a> {
 /// runtime that keeps counters (natively, `/metrics`) needs no second reading of the line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tally {
+    /// The version of the policy that decided, if one was loaded.
+    pub policy: Option<crate::PolicyVersion>,
     /// The matched route, if any.
     pub route: Option<String>,
     /// `forward`, `reject` or `preflight`.
@@ -147,6 +149,7 @@ impl<'a> LogLine<'a> {
     /// The line's labels and timings for metrics.
     pub fn into_tally(self) -> Tally {
         Tally {
+            policy: self.policy,
             route: self.route.map(str::to_owned),
             decision: self.decision,
             reason: self.reason,

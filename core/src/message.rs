@@ -26,6 +26,18 @@ where
     out
 }
 
+/// A header value as a JavaScript byte string, as `fetch` and `Headers` take it: each byte the
+/// character with that code, so no value is lost or mangled.
+pub fn byte_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// The bytes of a JavaScript byte string (the inverse of [`byte_string`]); `None` when a
+/// character is above U+00FF, which no header value holds.
+pub fn from_byte_string(text: &str) -> Option<Vec<u8>> {
+    text.chars().map(|c| u8::try_from(c).ok()).collect()
+}
+
 /// Remove the headers a runtime adds about itself (its routing, its view of the client): those
 /// named `names`, and those whose name starts with `prefix`. They describe the runtime, not the
 /// client's request, so the policy never sees them and the origin never gets them.
@@ -78,6 +90,16 @@ pub fn request<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_string_keeps_every_byte_and_refuses_wider_characters() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let text = byte_string(&bytes);
+        assert_eq!(text.chars().count(), 256);
+        assert_eq!(from_byte_string(&text), Some(bytes));
+        assert_eq!(from_byte_string("caf\u{e9}"), Some(b"caf\xe9".to_vec()));
+        assert_eq!(from_byte_string("\u{100}"), None);
+    }
 
     #[test]
     fn invalid_header_entries_are_dropped_and_the_rest_kept_in_order() {

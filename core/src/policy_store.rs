@@ -12,11 +12,17 @@
 //!   never replaces a live policy. Each problem is reported once per refused text, with its JSON
 //!   pointer, together with which policy stays live; with none live, requests get 503
 //!   `no-policy` ([`crate::exchange::no_policy`]) and the source is read again after a second.
+//!   A refused text is not validated again until [`RECHECK_REFUSED`] has passed: what it was
+//!   refused for may lie outside the text (a secret not set yet), so it is checked once in a
+//!   while, and reported again only if it is refused for something new.
 //!
 //! A runtime whose instances keep no memory between requests (Spin) keeps the store's
 //! [`Memo`] beside the policy instead: it records which text was validated in full, so later
 //! instances compile only the schemas of the route they match, and do the start-up fetch only
-//! for a text no instance has started yet.
+//! for a text no instance has started yet (and only that one reports it `policy_loaded`); and
+//! which text was refused, so later instances neither validate it nor report it again. A memo
+//! only ever saves work: a text it does not name, or names as refused more than
+//! [`RECHECK_REFUSED`] ago, is validated in full.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +40,11 @@ use crate::time::{Clock, UnixTime};
 /// How soon to read the source again when no good policy is live, or while one request is
 /// already reading it.
 pub const RETRY_WITHOUT_POLICY: Duration = Duration::from_secs(1);
+
+/// How long a refused text stays refused without being validated again. What it was refused for
+/// may be outside the text (a `secret_env` variable that is not set yet), so a text is never
+/// refused for good; a recheck that finds the same problems reports nothing.
+pub const RECHECK_REFUSED: Duration = Duration::from_secs(60);
 
 /// What a runtime got from its policy source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,19 +94,52 @@ impl Applied {
 /// What a runtime without memory keeps between requests (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Memo {
-    /// SHA-256 (hex) of the last text validated in full.
-    pub validated: String,
-    /// The build that validated it: another build validates again.
+    /// SHA-256 (hex) of the last text validated in full, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validated: Option<String>,
+    /// The last text refused, if none has been validated since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refused>,
+    /// The build that validated or refused them: another build validates again.
     pub by: String,
+}
+
+/// A refused text, as a [`Memo`] keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Refused {
+    /// SHA-256 (hex) of the text.
+    pub text: String,
+    /// SHA-256 (hex) of the problems it was refused for (each pointer and message, as
+    /// `policy_rejected` lists them): a recheck that finds the same ones reports nothing.
+    pub errors: String,
+    /// When it was last validated, in seconds since the Unix epoch.
+    pub at: u64,
 }
 
 /// The live policy and what is known about the source.
 #[derive(Debug, Default)]
 pub struct PolicyStore {
     live: Option<Live>,
-    refused: Option<[u8; 32]>,
+    refused: Option<Refusal>,
     next_read: Option<UnixTime>,
     validated: Option<[u8; 32]>,
+}
+
+/// The text refused last, what for, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refusal {
+    text: [u8; 32],
+    errors: [u8; 32],
+    at: UnixTime,
+}
+
+impl Refusal {
+    /// Whether a text with `digest` is still to be taken as refused at `now`, without validating
+    /// it again. A refusal dated after `now` (another instance's clock, a memo written by hand)
+    /// counts as due, so nothing can postpone the recheck.
+    fn holds(&self, digest: &[u8; 32], now: UnixTime) -> bool {
+        self.text == *digest && self.at <= now && now < self.at.saturating_add(RECHECK_REFUSED)
+    }
 }
 
 #[derive(Debug)]
@@ -146,8 +190,8 @@ impl PolicyStore {
                 let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
                 if self.live.as_ref().is_some_and(|l| l.digest == digest) {
                     self.refused = None;
-                } else if self.refused == Some(digest) {
-                    // Refused before and reported then: nothing new to say.
+                } else if self.refused.is_some_and(|r| r.holds(&digest, now)) {
+                    // Refused lately and reported then: nothing new to say.
                 } else {
                     let schemas = if self.validated == Some(digest) {
                         SchemaCompilation::OnFirstUse
@@ -156,10 +200,12 @@ impl PolicyStore {
                     };
                     match compile(&text, schemas) {
                         Ok(gateway) => {
-                            events.push(self.loaded(now, &gateway, source));
-                            // A text validated in full by an earlier instance was started up
-                            // by it too.
+                            // A text validated in full by an earlier instance was started up,
+                            // and reported as loaded, by it.
                             start_up = matches!(schemas, SchemaCompilation::AtLoad);
+                            if start_up {
+                                events.push(self.loaded(now, &gateway, source));
+                            }
                             self.validated = Some(digest);
                             self.refused = None;
                             self.live = Some(Live {
@@ -168,8 +214,26 @@ impl PolicyStore {
                             });
                         }
                         Err(errors) => {
-                            events.push(self.rejected(now, &text, &errors, source));
-                            self.refused = Some(digest);
+                            let listed = listed(&errors);
+                            let refusal = Refusal {
+                                text: digest,
+                                errors: Sha256::digest(Value::from(listed.clone()).to_string())
+                                    .into(),
+                                at: now,
+                            };
+                            let known = self.refused.is_some_and(|r| {
+                                (r.text, r.errors) == (refusal.text, refusal.errors)
+                            });
+                            if !known {
+                                events.push(self.rejected(now, &text, &errors, listed, source));
+                            }
+                            self.refused = Some(refusal);
+                            // With nothing live here (an instance that keeps no memory), the
+                            // refused text is what the source holds now: the text validated
+                            // before it is no longer live, and goes live again as a new one.
+                            if self.live.is_none() {
+                                self.validated = None;
+                            }
                         }
                     }
                 }
@@ -228,13 +292,16 @@ impl PolicyStore {
             .with("verifier", gateway.verifier_name())
     }
 
-    /// `policy_rejected`: `text` was refused with `errors`; what is live stays.
-    fn rejected(&self, now: UnixTime, text: &str, errors: &ConfigErrors, source: &str) -> Event {
-        let listed: Vec<Value> = errors
-            .0
-            .iter()
-            .map(|e| json!({ "pointer": e.pointer, "message": e.kind.to_string() }))
-            .collect();
+    /// `policy_rejected`: `text` was refused with `errors` (`listed` as the event lists them);
+    /// what is live stays.
+    fn rejected(
+        &self,
+        now: UnixTime,
+        text: &str,
+        errors: &ConfigErrors,
+        listed: Vec<Value>,
+        source: &str,
+    ) -> Event {
         let words: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
         let message = format!(
             "policy refused: {}; {}",
@@ -268,24 +335,54 @@ impl PolicyStore {
     }
 
     /// What a runtime without memory keeps for the next instance: `None` when nothing was
-    /// validated.
+    /// validated or refused.
     pub fn memo(&self) -> Option<Memo> {
-        self.validated.map(|d| Memo {
-            validated: hex::encode(d),
+        if self.validated.is_none() && self.refused.is_none() {
+            return None;
+        }
+        Some(Memo {
+            validated: self.validated.map(hex::encode),
+            refused: self.refused.map(|r| Refused {
+                text: hex::encode(r.text),
+                errors: hex::encode(r.errors),
+                at: r.at.as_secs(),
+            }),
             by: BUILD.to_owned(),
         })
     }
 
-    /// Start from what an earlier instance kept. A memo from another build is ignored.
+    /// Start from what an earlier instance kept. A memo from another build is ignored, and so is
+    /// any part of it that does not decode.
     pub fn recall(&mut self, memo: &Memo) {
         if memo.by != BUILD {
             return;
         }
-        let mut digest = [0u8; 32];
-        if hex::decode_to_slice(&memo.validated, &mut digest).is_ok() {
+        if let Some(digest) = memo.validated.as_deref().and_then(digest) {
             self.validated = Some(digest);
         }
+        if let Some(refused) = &memo.refused {
+            if let (Some(text), Some(errors)) = (digest(&refused.text), digest(&refused.errors)) {
+                let at = UnixTime::from_secs(refused.at);
+                self.refused = Some(Refusal { text, errors, at });
+            }
+        }
     }
+}
+
+/// Each error as `policy_rejected` lists it: its JSON pointer and message.
+fn listed(errors: &ConfigErrors) -> Vec<Value> {
+    errors
+        .0
+        .iter()
+        .map(|e| json!({ "pointer": e.pointer, "message": e.kind.to_string() }))
+        .collect()
+}
+
+/// A SHA-256 digest from its hex form.
+fn digest(hex_text: &str) -> Option<[u8; 32]> {
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut digest).ok()?;
+    Some(digest)
 }
 
 #[cfg(test)]

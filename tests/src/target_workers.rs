@@ -24,6 +24,28 @@ use anyhow::{anyhow, bail, Context};
 
 use crate::target::{drain_lines, LogLines, Target, WithoutPolicy};
 
+/// What a recording dataset ([`AnalyticsBinding::Recording`]) logs before each data point's JSON.
+pub const RECORDED_POINT: &str = "portcullis-test-analytics ";
+
+/// What the Worker gets as its `PORTCULLIS_ANALYTICS` binding.
+///
+/// `wrangler dev --local` accepts an `analytics_engine_datasets` binding, but miniflare's local
+/// dataset discards every write (its `writeDataPoint` is an empty function), so nothing written
+/// to it can be observed. The recording and refusing datasets are plain objects with the same
+/// `writeDataPoint`, put in the binding's place by a wrapper module around the built Worker: the
+/// Worker's own code runs unchanged in workerd and sees only a different binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnalyticsBinding {
+    /// No binding, as in the repository's `wrangler.toml` (the binding is commented out there).
+    Absent,
+    /// The binding as `wrangler.toml` documents it: miniflare's local dataset.
+    Dataset,
+    /// A dataset that logs each data point, as [`RECORDED_POINT`] and its JSON, to the console.
+    Recording,
+    /// A dataset whose every write throws.
+    Refusing,
+}
+
 /// How long `wrangler dev` may take to report ready.
 pub const WORKERS_START_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -109,6 +131,8 @@ pub struct WorkersTarget {
     port: Option<u16>,
     /// Whether the Worker gets its `PORTCULLIS_QUOTAS` Durable Object binding.
     quota_binding: bool,
+    /// What the Worker gets as `PORTCULLIS_ANALYTICS`.
+    analytics: AnalyticsBinding,
 }
 
 impl WorkersTarget {
@@ -133,7 +157,14 @@ impl WorkersTarget {
             run_dir: None,
             port: None,
             quota_binding: true,
+            analytics: AnalyticsBinding::Absent,
         })
+    }
+
+    /// Runs from the next start on get `analytics` as their `PORTCULLIS_ANALYTICS` binding.
+    pub fn with_analytics(mut self, analytics: AnalyticsBinding) -> Self {
+        self.analytics = analytics;
+        self
     }
 
     /// Runs from the next start on have no Durable Object binding: the quota store is missing,
@@ -243,7 +274,10 @@ impl WorkersTarget {
         self.started += 1;
         let run_dir = self.dir.join(format!("run-{}", self.started));
         std::fs::create_dir_all(&run_dir)?;
-        std::fs::write(run_dir.join("wrangler.toml"), self.wrangler_toml())?;
+        std::fs::write(run_dir.join("wrangler.toml"), self.wrangler_toml(&run_dir))?;
+        if let Some(wrapper) = self.analytics_wrapper() {
+            std::fs::write(run_dir.join(WRAPPER_MODULE), wrapper)?;
+        }
         let mut vars = String::new();
         for (name, value) in secrets {
             vars.push_str(&format!("{name}={}\n", dotenv_quote(value)));
@@ -303,8 +337,13 @@ impl WorkersTarget {
         Ok(base)
     }
 
-    fn wrangler_toml(&self) -> String {
-        let main = self.build.join("index.js");
+    fn wrangler_toml(&self, run_dir: &Path) -> String {
+        let main = match self.analytics {
+            AnalyticsBinding::Recording | AnalyticsBinding::Refusing => {
+                run_dir.join(WRAPPER_MODULE)
+            }
+            AnalyticsBinding::Absent | AnalyticsBinding::Dataset => self.build.join("index.js"),
+        };
         let mut toml = format!(
             r#"name = "portcullis-test"
 main = {main:?}
@@ -328,7 +367,47 @@ new_sqlite_classes = ["QuotaCounter"]
 "#,
             );
         }
+        if self.analytics == AnalyticsBinding::Dataset {
+            toml.push_str(
+                r#"
+[[analytics_engine_datasets]]
+binding = "PORTCULLIS_ANALYTICS"
+dataset = "portcullis"
+"#,
+            );
+        }
         toml
+    }
+
+    /// The module that serves the built Worker with a recording or refusing dataset as its
+    /// `PORTCULLIS_ANALYTICS` (see [`AnalyticsBinding`]), or `None` when the Worker is served as
+    /// it is built. The Worker's exports (its Durable Object class) are passed on; its `fetch`
+    /// runs with an environment that is the real one plus the stand-in binding.
+    fn analytics_wrapper(&self) -> Option<String> {
+        let write = match self.analytics {
+            AnalyticsBinding::Recording => {
+                format!("console.log({RECORDED_POINT:?} + JSON.stringify(point));")
+            }
+            AnalyticsBinding::Refusing => {
+                r#"throw new TypeError("the test's dataset refuses every write");"#.to_owned()
+            }
+            AnalyticsBinding::Absent | AnalyticsBinding::Dataset => return None,
+        };
+        let built = self.build.join("index.js").display().to_string();
+        Some(format!(
+            r#"import Worker from {built:?};
+export * from {built:?};
+
+const dataset = {{ writeDataPoint(point) {{ {write} }} }};
+
+export default {{
+  fetch(request, env, ctx) {{
+    const bound = Object.create(env, {{ PORTCULLIS_ANALYTICS: {{ value: dataset }} }});
+    return Worker.prototype.fetch.call({{ env: bound, ctx }}, request);
+  }},
+}};
+"#
+        ))
     }
 }
 
@@ -390,6 +469,9 @@ impl Drop for WorkersTarget {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The file name of [`WorkersTarget::analytics_wrapper`]'s module in a run directory.
+const WRAPPER_MODULE: &str = "analytics-wrapper.js";
 
 /// A `.dev.vars` value, double-quoted with `\` and `"` escaped and no newlines.
 fn dotenv_quote(value: &str) -> String {

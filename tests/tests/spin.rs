@@ -309,6 +309,25 @@ fn broken_or_missing_policy_answers_503_and_forwards_nothing() {
                 && l.contains("\"pointer\":\"/version\"")),
         "policy_rejected with {rejected} and every pointer:\n{logs}"
     );
+    // Each request is a fresh instance, yet the same broken value is reported once: the store's
+    // memo remembers that it was refused.
+    no_policy(&base, "np-replaced-again");
+    no_policy(&base, "np-replaced-again-2");
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = target.log_lines().expect("spin keeps its log lines");
+    let reports = lines
+        .lock()
+        .expect("log lines")
+        .iter()
+        .filter(|l| {
+            l.contains("\"event\":\"policy_rejected\"")
+                && l.contains(&format!("\"rejected\":\"{rejected}\""))
+        })
+        .count();
+    assert_eq!(
+        reports, 1,
+        "a broken value is reported once, not per request"
+    );
 
     // Deleted.
     target

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use portcullis_conformance::origin::RecordingOrigin;
 use portcullis_conformance::runner::{self, XFail};
 use portcullis_conformance::target::Target;
-use portcullis_conformance::target_workers::{build_worker, WorkersTarget};
+use portcullis_conformance::target_workers::{
+    build_worker, AnalyticsBinding, WorkersTarget, RECORDED_POINT,
+};
 use portcullis_conformance::{suite_dir, vector, vectors_dir};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -167,6 +169,15 @@ fn get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     (status, body)
 }
 
+/// Every line the target has logged so far (its buffer keeps the last 400), not only the last
+/// 40 that `diagnostics` shows.
+fn log_lines(target: &WorkersTarget) -> Vec<String> {
+    let lines = target.log_lines();
+    lines
+        .and_then(|l| l.lock().ok().map(|l| l.clone()))
+        .unwrap_or_default()
+}
+
 /// Poll `check` every 250 ms until it holds or `limit` passes.
 fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -234,6 +245,12 @@ fn config_hot_reload_within_ttl_and_broken_policy_keeps_last_good() {
                 && l.contains(&format!("\"policy\":\"{new}\""))),
         "policy_rejected with its pointers and the version that stays:\n{logs}"
     );
+    // Read again every config_ttl_s (2 s) meanwhile, the same value was reported only once.
+    let reports = log_lines(&target)
+        .iter()
+        .filter(|l| l.contains("\"event\":\"policy_rejected\"") && l.contains("/bogus"))
+        .count();
+    assert_eq!(reports, 1, "a broken value is reported once:\n{logs}");
 
     // Garbage in KV, text or not, keeps it too: bytes that are not UTF-8, binary noise, JSON
     // that is no policy, and a truncated policy.
@@ -420,6 +437,158 @@ fn signature_backend_is_webcrypto() {
         verifier.as_deref(),
         Some("webcrypto"),
         "the policy loaded event names the signature backend:\n{}",
+        target.diagnostics()
+    );
+    target.stop();
+}
+
+/// The optional Analytics Engine dataset `PORTCULLIS_ANALYTICS`: one data point per request,
+/// with the columns of `portcullis_core::analytics`, and never a request failed for it.
+///
+/// `wrangler dev --local` accepts the binding but its local dataset discards every write, so the
+/// points themselves are observed through a recording dataset in the binding's place (see
+/// [`AnalyticsBinding`]); with the local dataset and with no binding at all, requests are
+/// answered exactly as with the recording one.
+#[test]
+#[ignore = "needs wrangler (npm ci), worker-build and wasm-bindgen 0.2.130"]
+fn analytics_engine_gets_one_data_point_per_request_and_fails_none() {
+    let _guard = serial();
+    let o = origin();
+    let config = policy(&o.origin.url(), 30, "a", Some(1));
+    let version = runner::canonical_version(&config).expect("JSON");
+    let key = ("x-api-key", "k1-TEST-ONLY-key");
+    let requests = |base: &str| -> Vec<u16> {
+        vec![
+            get(base, "/a/x", &[]).0,
+            get(base, "/nowhere", &[]).0,
+            get(base, "/q", &[key]).0,
+            get(base, "/q", &[key]).0,
+        ]
+    };
+    let expected = [200, 404, 200, 429];
+    // Each target has run directories of its own (so the quota starts afresh): the one before
+    // is dropped, its directory with it, before the next starts.
+    let start = |binding| {
+        let mut target = WorkersTarget::new(build())
+            .expect("target")
+            .with_analytics(binding);
+        let base = target.start(&config, &BTreeMap::new()).expect("start");
+        (target, base)
+    };
+
+    for binding in [AnalyticsBinding::Absent, AnalyticsBinding::Dataset] {
+        let (mut target, base) = start(binding);
+        assert_eq!(
+            requests(&base),
+            expected,
+            "{binding:?}\n{}",
+            target.diagnostics()
+        );
+        assert!(
+            !target.diagnostics().contains("analytics_write_failed"),
+            "{binding:?}: {}",
+            target.diagnostics()
+        );
+        target.stop();
+        drop(target);
+    }
+
+    let (mut target, base) = start(AnalyticsBinding::Recording);
+    assert_eq!(requests(&base), expected, "{}", target.diagnostics());
+    let recorded = |target: &WorkersTarget| -> Vec<serde_json::Value> {
+        log_lines(target)
+            .iter()
+            .filter_map(|l| Some(l[l.find(RECORDED_POINT)? + RECORDED_POINT.len()..].to_owned()))
+            .map(|json| serde_json::from_str(&json).expect("a data point is JSON"))
+            .collect()
+    };
+    // The warm-up request's point, then one per request.
+    assert!(
+        eventually(Duration::from_secs(10), || recorded(&target).len() >= 5),
+        "{}",
+        target.diagnostics()
+    );
+    let points = recorded(&target);
+    assert_eq!(points.len(), 5, "one point per request: {points:#?}");
+    let columns = |point: &serde_json::Value| -> (Vec<String>, Vec<String>, Vec<f64>) {
+        let texts = |name: &str| -> Vec<String> {
+            point[name]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name} in {point}"))
+                .iter()
+                .map(|v| v.as_str().expect("text").to_owned())
+                .collect()
+        };
+        let doubles = point["doubles"]
+            .as_array()
+            .expect("doubles")
+            .iter()
+            .map(|v| v.as_f64().expect("a number"))
+            .collect();
+        (texts("indexes"), texts("blobs"), doubles)
+    };
+    let v = version.as_str();
+    let want: [(&str, [&str; 7]); 4] = [
+        ("open", ["open", "forward", "ok", "200", v, "", ""]),
+        ("", ["", "reject", "not-found:no_route", "404", v, "", ""]),
+        ("quota", ["quota", "forward", "ok", "200", v, "", ""]),
+        (
+            "quota",
+            [
+                "quota",
+                "reject",
+                "quota-exceeded:quota",
+                "429",
+                v,
+                "per-consumer",
+                "",
+            ],
+        ),
+    ];
+    for (point, ((index, blobs), status)) in points[1..].iter().zip(want.iter().zip(expected)) {
+        let (indexes, got, doubles) = columns(point);
+        assert_eq!(indexes, [*index], "{point}");
+        assert_eq!(got, blobs, "{point}");
+        let [double_status, gateway_us, origin_us] = doubles[..] else {
+            panic!("three doubles: {point}");
+        };
+        assert_eq!(double_status, f64::from(status), "{point}");
+        assert!(gateway_us >= 0.0, "{point}");
+        let forwarded = blobs[1] == "forward";
+        assert!(
+            forwarded || origin_us == 0.0,
+            "nothing sent, no origin time: {point}"
+        );
+    }
+    target.stop();
+    drop(target);
+
+    // A dataset that refuses every write: every request answered all the same, and the failure
+    // reported once.
+    let (mut target, base) = start(AnalyticsBinding::Refusing);
+    assert_eq!(requests(&base), expected, "{}", target.diagnostics());
+    assert_eq!(
+        requests(&base),
+        [200, 404, 429, 429],
+        "{}",
+        target.diagnostics()
+    );
+    let failures = |target: &WorkersTarget| {
+        log_lines(target)
+            .iter()
+            .filter(|l| l.contains("\"event\":\"analytics_write_failed\""))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || failures(&target) >= 1),
+        "{}",
+        target.diagnostics()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(failures(&target), 1, "{}", target.diagnostics());
+    assert!(
+        target.diagnostics().contains("refuses every write"),
+        "the runtime's cause is named: {}",
         target.diagnostics()
     );
     target.stop();

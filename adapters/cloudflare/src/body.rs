@@ -6,7 +6,7 @@
 //! holding the bytes fails the next request on it (under `wrangler dev`, a 503 "worker restarted
 //! mid-request"). So what is left is [`drain`]ed first, within the core's bounds.
 
-use portcullis_core::body::{DRAIN_BYTES, DRAIN_TIME};
+use portcullis_core::body::{LimitedBody, DRAIN_BYTES, DRAIN_TIME};
 use portcullis_core::time::within;
 use portcullis_core::{BodyError, RequestBody};
 use wasm_bindgen::{JsCast, JsValue};
@@ -30,7 +30,7 @@ pub async fn read_limited(
     limit: u64,
 ) -> Result<Vec<u8>, BodyError> {
     match stream {
-        Some(stream) => read(stream, limit, true).await,
+        Some(stream) => read(stream, LimitedBody::new(limit, 0)).await,
         None => Ok(Vec::new()),
     }
 }
@@ -40,58 +40,37 @@ pub async fn read_limited(
 /// nothing left costs nothing.
 pub async fn drain(stream: Option<web_sys::ReadableStream>) {
     if let Some(stream) = stream.filter(|s| !s.locked()) {
-        let _ = within(Delay::from(DRAIN_TIME), read(stream, DRAIN_BYTES, false)).await;
+        let discard = LimitedBody::discarding(DRAIN_BYTES);
+        let _ = within(Delay::from(DRAIN_TIME), read(stream, discard)).await;
     }
 }
 
 /// [`read_all`] under a reader lock that is released, not cancelled: an early answer leaves the
 /// rest of the body to [`drain`].
-async fn read(
-    stream: web_sys::ReadableStream,
-    limit: u64,
-    keep: bool,
-) -> Result<Vec<u8>, BodyError> {
+async fn read(stream: web_sys::ReadableStream, out: LimitedBody) -> Result<Vec<u8>, BodyError> {
     let reader: web_sys::ReadableStreamDefaultReader = stream
         .get_reader()
         .dyn_into()
         .map_err(|_| BodyError::Aborted)?;
-    let result = read_all(&reader, limit, keep).await;
+    let result = read_all(&reader, out).await;
     reader.release_lock();
     result
 }
 
-/// Read `reader` to its end, keeping the bytes if `keep`, or [`BodyError::TooLarge`] as soon as
-/// more than `limit` have arrived.
+/// Read `reader` to its end into `out`, or until `out` refuses a chunk as too large.
 async fn read_all(
     reader: &web_sys::ReadableStreamDefaultReader,
-    limit: u64,
-    keep: bool,
+    mut out: LimitedBody,
 ) -> Result<Vec<u8>, BodyError> {
-    let mut out = Vec::new();
-    let mut seen: u64 = 0;
+    let aborted = |_: JsValue| BodyError::Aborted;
     loop {
-        let chunk = JsFuture::from(reader.read())
-            .await
-            .map_err(|_| BodyError::Aborted)?;
-        let done = js_sys::Reflect::get(&chunk, &JsValue::from_str("done"))
-            .map_err(|_| BodyError::Aborted)?;
+        let chunk = JsFuture::from(reader.read()).await.map_err(aborted)?;
+        let done = js_sys::Reflect::get(&chunk, &"done".into()).map_err(aborted)?;
         if done.as_bool() == Some(true) {
-            return Ok(out);
+            return Ok(out.into_bytes());
         }
-        let value = js_sys::Reflect::get(&chunk, &JsValue::from_str("value"))
-            .map_err(|_| BodyError::Aborted)?;
-        let bytes = value
-            .dyn_into::<js_sys::Uint8Array>()
-            .map_err(|_| BodyError::Aborted)?;
-        seen = seen.saturating_add(u64::from(bytes.length()));
-        if seen > limit {
-            return Err(BodyError::TooLarge);
-        }
-        if !keep {
-            continue;
-        }
-        let start = out.len();
-        out.resize(start + bytes.length() as usize, 0);
-        bytes.copy_to(&mut out[start..]);
+        let value = js_sys::Reflect::get(&chunk, &"value".into()).map_err(aborted)?;
+        let bytes = value.dyn_into::<js_sys::Uint8Array>().map_err(aborted)?;
+        out.push_with(bytes.length() as usize, |into| bytes.copy_to(into))?;
     }
 }

@@ -125,13 +125,11 @@ fn describe(e: &JsValue) -> String {
         .unwrap_or_else(|| "fetch failed".to_owned())
 }
 
-/// JavaScript `Headers` from a header map. Header values are byte strings: each byte becomes the
-/// character with that code (as `fetch` expects), so no value is lost or mangled.
+/// JavaScript `Headers` from a header map, each value as a byte string ([`message::byte_string`]).
 pub fn web_headers(headers: &HeaderMap) -> Result<web_sys::Headers, JsValue> {
     let out = web_sys::Headers::new()?;
     for (name, value) in headers {
-        let text: String = value.as_bytes().iter().map(|&b| char::from(b)).collect();
-        out.append(name.as_str(), &text)?;
+        out.append(name.as_str(), &message::byte_string(value.as_bytes()))?;
     }
     Ok(out)
 }
@@ -144,11 +142,7 @@ pub fn header_map(headers: &web_sys::Headers) -> HeaderMap {
     };
     message::header_map(entries.flatten().filter_map(|entry| {
         let pair = js_sys::Array::from(&entry);
-        let value = pair.get(1).as_string()?;
-        let bytes: Vec<u8> = value
-            .chars()
-            .map(|c| u8::try_from(c).ok())
-            .collect::<Option<_>>()?;
-        Some((pair.get(0).as_string()?, bytes))
+        let value = message::from_byte_string(&pair.get(1).as_string()?)?;
+        Some((pair.get(0).as_string()?, value))
     }))
 }

@@ -8,18 +8,20 @@
 //!
 //! Bindings (see `wrangler.toml` at the repository root): KV `PORTCULLIS_CONFIG` (key `config`,
 //! or the var `PORTCULLIS_CONFIG_KEY`), Durable Object `PORTCULLIS_QUOTAS`
-//! ([`quota::QuotaCounter`]), and `secret_env` names as Worker secrets or vars.
+//! ([`quota::QuotaCounter`]), `secret_env` names as Worker secrets or vars, and optionally an
+//! Analytics Engine dataset [`ANALYTICS_BINDING`] (see [`Console`]).
 
-use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use http::HeaderMap;
+use portcullis_core::analytics::{self, DataPoint};
 use portcullis_core::fault::{self, Fault};
+use portcullis_core::log::Tally;
 use portcullis_core::{
     context, exchange, message, request_id, Answer, Clock, Event, Level, LogSink, Relay,
     RequestContext, UnixTime,
 };
 use wasm_bindgen::JsValue;
-use worker::{event, Context, Env};
+use worker::{event, AnalyticsEngineDataPointBuilder, AnalyticsEngineDataset, Context, Env};
 
 pub mod body;
 pub mod fetch;
@@ -29,7 +31,10 @@ pub mod signature;
 
 /// The header Cloudflare sets to the connecting client's address. Trusted only on Workers, where
 /// the edge overwrites whatever the client sent; behind any other proxy it is client-controlled.
+/// A missing or malformed value means no address (and `by: "ip"` quotas fail closed).
 pub const CLIENT_IP_HEADER: &str = "cf-connecting-ip";
+/// The optional Workers Analytics Engine dataset that gets one data point per request.
+pub const ANALYTICS_BINDING: &str = "PORTCULLIS_ANALYTICS";
 
 /// The raw `web_sys` request and response, not the `worker` crate's wrappers: wrapping would
 /// read the URL, method, headers and `cf` once more and convert the response again, for nothing.
@@ -44,17 +49,18 @@ async fn main(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<w
     let request_ctx = RequestContext {
         now: now(),
         request_id: new_request_id(),
-        client_ip: client_ip(&headers),
+        client_ip: context::address_in(&headers, CLIENT_IP_HEADER),
     };
     let (method, url) = (raw.method(), raw.url());
     let body = body::ClientBody(raw.body());
     let unread = raw.body();
+    let log = Console(env.analytics_engine(ANALYTICS_BINDING).ok());
     // workerd has parsed the method and the URL already, so `None` does not happen in practice.
     let handled = match message::request(&method, &url, None, headers, body) {
-        Some(request) => handle(request, &request_ctx, &env, &ctx).await,
+        Some(request) => handle(request, &request_ctx, &env, &ctx, &log).await,
         None => {
             let answer = exchange::unroutable(&request_ctx, &method, &url, &WorkerClock);
-            answered(answer)
+            answered(answer, &log)
         }
     };
     // Before the answer goes out: workerd refuses reads after it (see `body`).
@@ -62,7 +68,7 @@ async fn main(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<w
     handled.or_else(|error| {
         let cause = error.to_string();
         let answer = exchange::internal_error(&request_ctx, &method, &url, &cause, &WorkerClock);
-        answered(answer)
+        answered(answer, &log)
     })
 }
 
@@ -72,6 +78,7 @@ async fn handle(
     request_ctx: &RequestContext,
     env: &Env,
     ctx: &Context,
+    log: &Console,
 ) -> worker::Result<web_sys::Response> {
     let fault = fault::requested(request.headers());
     if fault == Some(Fault::Internal) {
@@ -79,7 +86,10 @@ async fn handle(
     }
     let Some(gateway) = policy::current(env).await else {
         let (method, path) = (request.method().as_str(), request.uri().path());
-        return answered(exchange::no_policy(request_ctx, method, path, &WorkerClock));
+        return answered(
+            exchange::no_policy(request_ctx, method, path, &WorkerClock),
+            log,
+        );
     };
     let store = quota::DurableStore::new(env, fault);
     let step = gateway
@@ -91,13 +101,13 @@ async fn handle(
             &WorkerClock,
         )
         .await;
-    let response = respond(step.run(&fetch::WorkerFetch, &WorkerClock).await);
+    let response = respond(step.run(&fetch::WorkerFetch, &WorkerClock).await, log);
     // Key sets that fall due are refreshed after the answer, so requests rarely wait on the IdP.
     // Scheduled only when one is due: `wait_until` costs a promise and a task on every request.
     if gateway.keys_due(now()) {
         ctx.wait_until(async move {
             for event in gateway.refresh_due(&fetch::WorkerFetch, &WorkerClock).await {
-                Console.event(&event);
+                Console::default().event(&event);
             }
         });
     }
@@ -106,9 +116,9 @@ async fn handle(
 
 /// The response for the client, after logging its record: the gateway's own answer, or the
 /// origin's with its body stream handed on as it is.
-fn respond(relay: Relay<web_sys::Response>) -> worker::Result<web_sys::Response> {
+fn respond(relay: Relay<web_sys::Response>, log: &Console) -> worker::Result<web_sys::Response> {
     let (status, headers, origin, record) = match relay {
-        Relay::Answer(answer) => return answered(answer),
+        Relay::Answer(answer) => return answered(answer, log),
         Relay::Origin {
             status,
             headers,
@@ -116,7 +126,7 @@ fn respond(relay: Relay<web_sys::Response>) -> worker::Result<web_sys::Response>
             record,
         } => (status, headers, body, record),
     };
-    record.write_to(&Console);
+    record.write_to(log);
     let init = web_sys::ResponseInit::new();
     init.set_status(status);
     init.set_headers(fetch::web_headers(&headers)?.as_ref());
@@ -128,9 +138,9 @@ fn respond(relay: Relay<web_sys::Response>) -> worker::Result<web_sys::Response>
 }
 
 /// A response the gateway made itself, after logging its record.
-fn answered(answer: Answer) -> worker::Result<web_sys::Response> {
+fn answered(answer: Answer, log: &Console) -> worker::Result<web_sys::Response> {
     let Answer { response, record } = answer;
-    record.write_to(&Console);
+    record.write_to(log);
     let (parts, text) = response.into_parts();
     let init = web_sys::ResponseInit::new();
     init.set_status(parts.status.as_u16());
@@ -139,12 +149,6 @@ fn answered(answer: Answer) -> worker::Result<web_sys::Response> {
         Some(&text),
         &init,
     )?)
-}
-
-/// The client's address from `CF-Connecting-IP`. Only meaningful on Workers, where Cloudflare
-/// sets it; a missing or malformed value means no address (and `by: "ip"` quotas fail closed).
-pub fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
-    context::parse_address(headers.get(CLIENT_IP_HEADER)?.to_str().ok()?)
 }
 
 /// The Worker's clock. `Date.now()` advances only across I/O on Workers, which is all the core
@@ -174,9 +178,14 @@ pub fn new_request_id() -> String {
 }
 
 /// The Worker's logs: access lines and routine events with `console.log`, events that need
-/// attention with `console.error`, each passed as it is, without the console macros' copy.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Console;
+/// attention with `console.error`, each passed as it is, without the console macros' copy. With
+/// the request's [`ANALYTICS_BINDING`] dataset, also each request's [`DataPoint`]: a write the
+/// dataset refuses costs the request nothing, and is reported once per isolate.
+#[derive(Debug, Clone, Default)]
+pub struct Console(pub Option<AnalyticsEngineDataset>);
+
+/// Whether this isolate has reported a refused data point already.
+static WRITE_FAILED: AtomicBool = AtomicBool::new(false);
 
 impl LogSink for Console {
     fn access(&self, line: &str) {
@@ -188,6 +197,21 @@ impl LogSink for Console {
         match event.level {
             Level::Info => web_sys::console::log_1(&line),
             Level::Warn => web_sys::console::error_1(&line),
+        }
+    }
+
+    fn tally(&self, tally: &Tally) {
+        let Some(dataset) = &self.0 else { return };
+        let DataPoint {
+            index,
+            blobs,
+            doubles,
+        } = DataPoint::of(tally);
+        let point = AnalyticsEngineDataPointBuilder::new().indexes([index.as_str()]);
+        if let Err(e) = point.blobs(blobs).doubles(doubles).write_to(dataset) {
+            if !WRITE_FAILED.swap(true, Ordering::Relaxed) {
+                self.event(&analytics::write_failed(now(), &e.to_string()));
+            }
         }
     }
 }

@@ -43,7 +43,9 @@ pub async fn current(env: &Env) -> Option<Arc<Gateway>> {
                 .map(|policy| Gateway::new(policy).with_verifier(WebCrypto))
         })
     });
-    applied.start(&WorkerFetch, &WorkerClock, &Console).await
+    applied
+        .start(&WorkerFetch, &WorkerClock, &Console::default())
+        .await
 }
 
 async fn read(env: &Env, key: &str) -> PolicyRead {

@@ -23,7 +23,7 @@ use base64::Engine;
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use portcullis_core::jwt::{Algorithm, Jwk};
 use portcullis_core::signature::imported::ImportedKeys;
-use portcullis_core::signature::scheme::{PublicKey, Scheme};
+use portcullis_core::signature::scheme::{Param, PublicKey, Scheme};
 use portcullis_core::signature::{Check, Verify};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -58,24 +58,12 @@ impl Verify for WebCrypto {
     }
 }
 
-/// `importKey`'s algorithm argument.
-fn import_params(scheme: Scheme) -> Object {
-    let name = ("name", scheme.name().into());
-    match scheme {
-        Scheme::Pkcs1(hash) | Scheme::Pss(hash) => object(&[name, ("hash", hash.name().into())]),
-        Scheme::Ecdsa(curve, _) => object(&[name, ("namedCurve", curve.name().into())]),
-        Scheme::Ed25519 => object(&[name]),
-    }
-}
-
-/// `verify`'s algorithm argument.
-fn verify_params(scheme: Scheme) -> Object {
-    let name = ("name", scheme.name().into());
-    match scheme {
-        Scheme::Pss(hash) => object(&[name, ("saltLength", (hash.output_len() as u32).into())]),
-        Scheme::Ecdsa(_, hash) => object(&[name, ("hash", hash.name().into())]),
-        Scheme::Pkcs1(_) | Scheme::Ed25519 => object(&[name]),
-    }
+/// An algorithm argument (`importKey`'s, `verify`'s) as the core's scheme table gives it.
+fn params(members: Vec<(&'static str, Param)>) -> Object {
+    object(members.into_iter().map(|(name, value)| match value {
+        Param::Text(text) => (name, JsValue::from(text)),
+        Param::Number(n) => (name, JsValue::from(n)),
+    }))
 }
 
 async fn check(alg: Algorithm, key: &Jwk, message: &[u8], signature: &[u8]) -> bool {
@@ -93,7 +81,7 @@ async fn check(alg: Algorithm, key: &Jwk, message: &[u8], signature: &[u8]) -> b
     let signature = Uint8Array::from(signature);
     let message = Uint8Array::from(message);
     let Ok(promise) = subtle.verify_with_object_and_buffer_source_and_buffer_source(
-        &verify_params(scheme),
+        &params(scheme.verify_params()),
         &key,
         &signature,
         &message,
@@ -124,7 +112,13 @@ async fn imported(
     let (format, data) = key_data(public);
     let usages = Array::of1(&"verify".into());
     let promise = subtle
-        .import_key_with_object(format, &data, &import_params(scheme), false, &usages)
+        .import_key_with_object(
+            format,
+            &data,
+            &params(scheme.import_params()),
+            false,
+            &usages,
+        )
         .ok()?;
     let key: CryptoKey = JsFuture::from(promise).await.ok()?.dyn_into().ok()?;
     KEYS.with_borrow_mut(|cache| cache.insert(alg, public, key.clone()));
@@ -138,7 +132,7 @@ fn key_data(public: &PublicKey) -> (&'static str, Object) {
         PublicKey::Rsa { n, e } => {
             let n = URL_SAFE_NO_PAD.encode(n);
             let e = URL_SAFE_NO_PAD.encode(e);
-            let jwk = object(&[("kty", "RSA".into()), ("n", n.into()), ("e", e.into())]);
+            let jwk = object([("kty", "RSA".into()), ("n", n.into()), ("e", e.into())]);
             ("jwk", jwk)
         }
         PublicKey::Point(point) => ("raw", Uint8Array::from(&point[..]).into()),
@@ -147,12 +141,12 @@ fn key_data(public: &PublicKey) -> (&'static str, Object) {
 }
 
 /// A plain JavaScript object with these members.
-fn object(members: &[(&str, JsValue)]) -> Object {
+fn object<'a>(members: impl IntoIterator<Item = (&'a str, JsValue)>) -> Object {
     let object = Object::new();
     for (name, value) in members {
         // Setting a member on a fresh plain object cannot fail; were it to, WebCrypto would
         // refuse the incomplete argument and the check would answer `false`.
-        let _ = Reflect::set(&object, &(*name).into(), value);
+        let _ = Reflect::set(&object, &name.into(), &value);
     }
     object
 }

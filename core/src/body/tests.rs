@@ -55,3 +55,25 @@ fn a_claimed_size_reserves_no_more_than_the_cap() {
     let body = LimitedBody::new(10, u64::MAX);
     assert_eq!(body.bytes.capacity(), 10);
 }
+
+#[test]
+fn pushing_with_a_filler_copies_exactly_the_chunk_and_a_discarding_body_keeps_nothing() {
+    let mut body = LimitedBody::new(5, 0);
+    assert_eq!(body.push_with(3, |buf| buf.copy_from_slice(b"abc")), Ok(()));
+    assert_eq!(
+        body.push_with(3, |_| panic!("a refused chunk is not copied")),
+        Err(BodyError::TooLarge)
+    );
+    assert_eq!(body.push_with(2, |buf| buf.copy_from_slice(b"de")), Ok(()));
+    assert_eq!(body.into_bytes(), b"abcde");
+
+    let mut drained = LimitedBody::discarding(4);
+    assert_eq!(drained.push(b"ab"), Ok(()));
+    assert_eq!(drained.push_with(2, |_| panic!("nothing is kept")), Ok(()));
+    assert_eq!(
+        drained.push(b"x"),
+        Err(BodyError::TooLarge),
+        "still counted"
+    );
+    assert!(drained.into_bytes().is_empty());
+}

@@ -9,7 +9,11 @@
 //! ([`settle`]), so the next request validates in full and refuses the policy as a whole.
 //!
 //! A value that does not parse or validate, a missing key and an unreadable store all mean 503
-//! `no-policy` for every request, with each problem logged with its JSON pointer.
+//! `no-policy` for every request. A refused text is remembered in the memo too: the first
+//! request that sees it logs `policy_rejected` with each problem and its JSON pointer, later ones
+//! neither validate it nor log it again (until the policy store's recheck, which reports only
+//! new problems), and a changed text is validated as any new one is. Should the memo not be
+//! written, the next request validates and reports again: repetition, never a different answer.
 
 use super::AtomicStore;
 use crate::config::{ConfigErrors, SchemaCompilation};
@@ -41,7 +45,7 @@ impl Location<'_> {
 /// What is live for this request: the policy at `at` in `store` (or, when the store could not
 /// even be opened, why not), compiled by `compile` with the runtime's secrets and stores as the
 /// memo allows. A changed memo is written back; failing to write it only costs the next request
-/// a full validation, and is reported among the events.
+/// a full validation (and a refused text another report), and is reported among the events.
 pub fn apply<S: AtomicStore>(
     store: Result<&S, &str>,
     at: Location<'_>,
@@ -59,14 +63,19 @@ pub fn apply<S: AtomicStore>(
         policies.recall(memo);
     }
     let read = read(store, at);
+    if memo.is_some() && matches!(read, PolicyRead::Missing(_)) {
+        // No policy is live now: a text that comes back goes live as a new one, and is
+        // reported so. Failing to delete only costs that report.
+        let _ = store.delete(MEMO_KEY);
+    }
     let mut applied = policies.apply(read, &source, clock.now(), |text, schemas| {
         compile(store, text, schemas)
     });
-    let validated = policies.memo();
-    if applied.gateway.is_some() && validated != memo {
+    let checked = policies.memo();
+    if checked.is_some() && checked != memo {
         applied
             .events
-            .extend(remember(store, validated.as_ref(), clock));
+            .extend(remember(store, checked.as_ref(), clock));
     }
     applied
 }
@@ -99,7 +108,7 @@ fn recall<S: AtomicStore>(store: &S) -> Option<Memo> {
 fn remember<S: AtomicStore>(store: &S, memo: Option<&Memo>, clock: &dyn Clock) -> Option<Event> {
     let record = memo.and_then(|m| serde_json::to_vec(m).ok())?;
     let e = store.set(MEMO_KEY, &record).err()?;
-    let why = format!("recording the validated policy failed: {e}");
+    let why = format!("recording which policy was checked failed: {e}");
     Some(Event::new(
         clock.now(),
         Level::Warn,

@@ -396,6 +396,7 @@ fn a_validated_policy_is_remembered_so_the_next_request_compiles_less() {
     let record = |broken| Record {
         access: String::new(),
         tally: crate::log::Tally {
+            policy: None,
             route: None,
             decision: "reject",
             reason: "no-policy:no_policy".into(),
@@ -449,10 +450,123 @@ fn no_policy_is_explained_and_a_memo_that_cannot_be_written_is_a_warning() {
     assert_eq!(last.level, Level::Warn);
     assert_eq!(
         last.text,
-        "recording the validated policy failed: read-only"
+        "recording which policy was checked failed: read-only"
     );
     assert!(seen
         .borrow()
         .iter()
         .all(|s| *s == SchemaCompilation::AtLoad));
+}
+
+fn apply_at(store: &Memory, secs: u64) -> crate::policy_store::Applied {
+    policy::apply(
+        Ok(store),
+        WHERE,
+        &FixedClock(at(secs)),
+        |_, text, schemas| Policy::from_json_with(text, &NoSecrets, schemas).map(Gateway::new),
+    )
+}
+
+fn kinds(applied: &crate::policy_store::Applied) -> Vec<crate::event::Kind> {
+    applied.events.iter().map(|e| e.kind).collect()
+}
+
+#[test]
+fn a_broken_policy_is_reported_by_the_first_request_only_until_its_text_changes() {
+    use crate::event::Kind;
+    let store = Memory::default();
+    let broken = r#"{"version": 1, "origins": {}, "routes": [], "bogus": 1}"#;
+    store.put("config", broken.as_bytes());
+    let first = apply_at(&store, 0);
+    assert!(first.gateway.is_none());
+    assert_eq!(kinds(&first), [Kind::PolicyRejected]);
+    let pointers = first.events[0].field("errors").and_then(|e| e.as_array());
+    assert_eq!(
+        pointers.map(|p| p.iter().map(|e| e["pointer"].clone()).collect::<Vec<_>>()),
+        Some(vec!["/bogus".into(), "/routes".into()])
+    );
+    // Every later request (each a fresh instance) answers 503 without a word, without
+    // validating (the compile step is never reached) and without writing the memo again (a
+    // write would fail now, and say so).
+    store.inner().fail_sets = true;
+    for secs in [0, 1, 30] {
+        let later = policy::apply(Ok(&store), WHERE, &FixedClock(at(secs)), |_, _, _| {
+            panic!("a text refused lately is not validated again")
+        });
+        assert!(later.gateway.is_none() && later.events.is_empty());
+    }
+    store.inner().fail_sets = false;
+    // Another broken text is validated, and reported, once.
+    let garbage = "{not json";
+    store.put("config", garbage.as_bytes());
+    let next = apply_at(&store, 31);
+    assert_eq!(kinds(&next), [Kind::PolicyRejected]);
+    assert_eq!(
+        next.events[0].field("rejected"),
+        Some(&serde_json::Value::Null)
+    );
+    assert!(apply_at(&store, 32).events.is_empty());
+    // A good text loads at once.
+    store.put("config", POLICY.as_bytes());
+    let fixed = apply_at(&store, 33);
+    assert!(fixed.gateway.is_some() && fixed.start_up);
+    assert_eq!(kinds(&fixed), [Kind::PolicyLoaded]);
+    store.inner().fail_sets = true;
+    assert!(apply_at(&store, 34).events.is_empty());
+}
+
+#[test]
+fn without_a_memo_a_broken_policy_is_only_reported_again() {
+    use crate::event::Kind;
+    let store = Memory::default();
+    store.put("config", b"{not json");
+    store.inner().fail_sets = true;
+    for _ in 0..2 {
+        let applied = apply_at(&store, 0);
+        assert!(applied.gateway.is_none());
+        assert_eq!(
+            kinds(&applied),
+            [Kind::PolicyRejected, Kind::PolicyMemoFailed]
+        );
+        assert_eq!(
+            applied.events[1].text,
+            "recording which policy was checked failed: read-only"
+        );
+    }
+    // A memo that is garbage is no memo: validated and reported, never served.
+    store.inner().fail_sets = false;
+    store.put(MEMO_KEY, b"\x00garbage");
+    assert_eq!(kinds(&apply_at(&store, 0)), [Kind::PolicyRejected]);
+    // Past the recheck interval the text is validated again; the same problems say nothing.
+    let mut validated = false;
+    let rechecked = policy::apply(Ok(&store), WHERE, &FixedClock(at(60)), |_, text, s| {
+        validated = true;
+        Policy::from_json_with(text, &NoSecrets, s).map(Gateway::new)
+    });
+    assert!(validated && rechecked.gateway.is_none() && rechecked.events.is_empty());
+}
+
+#[test]
+fn a_good_policy_back_after_a_broken_or_missing_one_is_loaded_and_reported_again() {
+    use crate::event::Kind;
+    let store = Memory::default();
+    store.put("config", POLICY.as_bytes());
+    assert_eq!(kinds(&apply_at(&store, 0)), [Kind::PolicyLoaded]);
+    assert!(apply_at(&store, 1).events.is_empty(), "reported once");
+    store.put("config", br#"{"version": 2}"#);
+    assert_eq!(kinds(&apply_at(&store, 2)), [Kind::PolicyRejected]);
+    // The earlier text again: it replaces the refused one, so it is validated in full, started
+    // up and reported, as any new text is.
+    store.put("config", POLICY.as_bytes());
+    let back = apply_at(&store, 3);
+    assert!(back.gateway.is_some() && back.start_up);
+    assert_eq!(kinds(&back), [Kind::PolicyLoaded]);
+    store.inner().map.remove("config");
+    let gone = apply_at(&store, 4);
+    assert_eq!(kinds(&gone), [Kind::PolicyUnavailable]);
+    assert!(store.value(MEMO_KEY).is_none());
+    store.put("config", POLICY.as_bytes());
+    let again = apply_at(&store, 5);
+    assert!(again.start_up);
+    assert_eq!(kinds(&again), [Kind::PolicyLoaded]);
 }

@@ -172,6 +172,11 @@ fn a_memo_lets_a_later_instance_compile_lazily_and_skip_the_start_up() {
     });
     assert_eq!(asked, Some(SchemaCompilation::OnFirstUse));
     assert!(!applied.start_up);
+    assert!(
+        applied.events.is_empty(),
+        "the instance that validated it reported it loaded: {:?}",
+        applied.events
+    );
 
     // Another text is validated in full (and started up) again.
     let mut other = PolicyStore::new();
@@ -188,13 +193,108 @@ fn a_memo_lets_a_later_instance_compile_lazily_and_skip_the_start_up() {
     let mut stranger = PolicyStore::new();
     stranger.recall(&Memo {
         validated: memo.validated.clone(),
+        refused: None,
         by: "portcullis-core 0.0.0".into(),
     });
     stranger.recall(&Memo {
-        validated: "zz".into(),
+        validated: Some("zz".into()),
+        refused: Some(Refused {
+            text: "zz".into(),
+            errors: "00".repeat(32),
+            at: 100,
+        }),
         by: memo.by.clone(),
     });
     assert!(stranger.memo().is_none());
+}
+
+fn refusing(
+    pointer: &'static str,
+) -> impl Fn(&str, SchemaCompilation) -> Result<Gateway, ConfigErrors> {
+    move |_, _| {
+        Err(ConfigErrors(vec![crate::config::ConfigError {
+            pointer: pointer.to_owned(),
+            kind: crate::config::ConfigErrorKind::Missing,
+        }]))
+    }
+}
+
+fn never(_: &str, _: SchemaCompilation) -> Result<Gateway, ConfigErrors> {
+    panic!("a text refused lately is not validated again")
+}
+
+#[test]
+fn a_refused_text_is_rechecked_after_a_while_and_reported_again_only_for_new_problems() {
+    use crate::event::Kind;
+    let mut store = PolicyStore::new();
+    let broken = || PolicyRead::Text(text("a", 30));
+    let first = store.apply(broken(), "s", at(100), refusing("/x"));
+    assert_eq!(first.events.len(), 1);
+    assert_eq!(first.events[0].kind, Kind::PolicyRejected);
+    let lately = store.apply(broken(), "s", at(159), never);
+    assert!(lately.gateway.is_none() && lately.events.is_empty());
+    // Due again: validated, refused for the same problem, nothing said.
+    let same = store.apply(broken(), "s", at(160), refusing("/x"));
+    assert!(same.gateway.is_none() && same.events.is_empty());
+    // The recheck restarted the wait.
+    assert!(store.apply(broken(), "s", at(219), never).events.is_empty());
+    // Refused for something else now (the secret is set, but too short): reported.
+    let other = store.apply(broken(), "s", at(220), refusing("/y"));
+    assert_eq!(other.events.len(), 1);
+    assert_eq!(other.events[0].kind, Kind::PolicyRejected);
+    // And once what it lacked is there, it loads.
+    let fixed = store.apply(broken(), "s", at(280), compile);
+    assert_eq!(route_of(&fixed).as_deref(), Some("a"));
+    assert_eq!(fixed.events[0].kind, Kind::PolicyLoaded);
+}
+
+#[test]
+fn a_memo_tells_a_later_instance_which_text_was_refused() {
+    use crate::event::Kind;
+    let broken = r#"{"version": 1, "origins": {}, "routes": [], "bogus": 1}"#;
+    let mut first = PolicyStore::new();
+    first.apply(PolicyRead::Text(text("a", 30)), "s", at(100), compile);
+    let refused = first.apply(PolicyRead::Text(broken.into()), "s", at(130), compile);
+    assert_eq!(refused.events[0].kind, Kind::PolicyRejected);
+    let memo = first.memo().expect("a memo");
+    assert!(memo.validated.is_some(), "what was validated is kept too");
+    assert_eq!(memo.refused.as_ref().map(|r| r.at), Some(130));
+    let json = serde_json::to_string(&memo).unwrap();
+    assert_eq!(serde_json::from_str::<Memo>(&json).unwrap(), memo);
+
+    // The refused text: not validated, not reported.
+    let mut later = PolicyStore::new();
+    later.recall(&memo);
+    let again = later.apply(PolicyRead::Text(broken.into()), "s", at(131), never);
+    assert!(again.gateway.is_none() && again.events.is_empty());
+    // The text validated before it still goes live, lazily.
+    let mut good = PolicyStore::new();
+    good.recall(&memo);
+    let mut asked = None;
+    let live = good.apply(PolicyRead::Text(text("a", 30)), "s", at(131), |t, s| {
+        asked = Some(s);
+        compile(t, s)
+    });
+    assert!(live.gateway.is_some());
+    assert_eq!(asked, Some(SchemaCompilation::OnFirstUse));
+    // A refusal dated in the future postpones nothing: the text is validated again (and, its
+    // problems being the same, not reported again).
+    let mut skewed = PolicyStore::new();
+    skewed.recall(&memo);
+    let mut validated = false;
+    let early = skewed.apply(PolicyRead::Text(broken.into()), "s", at(129), |t, s| {
+        validated = true;
+        compile(t, s)
+    });
+    assert!(validated && early.events.is_empty());
+    // A memo written before refusals were kept (`validated` and `by` only) still reads.
+    let old = format!(
+        r#"{{"validated": {:?}, "by": {:?}}}"#,
+        memo.validated.unwrap(),
+        memo.by
+    );
+    let old: Memo = serde_json::from_str(&old).unwrap();
+    assert!(old.refused.is_none() && old.validated.is_some());
 }
 
 #[test]

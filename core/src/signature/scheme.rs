@@ -64,6 +64,15 @@ impl Curve {
     }
 }
 
+/// The value of one member of a WebCrypto algorithm argument ([`Scheme::import_params`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param {
+    /// A string, such as `"SHA-256"`.
+    Text(&'static str),
+    /// A number, such as a salt length.
+    Number(u32),
+}
+
 /// How a signature is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -85,6 +94,33 @@ impl Scheme {
             Scheme::Pss(_) => "RSA-PSS",
             Scheme::Ecdsa(..) => "ECDSA",
             Scheme::Ed25519 => "Ed25519",
+        }
+    }
+
+    /// WebCrypto `importKey`'s algorithm argument: `name`, with `hash` for RSA and `namedCurve`
+    /// for ECDSA.
+    pub fn import_params(self) -> Vec<(&'static str, Param)> {
+        let name = ("name", Param::Text(self.name()));
+        match self {
+            Scheme::Pkcs1(hash) | Scheme::Pss(hash) => {
+                vec![name, ("hash", Param::Text(hash.name()))]
+            }
+            Scheme::Ecdsa(curve, _) => vec![name, ("namedCurve", Param::Text(curve.name()))],
+            Scheme::Ed25519 => vec![name],
+        }
+    }
+
+    /// WebCrypto `verify`'s algorithm argument: `name`, with `saltLength` (the hash's length,
+    /// RFC 7518 §3.5) for RSA-PSS and `hash` for ECDSA.
+    pub fn verify_params(self) -> Vec<(&'static str, Param)> {
+        let name = ("name", Param::Text(self.name()));
+        match self {
+            Scheme::Pss(hash) => vec![
+                name,
+                ("saltLength", Param::Number(hash.output_len() as u32)),
+            ],
+            Scheme::Ecdsa(_, hash) => vec![name, ("hash", Param::Text(hash.name()))],
+            Scheme::Pkcs1(_) | Scheme::Ed25519 => vec![name],
         }
     }
 
@@ -231,6 +267,34 @@ mod tests {
             }
         }
         assert!(fitting >= algs.len());
+    }
+
+    #[test]
+    fn webcrypto_arguments_name_the_hash_curve_and_salt_each_scheme_needs() {
+        use Param::{Number, Text};
+        let pss = Scheme::Pss(Hash::Sha384);
+        assert_eq!(
+            pss.import_params(),
+            [("name", Text("RSA-PSS")), ("hash", Text("SHA-384"))]
+        );
+        assert_eq!(
+            pss.verify_params(),
+            [("name", Text("RSA-PSS")), ("saltLength", Number(48))]
+        );
+        let pkcs1 = Scheme::Pkcs1(Hash::Sha512);
+        assert_eq!(pkcs1.import_params()[1], ("hash", Text("SHA-512")));
+        assert_eq!(pkcs1.verify_params(), [("name", Text("RSASSA-PKCS1-v1_5"))]);
+        let es = Scheme::Ecdsa(Curve::P256, Hash::Sha256);
+        assert_eq!(
+            es.import_params(),
+            [("name", Text("ECDSA")), ("namedCurve", Text("P-256"))]
+        );
+        assert_eq!(
+            es.verify_params(),
+            [("name", Text("ECDSA")), ("hash", Text("SHA-256"))]
+        );
+        assert_eq!(Scheme::Ed25519.import_params(), [("name", Text("Ed25519"))]);
+        assert_eq!(Scheme::Ed25519.verify_params(), [("name", Text("Ed25519"))]);
     }
 
     #[test]
