@@ -492,7 +492,10 @@ impl Link {
 /// Reconnect quickly and give up on an attempt soon: a request never waits on a reconnection
 /// longer than the call timeout anyway, and the next request starts another attempt.
 fn manager_config() -> ConnectionManagerConfig {
+    // No response timeout of the client's own: every call is bounded by the deployment's
+    // (`--counter-store-timeout-ms`), and a second timer per call only costs CPU.
     ConnectionManagerConfig::new()
+        .set_response_timeout(None)
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(20))
