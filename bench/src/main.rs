@@ -507,15 +507,36 @@ fn workerd(runs: &[Run], settings: &str) -> String {
     out
 }
 
-/// Median over `rounds` of `contender`'s CPU per request (µs) on cases `cpu-1`, `cpu-2`, …
-fn cpu_median(runs: &[Run], contender: &str) -> Option<f64> {
-    let mut per: Vec<f64> = runs
+/// `contender`'s CPU per request (µs) in each round `cpu-1`, `cpu-2`, …, in round order.
+fn cpu_rounds(runs: &[Run], contender: &str) -> Vec<f64> {
+    let mut rounds: Vec<&Run> = runs
         .iter()
         .filter(|r| r.contender == contender && r.case.starts_with("cpu-") && r.requests > 0)
-        .filter_map(|r| Some(r.cpu_us?.0 as f64 / r.requests as f64))
         .collect();
-    per.sort_by(f64::total_cmp);
-    per.get(per.len() / 2).copied()
+    rounds.sort_by(|a, b| a.case.cmp(&b.case));
+    rounds
+        .iter()
+        .filter_map(|r| Some(r.cpu_us?.0 as f64 / r.requests as f64))
+        .collect()
+}
+
+/// What metrics add to the CPU per request, in percent: the median over the alternating
+/// rounds of each round's difference (paired, so drift on the machine cancels), with each
+/// side's median (µs) and every round's difference.
+fn metrics_cost(runs: &[Run]) -> Option<(f64, f64, f64, Vec<f64>)> {
+    let (off, on) = (
+        cpu_rounds(runs, "portcullis"),
+        cpu_rounds(runs, "portcullis-admin"),
+    );
+    if off.is_empty() || off.len() != on.len() {
+        return None;
+    }
+    let each: Vec<f64> = off
+        .iter()
+        .zip(&on)
+        .map(|(a, b)| (b / a - 1.0) * 100.0)
+        .collect();
+    Some((median(each.clone())?, median(off)?, median(on)?, each))
 }
 
 /// `contender`'s runs of the rounds `counted-1`, `counted-2`, … in round order.
@@ -534,10 +555,13 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     values.get(values.len() / 2).copied()
 }
 
+/// Median req/s, p50 and p99 (µs) of a store's rounds.
+type Medians = (f64, f64, f64);
+
 /// The Redis store against memory at full load, over alternating rounds: the median of each
 /// round's req/s ratio (paired, so drift on the machine cancels), and each store's median
 /// req/s, p50 and p99 (µs).
-fn redis_rounds(runs: &[Run]) -> Option<(f64, [(f64, f64, f64); 2])> {
+fn redis_rounds(runs: &[Run]) -> Option<(f64, [Medians; 2])> {
     let (memory, redis) = (
         counted_rounds(runs, "portcullis"),
         counted_rounds(runs, "portcullis-redis"),
@@ -552,7 +576,7 @@ fn redis_rounds(runs: &[Run]) -> Option<(f64, [(f64, f64, f64); 2])> {
             .map(|(m, r)| r.rps / m.rps.max(1.0))
             .collect(),
     )?;
-    let of = |rounds: &[&Run]| -> Option<(f64, f64, f64)> {
+    let of = |rounds: &[&Run]| -> Option<Medians> {
         Some((
             median(rounds.iter().map(|r| r.rps).collect())?,
             median(rounds.iter().map(|r| r.p50_us as f64).collect())?,
@@ -567,22 +591,19 @@ fn redis_rounds(runs: &[Run]) -> Option<(f64, [(f64, f64, f64); 2])> {
 fn operations(runs: &[Run], run: &Path) -> String {
     let find = |c: &str, k: &str| runs.iter().find(|r| r.contender == c && r.case == k);
     let mut out = String::new();
-    if let (Some(off), Some(on)) = (
-        cpu_median(runs, "portcullis"),
-        cpu_median(runs, "portcullis-admin"),
-    ) {
-        let rounds = runs
-            .iter()
-            .filter(|r| r.contender == "portcullis" && r.case.starts_with("cpu-"))
-            .count();
+    if let Some((added, off, on, each)) = metrics_cost(runs) {
+        let each: Vec<String> = each.iter().map(|d| format!("{d:+.1} %")).collect();
         out.push_str("\n## What metrics cost\n\n");
         let _ = writeln!(
             out,
             "The public route on two gateways, one without `--admin` (nothing counted) and one \
-             with it (every request counted for `/metrics`), in {rounds} alternating rounds at \
-             the load above; the gateway's CPU time per request, median of the rounds: \
-             **{off:.2} µs without, {on:.2} µs with metrics ({:+.1} %)**.",
-            (on / off - 1.0) * 100.0
+             with it (every request counted for `/metrics`), in {} alternating rounds at the \
+             load above. The gateway's CPU time per request, median of the rounds: {off:.2} µs \
+             without and {on:.2} µs with metrics. Each round's difference ({}); their median, \
+             **{added:+.1} %**, is what metrics cost. Differences of a few percent either way \
+             are the machine's noise between runs of the same binary.",
+            each.len(),
+            each.join(", ")
         );
     }
     let Some((ratio, [memory, redis])) = redis_rounds(runs) else {
@@ -620,6 +641,7 @@ fn operations(runs: &[Run], run: &Path) -> String {
         );
     }
     out.push_str(&std::fs::read_to_string(run.join("redis.md")).unwrap_or_default());
+    out.push('\n');
     out
 }
 
@@ -667,11 +689,7 @@ fn targets(runs: &[Run], crit: &[(String, f64)]) -> String {
             verdict(ns < 100_000.0)
         );
     }
-    if let (Some(off), Some(on)) = (
-        cpu_median(runs, "portcullis"),
-        cpu_median(runs, "portcullis-admin"),
-    ) {
-        let added = (on / off - 1.0) * 100.0;
+    if let Some((added, off, on, _)) = metrics_cost(runs) {
         let _ = writeln!(
             out,
             "| metrics: ≤ 3 % more CPU per request on the public route | {added:+.1} % ({off:.2} → {on:.2} µs) | {} |",
