@@ -129,6 +129,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Every kind, for counters that start every series at zero.
+    pub const ALL: [StoreError; 4] = [
+        StoreError::Unavailable,
+        StoreError::Timeout,
+        StoreError::Contended,
+        StoreError::Corrupt,
+    ];
+
     /// The kind as the access line and metrics name it.
     pub fn slug(self) -> &'static str {
         match self {

@@ -141,7 +141,15 @@ impl Metrics {
         let gateway: Durations = Family::new_with_constructor(durations);
         let origin: Durations = Family::new_with_constructor(durations);
         let quotas = Family::default();
-        let store_errors = Family::default();
+        let store_errors: Family<StoreErrorLabels, Counter> = Family::default();
+        // Every series at zero from the start: an operator's rate() and alert rules then see a
+        // store that has never failed, rather than nothing at all.
+        for error in portcullis_core::StoreError::ALL {
+            for action in ["denied", "allowed"] {
+                let error = error.slug();
+                store_errors.get_or_create(&StoreErrorLabels { error, action });
+            }
+        }
         let in_flight = Gauge::default();
         let connections = Gauge::default();
         let policy = Family::default();
