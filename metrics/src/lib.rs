@@ -147,7 +147,7 @@ impl Metrics {
         for error in portcullis_core::StoreError::ALL {
             for action in ["denied", "allowed"] {
                 let error = error.slug();
-                store_errors.get_or_create(&StoreErrorLabels { error, action });
+                drop(store_errors.get_or_create(&StoreErrorLabels { error, action }));
             }
         }
         let in_flight = Gauge::default();
