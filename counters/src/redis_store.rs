@@ -283,11 +283,27 @@ impl RedisStore {
                 .arg(spend.rate.interval_us())
                 .arg(spend.rate.burst_us());
         }
-        let reply: Vec<i64> = match connection {
-            Connection::Node(c) => self.bounded(call.invoke_async(c)).await,
-            Connection::Cluster(c) => self.bounded(call.invoke_async(c)).await,
-        }
-        .map_err(|e| self.failed(e))?;
+        // Both tries share the one deadline the deployment gave the call.
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+        let mut retried = false;
+        let reply: Vec<i64> = loop {
+            let reply = match connection {
+                Connection::Node(c) => bounded(deadline, call.invoke_async(c)).await,
+                Connection::Cluster(c) => bounded(deadline, call.invoke_async(c)).await,
+            };
+            match reply {
+                // The connection was found dead (the server restarted, a socket was reset): the
+                // client is already reconnecting, so try once more within the deadline rather
+                // than fail this request. Should the first try have run before its reply was
+                // lost, the key is spent twice: the caller is admitted less, never more.
+                Err(Failure::Redis(e))
+                    if !retried && (e.is_connection_dropped() || e.is_io_error()) =>
+                {
+                    retried = true;
+                }
+                other => break other.map_err(|e| self.failed(e))?,
+            }
+        };
         read_reply(&reply, spends)
     }
 
@@ -316,11 +332,7 @@ impl RedisStore {
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Failure> {
-        match tokio::time::timeout(self.settings.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(Failure::Redis(e)),
-            Err(_) => Err(Failure::Timeout),
-        }
+        bounded(tokio::time::Instant::now() + self.settings.timeout, call).await
     }
 
     /// The store error a failed call means; a lost master also starts a new search for it.
@@ -345,6 +357,18 @@ impl RedisStore {
                 StoreError::Unavailable
             }
         }
+    }
+}
+
+/// `call`, or a timeout error at `deadline`.
+async fn bounded<T>(
+    deadline: tokio::time::Instant,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Failure::Redis(e)),
+        Err(_) => Err(Failure::Timeout),
     }
 }
 
