@@ -297,13 +297,28 @@ impl WorkersTarget {
         self.spawn()
     }
 
+    /// Start `wrangler dev`, again with fresh ports when workerd lost a race for one of them:
+    /// a port found free is free only until someone else binds it, and wrangler picks
+    /// further internal ports of its own the same way.
     fn spawn(&mut self) -> anyhow::Result<String> {
+        let fixed = self.port;
+        let mut attempt = 1;
+        loop {
+            match self.spawn_once(fixed) {
+                Err(e) if attempt < BIND_ATTEMPTS && e.to_string().contains(ADDRESS_IN_USE) => {
+                    eprintln!("wrangler dev lost a port to another process; starting again");
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn spawn_once(&mut self, fixed: Option<u16>) -> anyhow::Result<String> {
         let run_dir = self.run_dir.clone().ok_or_else(|| anyhow!("not started"))?;
-        let port = match self.port {
-            Some(p) => p,
-            None => free_port()?,
-        };
-        let inspector = free_port()?;
+        let [fresh, inspector] = free_ports()?;
+        let port = fixed.unwrap_or(fresh);
         let mut command = self.wrangler(&run_dir);
         command
             .args(["dev", "--local", "--ip", "127.0.0.1", "--port"])
@@ -490,9 +505,21 @@ fn dotenv_quote(value: &str) -> String {
     out
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+/// How often a start that lost a port race is tried in all.
+const BIND_ATTEMPTS: u32 = 3;
+/// What workerd prints when a port it was given is taken.
+const ADDRESS_IN_USE: &str = "Address already in use";
+
+/// Distinct free ports: every listener is held until all are chosen, so none repeats.
+fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 /// Keep every line of `stdout` and return once wrangler says `Ready on`.
