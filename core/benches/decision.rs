@@ -130,7 +130,7 @@ fn decision(c: &mut Criterion) {
                 let ctx = RequestContext {
                     now: UnixTime::from_micros(t),
                     request_id: "0123456789abcdef".into(),
-                    client_ip: None,
+                    peer: None,
                 };
                 let outcome = block_on(gateway.decide(
                     req.body(Empty).unwrap(),

@@ -14,14 +14,15 @@ pub struct RequestContext {
     pub now: UnixTime,
     /// The id the adapter generated for this request (see [`crate::request_id`]).
     pub request_id: String,
-    /// The client's address as the runtime reports it (the TCP peer natively,
-    /// `CF-Connecting-IP` on Workers, `spin-client-addr` on Spin). Used by `by: "ip"` quotas.
-    pub client_ip: Option<IpAddr>,
+    /// The address the runtime reports the request came from: the TCP peer natively,
+    /// `CF-Connecting-IP` on Workers, `spin-client-addr` on Spin. It is the client's address
+    /// unless the policy's `client_ip` names it a proxy ([`crate::client_ip`]).
+    pub peer: Option<IpAddr>,
 }
 
 /// A client address as a runtime writes it into a header: `IP:port` (`[v6]:port`) or a bare IP,
-/// surrounding whitespace ignored. Anything else is no address, and `by: "ip"` quotas then count
-/// every such request in one shared bucket.
+/// surrounding whitespace ignored. Anything else is no address: `by: "ip"` quotas then count
+/// every such request in one shared bucket, and IP rules refuse it.
 pub fn parse_address(text: &str) -> Option<IpAddr> {
     let text = text.trim();
     text.parse::<SocketAddr>()

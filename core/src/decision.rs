@@ -2,11 +2,13 @@
 //!
 //! [`Gateway::decide`] runs the phases in a fixed order that no adapter can change:
 //!
+//! 0. `client_ip`, `ip_rules` — find the client's address once; the top level's IP rules
+//!    refuse an address before anything else is looked at (403).
 //! 1. `path` — normalise the request target; refuse anything ambiguous (400).
 //! 2. `cors` — a CORS preflight for a route with CORS is answered here (204, or 403): before
 //!    any credential is asked for or quota spent, since browsers send preflights without them.
 //! 3. `route` — first route in file order whose path and method match (404, 405); `HEAD` goes
-//!    wherever `GET` does.
+//!    wherever `GET` does. Then the route's own IP rules (403).
 //! 4. `authn` — the route's providers, JWT or API key (401).
 //! 5. `authz` — scopes and required claims (403).
 //! 6. `body` — declared size, content type, query schema, then the body itself when the route
@@ -23,11 +25,13 @@ use http::{HeaderMap, Request};
 
 use crate::authn::{self, Principal};
 use crate::body::{self, BodyPlan, RequestBody};
+use crate::client_ip;
 use crate::config::Policy;
 pub use crate::context::RequestContext;
 use crate::cors::{self, Preflight, ResponseCors};
 use crate::fetch::Fetch;
 use crate::forward::{self, Forward, ForwardBody};
+use crate::ip_rules;
 use crate::jwks::{KeyEvent, KeyRing, KeySetState, SharedKeySets};
 use crate::path;
 use crate::problem::Reject;
@@ -85,6 +89,8 @@ pub struct LogFacts {
     /// How the quota store failed, when it did (the request was then refused with 503, or
     /// admitted where the quota or the deployment allows that).
     pub store_error: Option<crate::StoreError>,
+    /// The client's address ([`crate::client_ip`]), when the runtime reported one.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 /// A compiled policy, ready to decide requests. Cheap to share: it is immutable.
@@ -320,14 +326,18 @@ impl Gateway {
             key_events: Vec::new(),
             policy_problems: Vec::new(),
             store_error: None,
+            client_ip: None,
         };
+        let client = client_ip::resolve(self.policy.client_ip.as_ref(), ctx.peer, &parts.headers);
+        log.client_ip = client.addr;
         // Until a route is known, the top-level policy is the one that applies.
         let mut cors = self
             .policy
             .cors
             .as_ref()
             .map(|c| c.for_actual(&parts.headers));
-        let run = self.run(&parts, body, ctx, store, fetch, &mut log, &mut cors);
+        let facts = Facts { ctx, client };
+        let run = self.run(&parts, body, &facts, store, fetch, &mut log, &mut cors);
         let decision = match run.await {
             Ok(Admitted::Forward(forward)) => Decision::Forward(forward),
             Ok(Admitted::Preflight(headers)) => Decision::Preflight(headers),
@@ -345,7 +355,7 @@ impl Gateway {
         &self,
         parts: &http::request::Parts,
         body: B,
-        ctx: &RequestContext,
+        facts: &Facts<'_>,
         store: &S,
         fetch: &F,
         log: &mut LogFacts,
@@ -357,12 +367,15 @@ impl Gateway {
         F: Fetch + ?Sized,
     {
         let policy = &self.policy;
+        let Facts { ctx, client } = facts;
+        ip_rules::admit(policy.ip.as_ref(), client.addr)?;
         let normal = path::normalise(parts.uri.path())?;
         if cors::is_preflight(&parts.method, &parts.headers) {
             if let Preflight::Allowed { headers, route } =
                 cors::preflight(policy, &normal, &parts.headers, cors)?
             {
                 log.route = Some(route.id.clone());
+                ip_rules::admit(route.ip.as_ref(), client.addr)?;
                 return Ok(Admitted::Preflight(headers));
             }
         }
@@ -371,6 +384,7 @@ impl Gateway {
         *cors = (routed.route.cors)
             .effective(policy.cors.as_ref())
             .map(|c| c.for_actual(&parts.headers));
+        ip_rules::admit(routed.route.ip.as_ref(), client.addr)?;
         let principal: Option<Arc<Principal>> = authn::authenticate(
             policy,
             &self.keys,
@@ -401,8 +415,8 @@ impl Gateway {
         };
         let headers = &parts.headers;
         let failed = &mut log.store_error;
-        let grant =
-            quota::admit(policy, routed.route, &permit, ctx, headers, store, failed).await?;
+        let grant = quota::admit(policy, routed.route, &permit, facts, headers, store, failed);
+        let grant = grant.await?;
         Ok(Admitted::Forward(Box::new(forward::build(
             policy,
             &routed,
@@ -411,9 +425,16 @@ impl Gateway {
             body,
             principal.as_deref(),
             grant,
-            ctx,
+            facts,
         ))))
     }
+}
+
+/// What the phases know about a request besides its message: the adapter's facts and the
+/// client they make under the policy.
+pub(crate) struct Facts<'a> {
+    pub(crate) ctx: &'a RequestContext,
+    pub(crate) client: client_ip::Client,
 }
 
 /// A request the phases let through: to the origin, or answered as an allowed preflight.

@@ -418,7 +418,7 @@ mod tests {
         RequestContext {
             now: UnixTime::from_secs(1_000),
             request_id: "r1".into(),
-            client_ip: None,
+            peer: None,
         }
     }
 

@@ -12,7 +12,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 
 use crate::authn::Principal;
 use crate::config::Policy;
-use crate::context::RequestContext;
+use crate::decision::Facts;
 use crate::path::NormalPath;
 use crate::problem::{OriginTimeoutReason, OriginUnreachableReason, Reject};
 use crate::quota::Grant;
@@ -55,8 +55,9 @@ pub(crate) fn build<B>(
     body: ForwardBody<B>,
     principal: Option<&Principal>,
     grant: Grant,
-    ctx: &RequestContext,
+    facts: &Facts<'_>,
 ) -> Forward<B> {
+    let ctx = facts.ctx;
     let route = routed.route;
     let origin = &policy.origins[route.origin];
     let mut target = String::with_capacity(origin.base.len() + path.as_str().len() + 64);
@@ -86,22 +87,9 @@ pub(crate) fn build<B>(
     if let Some(host) = parts.headers.get(header::HOST) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
-    // The client's chain only with the peer appended: without it every entry is the client's.
-    if let Some(ip) = ctx.client_ip {
-        let mut xff = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(", ");
-        if !xff.is_empty() {
-            xff.push_str(", ");
-        }
-        xff.push_str(&ip.to_string());
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
-        }
+    // The client and the trusted proxies after it: never an entry the client wrote.
+    if let Some(chain) = &facts.client.forwarded_for {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), chain.clone());
     }
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         headers.insert(REQUEST_ID_HEADER, v.clone());

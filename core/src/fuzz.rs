@@ -374,7 +374,7 @@ pub fn exchange(data: &[u8]) {
     let ctx = RequestContext {
         now: UnixTime::from_secs(NOW),
         request_id: "fuzz-1".into(),
-        client_ip: Some([192, 0, 2, 7].into()),
+        peer: Some([192, 0, 2, 7].into()),
     };
     let clock = FixedClock(UnixTime::from_secs(NOW));
     let store = MemoryStore::new();

@@ -12,7 +12,8 @@
 //!    before its first request. [`Policy::from_json`] compiles a text once: every reference
 //!    resolves and every schema and key parses, or every problem comes back with its pointer.
 //! 2. Per request, the adapter supplies the facts the core cannot know — the clock, a request id,
-//!    the client address ([`RequestContext`]) — the body as a [`RequestBody`], its
+//!    the peer address ([`RequestContext`]; the client's is found from it, see [`client_ip`]) —
+//!    the body as a [`RequestBody`], its
 //!    [`CounterStore`] and [`Fetch`], and calls [`Gateway::exchange`].
 //! 3. It carries out the [`Step`]: write the [`Answer`], or send the [`Outbound`] request and
 //!    hand what the origin did to [`Pending::finish`], which says what to relay.
@@ -28,6 +29,7 @@ pub mod api_key;
 pub mod authn;
 pub mod authz;
 pub mod body;
+pub mod client_ip;
 pub mod config;
 pub mod context;
 pub mod cors;
@@ -41,6 +43,7 @@ pub mod forward;
 pub mod fuzz;
 #[cfg(test)]
 mod generated_docs;
+pub mod ip_rules;
 mod json;
 pub mod jwks;
 pub mod jwt;
@@ -48,6 +51,7 @@ pub mod key_upkeep;
 pub mod kv;
 pub mod log;
 pub mod message;
+pub mod networks;
 pub mod origin;
 pub mod origin_signing;
 pub mod path;

@@ -32,6 +32,9 @@ pub struct LogLine<'a> {
     pub reason: String,
     /// Authenticated consumer, if any.
     pub consumer: Option<&'a str>,
+    /// The client's address ([`crate::client_ip`]): what IP rules and `by: "ip"` quotas saw.
+    /// `null` when the runtime reported none, or no policy decided.
+    pub client_ip: Option<std::net::IpAddr>,
     /// Time spent in the gateway itself, µs (total minus origin time).
     pub gateway_us: u64,
     /// Time waiting on the origin, µs (absent when nothing was forwarded).
@@ -140,6 +143,7 @@ impl<'a> LogLine<'a> {
             decision,
             reason,
             consumer: facts.consumer.as_deref(),
+            client_ip: facts.client_ip,
             gateway_us,
             origin_us,
             store_error: facts.store_error.map(crate::StoreError::slug),

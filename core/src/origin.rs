@@ -136,7 +136,7 @@ mod tests {
         let ctx = RequestContext {
             now: UnixTime::from_secs(1_000),
             request_id: "r1".into(),
-            client_ip: None,
+            peer: None,
         };
         let clock = FixedClock(ctx.now);
         let request = Request::get(path).body(Empty).unwrap();

@@ -179,6 +179,11 @@ reasons! {
         Scope "scope" "The credentials lack a scope the route requires.",
         Claim "claim" "The credentials lack a claim the route requires, or carry another value.",
     }
+    IpRefused "ip-refused" FORBIDDEN "Client address not admitted", IpRefusedReason plain {
+        IpDenied "ip_denied" "The client address is in a network that an `ip.deny` list of the policy or the route names.",
+        IpNotAllowed "ip_not_allowed" "The policy or the route has an `ip.allow` list, and the client address is in none of its networks.",
+        IpUnknown "ip_unknown" "An `ip` rule applies and the runtime reported no client address, so none can be admitted.",
+    }
     PayloadTooLarge "payload-too-large" PAYLOAD_TOO_LARGE "Request body too large", PayloadTooLargeReason data {
         BodySize "body_size" "The body is larger than the route's `max_body_bytes`.",
     }
@@ -255,6 +260,8 @@ pub enum RejectKind {
     Unauthenticated { challenges: Vec<String> },
     /// Valid credentials that lack a required scope or claim (403).
     Forbidden,
+    /// The client address is refused by an IP rule (403).
+    IpRefused,
     /// Body larger than the route allows (413).
     PayloadTooLarge { limit: u64 },
     /// Content type not listed for the route (415).
@@ -295,6 +302,7 @@ impl RejectKind {
             MethodNotAllowed { .. } => ProblemType::MethodNotAllowed,
             Unauthenticated { .. } => ProblemType::Unauthenticated,
             Forbidden => ProblemType::Forbidden,
+            IpRefused => ProblemType::IpRefused,
             PayloadTooLarge { .. } => ProblemType::PayloadTooLarge,
             UnsupportedMediaType { .. } => ProblemType::UnsupportedMediaType,
             InvalidBody { .. } => ProblemType::InvalidBody,

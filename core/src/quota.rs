@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::authz::Permit;
 use crate::config::{OnStoreError, Policy, QuotaBy, Route};
-use crate::context::RequestContext;
+use crate::decision::Facts;
 use crate::problem::{Reject, StoreUnavailableReason};
 use crate::ratelimit::RateLimit;
 use crate::time::UnixTime;
@@ -384,7 +384,7 @@ pub(crate) async fn admit<S: CounterStore + ?Sized>(
     policy: &Policy,
     route: &Route,
     permit: &Permit<'_>,
-    ctx: &RequestContext,
+    facts: &Facts<'_>,
     headers: &HeaderMap,
     store: &S,
     failed: &mut Option<StoreError>,
@@ -400,12 +400,12 @@ pub(crate) async fn admit<S: CounterStore + ?Sized>(
                 &quota.name,
                 quota.rate,
                 &quota.by,
-                &subject(&quota.by, route, permit, ctx, headers),
+                &subject(&quota.by, route, permit, facts.client.addr, headers),
             ),
             rate: quota.rate,
         })
         .collect();
-    let results = store.apply_all(&spends, ctx.now).await;
+    let results = store.apply_all(&spends, facts.ctx.now).await;
     let mut tightest: Option<RateLimit> = None;
     for (quota, result) in quotas.into_iter().zip(results) {
         let verdict = match result {
@@ -460,12 +460,12 @@ fn subject(
     by: &QuotaBy,
     route: &Route,
     permit: &Permit<'_>,
-    ctx: &RequestContext,
+    client: Option<std::net::IpAddr>,
     headers: &HeaderMap,
 ) -> String {
     match by {
         QuotaBy::Consumer => permit.consumer().unwrap_or_default().to_owned(),
-        QuotaBy::Ip => ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        QuotaBy::Ip => client.map(|ip| ip.to_string()).unwrap_or_default(),
         QuotaBy::Route => route.id.clone(),
         QuotaBy::Header(name) => {
             let mut values = headers.get_all(name).iter();

@@ -75,7 +75,7 @@ fn decide(g: &Gateway, path: &str, headers: &[(&str, &str)]) -> Result<String, R
     let ctx = RequestContext {
         now: UnixTime::from_secs(NOW),
         request_id: "r".into(),
-        client_ip: None,
+        peer: None,
     };
     let outcome = block_on(g.decide(
         req.body(Empty).unwrap(),

@@ -56,7 +56,7 @@ fn ctx() -> RequestContext {
     RequestContext {
         now: UnixTime::from_secs(NOW),
         request_id: "req-1".into(),
-        client_ip: Some([192, 0, 2, 7].into()),
+        peer: Some([192, 0, 2, 7].into()),
     }
 }
 
@@ -119,7 +119,10 @@ fn gateway_headers_from_the_client_are_replaced_and_the_api_key_is_dropped() {
         h.get("x-secret").is_none(),
         "headers named by Connection are hop-by-hop"
     );
-    assert_eq!(h["x-forwarded-for"], "203.0.113.1, 192.0.2.7");
+    assert_eq!(
+        h["x-forwarded-for"], "192.0.2.7",
+        "no proxy is trusted, so the client's own X-Forwarded-For is dropped"
+    );
 }
 
 #[test]

@@ -32,7 +32,7 @@ fn ctx() -> RequestContext {
     RequestContext {
         now: UnixTime::from_secs(1_750_000_000),
         request_id: "req-1".into(),
-        client_ip: None,
+        peer: None,
     }
 }
 

@@ -71,7 +71,7 @@ fn status<F: Fetch>(g: &Gateway, fetch: &F) -> u16 {
     let ctx = RequestContext {
         now: UnixTime::from_secs(NOW),
         request_id: "req".into(),
-        client_ip: None,
+        peer: None,
     };
     match block_on(g.decide(request, &ctx, &MemoryStore::new(), fetch)).decision {
         Decision::Forward(_) => 200,

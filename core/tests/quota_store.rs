@@ -41,7 +41,7 @@ fn decide<S: CounterStore>(g: &Gateway, store: &S, path: &str) -> Outcome<Bytes>
     let ctx = RequestContext {
         now: UnixTime::from_secs(1_750_000_000),
         request_id: "r".into(),
-        client_ip: None,
+        peer: None,
     };
     let request = Request::builder()
         .method(Method::GET)

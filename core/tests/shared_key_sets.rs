@@ -75,7 +75,7 @@ async fn status(g: &Gateway, idp: &Idp) -> u16 {
     let ctx = RequestContext {
         now: UnixTime::from_secs(NOW),
         request_id: "req".into(),
-        client_ip: None,
+        peer: None,
     };
     match g
         .decide(request, &ctx, &MemoryStore::new(), idp)

@@ -58,7 +58,7 @@ fn decide<F: Fetch>(
     let ctx = RequestContext {
         now: UnixTime::from_secs(at),
         request_id: "r".into(),
-        client_ip: None,
+        peer: None,
     };
     match block_on(g.decide(req, &ctx, &MemoryStore::new(), fetch)).decision {
         Decision::Forward(_) => Ok(()),

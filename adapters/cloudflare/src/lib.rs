@@ -49,7 +49,7 @@ async fn main(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<w
     let request_ctx = RequestContext {
         now: now(),
         request_id: new_request_id(),
-        client_ip: context::address_in(&headers, CLIENT_IP_HEADER),
+        peer: context::address_in(&headers, CLIENT_IP_HEADER),
     };
     let (method, url) = (raw.method(), raw.url());
     let body = body::ClientBody(raw.body());

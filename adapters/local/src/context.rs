@@ -13,7 +13,7 @@ pub fn for_request(peer: IpAddr) -> RequestContext {
     RequestContext {
         now: now(),
         request_id: new_request_id(),
-        client_ip: Some(peer),
+        peer: Some(peer),
     }
 }
 

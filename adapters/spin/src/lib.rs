@@ -66,7 +66,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let ctx = RequestContext {
         now: now(),
         request_id: new_request_id(),
-        client_ip: client_ip(&headers),
+        peer: client_ip(&headers),
     };
     message::remove_headers(&mut headers, SPIN_HEADERS, SPIN_PATH_MATCH_PREFIX);
     let method = request.method().to_string();

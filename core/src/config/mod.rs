@@ -63,6 +63,10 @@ pub struct Policy {
     pub(crate) api_key_headers: Vec<HeaderName>,
     /// The top-level `forward_headers` allow list: every route's unless it has its own.
     pub(crate) forward_headers: Option<crate::forward::headers::AllowList>,
+    /// Which peers are proxies whose address header tells the client's (`client_ip`).
+    pub(crate) client_ip: Option<crate::client_ip::ClientIpRule>,
+    /// The top-level IP rules, checked before anything else in a request.
+    pub(crate) ip: Option<crate::ip_rules::IpRules>,
     /// What `check` should tell the operator about a policy that is valid but likely not what
     /// was meant (see [`Policy::warnings`]).
     pub(crate) warnings: Vec<ConfigWarning>,
@@ -225,6 +229,8 @@ pub struct Route {
     pub(crate) cors: crate::cors::CorsSetting,
     /// The route's own `forward_headers` allow list, replacing the top level's.
     pub(crate) forward_headers: Option<crate::forward::headers::AllowList>,
+    /// The route's IP rules, checked after the top level's, before authentication.
+    pub(crate) ip: Option<crate::ip_rules::IpRules>,
 }
 
 /// Who may call a route.

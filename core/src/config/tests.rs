@@ -691,3 +691,77 @@ fn origin_signing_needs_a_set_secret_of_32_bytes() {
                 && e.to_string().contains("32 bytes"))
     );
 }
+
+#[test]
+fn client_ip_is_checked_with_pointers() {
+    let ok = |v: Value| with(|d| d["client_ip"] = v);
+    assert!(ok(json!({ "trusted_proxies": ["10.0.0.0/8", "::1"] })).is_empty());
+    assert!(ok(json!({ "header": "cf-connecting-ip", "trusted_proxies": ["::/0"] })).is_empty());
+    assert_eq!(
+        ok(json!({ "trusted_proxies": ["10.0.0.0/8", "10.0.0.1/8", "bogus"] })),
+        [
+            "/client_ip/trusted_proxies/1",
+            "/client_ip/trusted_proxies/2"
+        ]
+    );
+    assert_eq!(
+        ok(json!({ "trusted_proxies": ["10.0.0.0/8", 7] })),
+        ["/client_ip/trusted_proxies/1"]
+    );
+    assert_eq!(
+        ok(json!({ "header": "x-forwarded-for" })),
+        ["/client_ip/trusted_proxies"]
+    );
+    assert_eq!(
+        ok(json!({ "trusted_proxies": [] })),
+        ["/client_ip/trusted_proxies"]
+    );
+    assert_eq!(
+        ok(json!({ "header": "Forwarded", "trusted_proxies": ["10.0.0.0/8"] })),
+        ["/client_ip/header"],
+        "RFC 7239 syntax is not an address list"
+    );
+    assert_eq!(
+        ok(json!({ "header": "not a name", "trusted_proxies": ["10.0.0.0/8"], "hops": 2 })),
+        ["/client_ip/hops", "/client_ip/header"]
+    );
+    assert_eq!(ok(json!("x-forwarded-for")), ["/client_ip"]);
+}
+
+#[test]
+fn trusting_every_address_is_a_warning() {
+    let mut doc = valid();
+    doc["client_ip"] = json!({ "trusted_proxies": ["0.0.0.0/1", "128.0.0.0/1"] });
+    let w = warnings(&doc);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].0, "/client_ip/trusted_proxies");
+    doc["client_ip"] = json!({ "trusted_proxies": ["10.0.0.0/8"] });
+    assert!(warnings(&doc).is_empty());
+}
+
+#[test]
+fn ip_rules_are_checked_at_the_top_level_and_on_routes() {
+    assert!(with(|d| {
+        d["ip"] = json!({ "allow": ["203.0.113.0/24", "2001:db8::/32"], "deny": ["198.51.100.7"] });
+        d["routes"][0]["ip"] = json!({ "deny": ["::ffff:203.0.113.0/120"] });
+    })
+    .is_empty());
+    assert_eq!(
+        with(|d| {
+            d["ip"] = json!({ "allow": ["203.0.113.1/24"], "deny": "198.51.100.7", "block": [] });
+            d["routes"][1]["ip"] = json!({ "deny": ["2001:db8::1/32", "1.2.3"] });
+        }),
+        [
+            "/ip/block",
+            "/ip/allow/0",
+            "/ip/deny",
+            "/routes/1/ip/deny/0",
+            "/routes/1/ip/deny/1"
+        ]
+    );
+    let mut doc = valid();
+    doc["routes"][0]["ip"] = json!({ "allow": [] });
+    assert_eq!(warnings(&doc)[0].0, "/routes/0/ip", "admits everyone");
+    let policy = Policy::from_json(&valid().to_string(), &secrets).unwrap();
+    assert!(policy.ip.is_none() && policy.client_ip.is_none());
+}

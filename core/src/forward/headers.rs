@@ -195,9 +195,11 @@ pub const CLASSES: &[HeaderClass] = &[
         ],
         treatment: Treatment::Replaced,
         why: "The origin gets its own `Host`, and the client's as `X-Forwarded-Host`. \
-              `X-Forwarded-For` is the client's chain with the peer address the runtime reports \
-              appended, so its last entry is the gateway's word; when the runtime reports no \
-              address it is not sent at all, since every entry would be the client's.",
+              `X-Forwarded-For` is the client's address followed by the trusted proxies \
+              (`client_ip`) it came through, the peer last: only addresses the gateway or a \
+              proxy it trusts vouched for. Whatever the client wrote left of its own address is \
+              dropped; without `client_ip` it is the peer address alone, and when the runtime \
+              reports no address it is not sent at all.",
     },
     HeaderClass {
         class: "Forwarding claims",

@@ -14,7 +14,9 @@
 //! turns it into the compiled type; its problems are reported at `ptr(at, "name")`.
 
 mod auth;
+mod client_ip;
 mod forward_headers;
+mod ip;
 mod names;
 mod origins;
 mod quotas;
@@ -52,6 +54,8 @@ struct RawPolicy {
     /// A CORS policy object, compiled by [`crate::cors::Cors`].
     cors: Field<Value>,
     forward_headers: Field<forward_headers::Section>,
+    client_ip: Field<client_ip::Section>,
+    ip: Field<ip::Section>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -119,6 +123,8 @@ fn read_policy(
         routes: Field(routes),
         cors: Field(cors),
         forward_headers: Field(forward_headers),
+        client_ip: Field(client_ip),
+        ip: Field(ip),
         unknown,
     } = r.object(doc, "")?;
     r.unknown(unknown, "");
@@ -147,6 +153,8 @@ fn read_policy(
     if let Some(v) = schema {
         r.string(v, "/$schema");
     }
+    let client_ip = client_ip.and_then(|v| client_ip::read(r, v, "/client_ip"));
+    let ip = ip.and_then(|v| ip::read(r, v, "/ip"));
 
     let origins = match r.required(origins, "", "origins") {
         Some(v) => origins::read(r, v, "/origins", secrets),
@@ -208,6 +216,8 @@ fn read_policy(
         cors,
         api_key_headers,
         forward_headers,
+        client_ip,
+        ip,
         warnings: Vec::new(),
     })
 }

@@ -41,6 +41,8 @@ pub(super) struct RawRoute {
     cors: Field<Value>,
     /// An allow list that replaces the top level's.
     forward_headers: Field<super::forward_headers::Section>,
+    /// IP rules checked after the top level's.
+    ip: Field<super::ip::Section>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -119,6 +121,7 @@ fn read_route(
         quota: Field(quota),
         cors: Field(cors),
         forward_headers: Field(forward_headers),
+        ip: Field(ip),
         unknown,
     } = r.object(raw, at)?;
     r.unknown(unknown, at);
@@ -182,6 +185,7 @@ fn read_route(
         .ok();
     let forward_headers = forward_headers
         .map(|f| super::forward_headers::read(r, f, &ptr(at, "forward_headers"), api_keys));
+    let ip = ip.map(|v| super::ip::read(r, v, &ptr(at, "ip")));
     if !r.clean_since(before) || !quotas_ok {
         return None;
     }
@@ -196,6 +200,10 @@ fn read_route(
         cors: cors?,
         forward_headers: match forward_headers {
             Some(list) => Some(list?),
+            None => None,
+        },
+        ip: match ip {
+            Some(rules) => Some(rules?),
             None => None,
         },
     })

@@ -266,7 +266,7 @@ fn forward(
     let ctx = RequestContext {
         now: UnixTime::from_secs(1_750_000_000),
         request_id: "r".into(),
-        client_ip: client_ip.map(Into::into),
+        peer: client_ip.map(Into::into),
     };
     let gateway = Gateway::new(policy);
     let outcome = block_on(gateway.decide(
@@ -316,15 +316,25 @@ fn forwarding_claims_and_hop_by_hop_headers_never_reach_the_origin() {
 }
 
 #[test]
-fn forwarded_for_is_the_chain_plus_the_peer_or_nothing() {
+fn forwarded_for_is_what_the_gateway_and_its_trusted_proxies_vouch_for() {
     let sent = [
-        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-for", "198.51.100.66, 203.0.113.9"),
         ("X_Forwarded_For", "198.51.100.1"),
     ];
-    let h = forward(policy(json!({})), "/open", &sent, Some([192, 0, 2, 7])).unwrap();
-    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
+    let peer = Some([192, 0, 2, 7]);
+    let h = forward(policy(json!({})), "/open", &sent, peer).unwrap();
+    assert_eq!(
+        h["x-forwarded-for"], "192.0.2.7",
+        "no trusted proxy: the peer alone"
+    );
     assert!(h.get("x_forwarded_for").is_none());
-    let h = forward(policy(json!({})), "/open", &sent, None).unwrap();
+    let behind = json!({ "client_ip": { "trusted_proxies": ["192.0.2.0/24"] } });
+    let h = forward(policy(behind.clone()), "/open", &sent, peer).unwrap();
+    assert_eq!(
+        h["x-forwarded-for"], "203.0.113.9, 192.0.2.7",
+        "the client's own entries left of its address are dropped"
+    );
+    let h = forward(policy(behind), "/open", &sent, None).unwrap();
     assert!(h.get("x-forwarded-for").is_none(), "only the client's word");
 }
 
