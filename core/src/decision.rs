@@ -9,7 +9,8 @@
 //!    any credential is asked for or quota spent, since browsers send preflights without them.
 //! 3. `route` — first route in file order whose path and method match (404, 405); `HEAD` goes
 //!    wherever `GET` does. Then the route's own IP rules (403).
-//! 4. `authn` — the route's providers, JWT or API key (401).
+//! 4. `lockout`, `authn` — an address blocked after too many 401s is refused before anything is
+//!    verified (429); then the route's providers, JWT or API key (401), each 401 counted.
 //! 5. `authz` — scopes and required claims (403).
 //! 6. `body` — declared size, content type, query schema, then the body itself when the route
 //!    inspects it (413, 415, 422).
@@ -33,6 +34,7 @@ use crate::fetch::Fetch;
 use crate::forward::{self, Forward, ForwardBody};
 use crate::ip_rules;
 use crate::jwks::{KeyEvent, KeyRing, KeySetState, SharedKeySets};
+use crate::lockout;
 use crate::path;
 use crate::problem::Reject;
 use crate::quota::{self, CounterStore};
@@ -91,6 +93,8 @@ pub struct LogFacts {
     pub store_error: Option<crate::StoreError>,
     /// The client's address ([`crate::client_ip`]), when the runtime reported one.
     pub client_ip: Option<std::net::IpAddr>,
+    /// The lockout block this request's 401 started, if it did (an operator event).
+    pub lockout: Option<crate::lockout::BlockStarted>,
 }
 
 /// A compiled policy, ready to decide requests. Cheap to share: it is immutable.
@@ -327,6 +331,7 @@ impl Gateway {
             policy_problems: Vec::new(),
             store_error: None,
             client_ip: None,
+            lockout: None,
         };
         let client = client_ip::resolve(self.policy.client_ip.as_ref(), ctx.peer, &parts.headers);
         log.client_ip = client.addr;
@@ -385,7 +390,12 @@ impl Gateway {
             .effective(policy.cors.as_ref())
             .map(|c| c.for_actual(&parts.headers));
         ip_rules::admit(routed.route.ip.as_ref(), client.addr)?;
-        let principal: Option<Arc<Principal>> = authn::authenticate(
+        let lockout = lockout::applying(policy, routed.route);
+        if let Some(lockout) = lockout {
+            let failed = &mut log.store_error;
+            lockout.check(client.addr, store, ctx.now, failed).await?;
+        }
+        let authenticated = authn::authenticate(
             policy,
             &self.keys,
             &self.tokens,
@@ -396,7 +406,16 @@ impl Gateway {
             fetch,
             &mut log.key_events,
         )
-        .await?;
+        .await;
+        let principal: Option<Arc<Principal>> = match (authenticated, lockout) {
+            (Ok(principal), _) => principal,
+            (Err(reject), Some(lockout)) if reject.status() == http::StatusCode::UNAUTHORIZED => {
+                let failed = &mut log.store_error;
+                log.lockout = lockout.fail(client.addr, store, ctx.now, failed).await;
+                return Err(reject);
+            }
+            (Err(reject), _) => return Err(reject),
+        };
         log.consumer = principal.as_ref().map(|p| p.consumer.clone());
         let permit = crate::authz::check(routed.route, principal.as_deref())?;
         if let Err(problem) = routed.route.request.compile_schemas() {

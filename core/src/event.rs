@@ -73,6 +73,8 @@ kinds! {
         "The live policy turned out broken while deciding (a schema compiled on first use).",
     PolicyMemoFailed "policy_memo_failed"
         "The record of a validated or refused policy could not be kept for the next instance: it validates (and reports) again.",
+    LockoutStarted "lockout_started"
+        "A client address reached a lockout's `failures` 401s and is blocked: `client_ip`, `scope` (the route id, or `*` for the top-level lockout), `failures`, `block_s`, `request_id` (the request whose 401 started it).",
     KeySetRefreshed "key_set_refreshed"
         "A provider's key set was fetched and is live: `provider`, `keys`.",
     KeySetFailed "key_set_failed"
@@ -167,6 +169,30 @@ impl Event {
             format!("policy refused: {problem}"),
         )
         .with("pointer", problem.pointer.as_str())
+    }
+
+    /// A lockout block started by request `request_id` from `client`.
+    pub fn lockout_started(
+        time: UnixTime,
+        request_id: &str,
+        client: Option<std::net::IpAddr>,
+        block: &crate::lockout::BlockStarted,
+    ) -> Self {
+        let who = client.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
+        Event::new(
+            time,
+            Level::Warn,
+            Kind::LockoutStarted,
+            format!(
+                "{who} reached {} failed authentications; blocked for {} s",
+                block.failures, block.block_s
+            ),
+        )
+        .with("client_ip", client.map(|ip| ip.to_string()))
+        .with("scope", block.scope.clone())
+        .with("failures", block.failures)
+        .with("block_s", block.block_s)
+        .with("request_id", request_id)
     }
 
     /// The origin of request `request_id` could not be reached; `cause` is the runtime's

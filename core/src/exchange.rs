@@ -182,6 +182,10 @@ impl Gateway {
             .drain(..)
             .map(|(provider, event)| Event::key_set(now, &provider, &event).under(facts.policy))
             .collect();
+        if let Some(block) = facts.lockout.take() {
+            let (id, ip) = (&facts.request_id, facts.client_ip);
+            events.push(Event::lockout_started(now, id, ip, &block).under(facts.policy));
+        }
         let policy_broken = !facts.policy_problems.is_empty();
         events.extend(
             facts

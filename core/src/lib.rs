@@ -49,6 +49,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod key_upkeep;
 pub mod kv;
+pub mod lockout;
 pub mod log;
 pub mod message;
 pub mod networks;

@@ -201,6 +201,9 @@ reasons! {
     QuotaExceeded "quota-exceeded" TOO_MANY_REQUESTS "Quota exceeded", QuotaExceededReason data {
         Quota "quota" "A quota on the route is used up; `Retry-After` says when to come back.",
     }
+    LockedOut "locked-out" TOO_MANY_REQUESTS "Too many failed authentications", LockedOutReason data {
+        Lockout "lockout" "The client address had `failures` requests refused with 401 under the route's `lockout`, and is blocked for `block_s` without anything being verified; `Retry-After` says when the block ends.",
+    }
     StoreUnavailable "quota-store-unavailable" SERVICE_UNAVAILABLE "Quota store unavailable", StoreUnavailableReason plain {
         StoreError "store_error" "The quota store failed and the quota is set to refuse rather than admit uncounted.",
     }
@@ -275,6 +278,8 @@ pub enum RejectKind {
         retry_after_s: u64,
         rate_limit: RateLimit,
     },
+    /// The client address is blocked after failed authentications (429): when it ends.
+    LockedOut { retry_after_s: u64 },
     /// The counter store failed and the quota fails closed (503).
     StoreUnavailable,
     /// The gateway has no valid policy to decide with (503).
@@ -308,6 +313,7 @@ impl RejectKind {
             InvalidBody { .. } => ProblemType::InvalidBody,
             InvalidQuery { .. } => ProblemType::InvalidQuery,
             QuotaExceeded { .. } => ProblemType::QuotaExceeded,
+            LockedOut { .. } => ProblemType::LockedOut,
             StoreUnavailable => ProblemType::StoreUnavailable,
             NoPolicy => ProblemType::NoPolicy,
             KeysUnavailable => ProblemType::KeysUnavailable,
@@ -402,6 +408,15 @@ impl Reject {
         Self::of(
             RejectKind::InvalidQuery { errors },
             InvalidQueryReason::QuerySchema.into(),
+            detail,
+        )
+    }
+
+    /// 429: the client address is locked out for `retry_after_s` more seconds.
+    pub fn locked_out(retry_after_s: u64, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::of(
+            RejectKind::LockedOut { retry_after_s },
+            LockedOutReason::Lockout.into(),
             detail,
         )
     }
@@ -530,6 +545,9 @@ impl Reject {
                 } else if let Ok(v) = HeaderValue::from_str(&accepted.join(", ")) {
                     headers.insert("accept-post", v);
                 }
+            }
+            RejectKind::LockedOut { retry_after_s } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
             }
             RejectKind::QuotaExceeded {
                 retry_after_s,

@@ -169,6 +169,11 @@ pub trait CounterStore {
     /// Apply one GCRA step to `key` at `now` and return the verdict.
     async fn apply(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError>;
 
+    /// The verdict [`CounterStore::apply`] would give `key` at `now`, with nothing written: for
+    /// state that is only read, such as whether a lockout block holds ([`crate::lockout`]).
+    /// No default: a store that answered it by spending would block whoever it was asked about.
+    async fn peek(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError>;
+
     /// Spend one request on each of a route's quotas, in order: one result per spend, up to and
     /// including the first refusal (later quotas are not asked).
     ///
@@ -295,6 +300,13 @@ impl MemoryStore {
         verdicts.into_iter().map(Ok).collect()
     }
 
+    /// [`step`]'s verdict under the lock, with nothing written. Synchronous; the trait impl
+    /// wraps it.
+    pub fn peek_now(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
+        let inner = self.inner.lock().map_err(|_| StoreError::Corrupt)?;
+        Ok(step(inner.states.get(key).copied(), now, rate).0)
+    }
+
     /// Apply [`step`] under the lock. Synchronous; the trait impl wraps it.
     pub fn apply_now(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
         let mut inner = self.inner.lock().map_err(|_| StoreError::Corrupt)?;
@@ -326,6 +338,10 @@ impl CounterStore for MemoryStore {
         self.apply_now(key, rate, now)
     }
 
+    async fn peek(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
+        self.peek_now(key, rate, now)
+    }
+
     /// All or none, under one lock.
     async fn apply_all(&self, spends: &[Spend], now: UnixTime) -> Vec<Result<Verdict, StoreError>> {
         self.apply_all_now(spends, now)
@@ -335,6 +351,10 @@ impl CounterStore for MemoryStore {
 impl<T: CounterStore + ?Sized> CounterStore for std::sync::Arc<T> {
     async fn apply(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
         (**self).apply(key, rate, now).await
+    }
+
+    async fn peek(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
+        (**self).peek(key, rate, now).await
     }
 
     async fn apply_all(&self, spends: &[Spend], now: UnixTime) -> Vec<Result<Verdict, StoreError>> {
@@ -412,15 +432,8 @@ pub(crate) async fn admit<S: CounterStore + ?Sized>(
             Ok(v) => v,
             Err(error) => {
                 *failed = Some(error);
-                match quota.on_store_error.unwrap_or_else(|| store.on_error()) {
-                    OnStoreError::Allow => continue,
-                    OnStoreError::Deny => {
-                        return Err(Reject::new(
-                            StoreUnavailableReason::StoreError,
-                            "The quota store did not answer; the request was not forwarded.",
-                        ))
-                    }
-                }
+                on_store_error(quota.on_store_error.unwrap_or_else(|| store.on_error()))?;
+                continue;
             }
         };
         let rate_limit = |remaining, reset_s| RateLimit {
@@ -452,6 +465,18 @@ pub(crate) async fn admit<S: CounterStore + ?Sized>(
     Ok(Grant {
         rate_limit: tightest,
     })
+}
+
+/// What a store failure does under `choice`: nothing (the check is skipped), or a 503 with
+/// nothing forwarded.
+pub(crate) fn on_store_error(choice: OnStoreError) -> Result<(), Reject> {
+    match choice {
+        OnStoreError::Allow => Ok(()),
+        OnStoreError::Deny => Err(Reject::new(
+            StoreUnavailableReason::StoreError,
+            "The quota store did not answer; the request was not forwarded.",
+        )),
+    }
 }
 
 /// Who a quota counts. Requests that lack the subject (no client address, no such header)

@@ -80,6 +80,11 @@ impl CounterStore for Down {
         Err(StoreError::Timeout)
     }
 
+    async fn peek(&self, _: &str, _: Rate, _: UnixTime) -> Result<Verdict, StoreError> {
+        self.asked.set(self.asked.get() + 1);
+        Err(StoreError::Timeout)
+    }
+
     fn on_error(&self) -> OnStoreError {
         self.default
     }
@@ -91,6 +96,10 @@ struct OneByOne(MemoryStore);
 impl CounterStore for OneByOne {
     async fn apply(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
         self.0.apply_now(key, rate, now)
+    }
+
+    async fn peek(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
+        self.0.peek_now(key, rate, now)
     }
 }
 

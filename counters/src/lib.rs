@@ -130,6 +130,19 @@ impl CounterStore for Counters {
         }
     }
 
+    async fn peek(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
+        match self {
+            Counters::Memory(store) => store.peek_now(key, rate, now),
+            Counters::Redis(store) => {
+                let spend = Spend {
+                    key: portcullis_core::QuotaKey::from_text(key),
+                    rate,
+                };
+                store.peek(&spend).await
+            }
+        }
+    }
+
     async fn apply_all(&self, spends: &[Spend], now: UnixTime) -> Vec<Result<Verdict, StoreError>> {
         match self {
             Counters::Memory(store) => store.apply_all_now(spends, now),

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use portcullis_core::quota::step_all;
+use portcullis_core::quota::{step, step_all};
 use portcullis_core::{OnStoreError, Spend, State, StoreError, UnixTime, Verdict};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -38,6 +38,8 @@ use crate::location::Location;
 pub const SPEND: &str = include_str!("spend.lua");
 /// The give-back script for the cross-slot case.
 pub const REFUND: &str = include_str!("refund.lua");
+/// The read-only script: one key's state and the server's time.
+pub const PEEK: &str = include_str!("peek.lua");
 
 /// How long a connection attempt may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -63,6 +65,7 @@ pub struct RedisStore {
     settings: Settings,
     spend: Script,
     refund: Script,
+    peek: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -180,6 +183,7 @@ impl RedisStore {
             settings,
             spend: Script::new(SPEND),
             refund: Script::new(REFUND),
+            peek: Script::new(PEEK),
         })
     }
 
@@ -188,7 +192,7 @@ impl RedisStore {
         self.settings.on_error
     }
 
-    /// Wait up to [`WARM_UP`] for the store to answer a `PING`, then load both scripts (on
+    /// Wait up to [`WARM_UP`] for the store to answer a `PING`, then load the scripts (on
     /// every primary of a Cluster), so the first requests do not each pay for a connection and
     /// a `NOSCRIPT` round trip. The last reason it did not answer, if it did not.
     pub async fn warm_up(&self) -> Result<(), String> {
@@ -201,7 +205,7 @@ impl RedisStore {
             }
             answered?;
             if let Some(mut connection) = self.link.current() {
-                for script in [SPEND, REFUND] {
+                for script in [SPEND, REFUND, PEEK] {
                     let load = redis::cmd("SCRIPT").arg("LOAD").arg(script).clone();
                     let loaded: Result<redis::Value, _> = match &mut connection {
                         Connection::Node(c) => load.query_async(c).await,
@@ -283,6 +287,29 @@ impl RedisStore {
                 .arg(spend.rate.interval_us())
                 .arg(spend.rate.burst_us());
         }
+        let reply = self.invoke(connection, &call).await?;
+        read_reply(&reply, spends)
+    }
+
+    /// The verdict spending `spend` would get now, by the server's clock, with nothing written
+    /// (see [`portcullis_core::CounterStore::peek`]).
+    pub async fn peek(&self, spend: &Spend) -> Result<Verdict, StoreError> {
+        let Some(mut connection) = self.link.here().or_else(|| self.link.current()) else {
+            self.link.search();
+            return Err(StoreError::Unavailable);
+        };
+        let mut call = self.peek.prepare_invoke();
+        call.key(self.key(spend));
+        let reply = self.invoke(&mut connection, &call).await?;
+        read_peek(&reply, spend)
+    }
+
+    /// Run a prepared script call, once more if the connection turned out dead.
+    async fn invoke(
+        &self,
+        connection: &mut Connection,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<i64>, StoreError> {
         // Both tries share the one deadline the deployment gave the call.
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         let mut retried = false;
@@ -304,7 +331,7 @@ impl RedisStore {
                 other => break other.map_err(|e| self.failed(e))?,
             }
         };
-        read_reply(&reply, spends)
+        Ok(reply)
     }
 
     /// Give back what `spends` took. Best effort: if this fails too, those units stay spent
@@ -558,6 +585,19 @@ pub fn read_reply(reply: &[i64], spends: &[Spend]) -> Result<(Vec<Verdict>, bool
         (0, false) => Ok((verdicts, false)),
         _ => Err(StoreError::Corrupt),
     }
+}
+
+/// The verdict in a peek script's reply `[now_us, tat]`, worked out by the core's [`step`]; a
+/// reply of another shape is [`StoreError::Corrupt`].
+pub fn read_peek(reply: &[i64], spend: &Spend) -> Result<Verdict, StoreError> {
+    let [now, tat] = reply else {
+        return Err(StoreError::Corrupt);
+    };
+    if *now <= 0 || *tat < 0 {
+        return Err(StoreError::Corrupt);
+    }
+    let state = (*tat > 0).then_some(State { tat: *tat as u64 });
+    Ok(step(state, UnixTime::from_micros(*now as u64), spend.rate).0)
 }
 
 #[cfg(test)]

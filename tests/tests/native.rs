@@ -95,6 +95,7 @@ vector_tests! {
     vectors_client_ip => "client_ip",
     vectors_client_ip_untrusted => "client_ip_untrusted",
     vectors_ip_rules => "ip_rules",
+    vectors_lockout => "lockout",
     vectors_origin => "origin",
     vectors_origin_signing => "origin_signing",
     vectors_problem => "problem",

@@ -140,6 +140,8 @@ struct Gateway {
     addr: String,
     admin: Option<String>,
     stdout: Arc<Mutex<Vec<String>>>,
+    /// Every stderr line after the one that said where it listens (operator events).
+    stderr: Arc<Mutex<Vec<String>>>,
     _process: Proc,
 }
 
@@ -202,11 +204,18 @@ fn start_gateway(
             .any(|l| l.contains("\"counter_store\"") && !l.contains("password")),
         "the store is announced: {seen:?}"
     );
-    std::thread::spawn(move || while rx.recv().is_ok() {});
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let events = Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        while let Ok(line) = rx.recv() {
+            events.lock().unwrap().push(line);
+        }
+    });
     Gateway {
         addr: addr.unwrap(),
         admin,
         stdout,
+        stderr,
         _process: process,
     }
 }
@@ -710,4 +719,89 @@ async fn a_quota_key_holding_garbage_fails_closed() {
     redis_cli(redis.port, &["DEL", &key]).unwrap();
     redis_cli(redis.port, &["LPUSH", &key, "x"]).unwrap();
     assert_eq!(get(&g.addr, "/exact", "victim").await.0, 503);
+}
+
+/// `GET path` from client address `client` (through the trusted loopback peer) with API key
+/// `key`: the status.
+async fn get_as(addr: &str, path: &str, client: &str, key: &str) -> u16 {
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: gw\r\nx-forwarded-for: {client}\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    let request = WireRequest {
+        head: head.into_bytes(),
+        body: Vec::new(),
+        framing: BodyFraming::Plain,
+        is_head: false,
+        half_close: false,
+    };
+    match client::send(addr, &request)
+        .await
+        .expect("an answer")
+        .exchange
+    {
+        Exchange::Response(r) => r.status,
+        Exchange::Closed(why) => panic!("connection closed: {why}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server; scripts/test runs it"]
+async fn a_lockout_counts_and_blocks_across_gateways_and_a_check_writes_nothing() {
+    use sha2::Digest;
+    const GOOD: &str = "lockout-key-TEST-ONLY-0001";
+    let redis = Redis::start("lockout", &[]);
+    let origin = RecordingOrigin::start("127.0.0.1:0").await.expect("origin");
+    let dir = scratch("lockout-policy");
+    let file = dir.join("policy.json");
+    let digest = hex::encode(sha2::Sha256::digest(GOOD.as_bytes()));
+    let policy = serde_json::json!({
+        "version": 1,
+        "client_ip": { "trusted_proxies": ["127.0.0.1/32"] },
+        "lockout": { "failures": 3, "window_s": 3600, "block_s": 2 },
+        "origins": { "api": { "url": origin.url(), "timeout_ms": 5000 } },
+        "auth": { "keys": { "type": "api_key", "keys": [ { "sha256": digest, "consumer": "svc" } ] } },
+        "routes": [ { "id": "login", "methods": ["GET"], "path": "/login", "origin": "api",
+                      "auth": { "providers": ["keys"] } } ]
+    });
+    std::fs::write(&file, policy.to_string()).expect("policy file");
+    let (a, b) = (
+        gateway(&file, &redis.url(), 0, &[]),
+        gateway(&file, &redis.url(), 0, &[]),
+    );
+    let attacker = "203.0.113.9";
+    for g in [&a, &b, &a] {
+        assert_eq!(get_as(&g.addr, "/login", attacker, "wrong").await, 401);
+    }
+    // Blocked on both gateways: the count and the block live in Redis.
+    assert_eq!(get_as(&b.addr, "/login", attacker, GOOD).await, 429);
+    assert_eq!(get_as(&a.addr, "/login", attacker, GOOD).await, 429);
+    assert_eq!(get_as(&b.addr, "/login", "203.0.113.10", GOOD).await, 200);
+    for _ in 0..20 {
+        assert_eq!(get_as(&a.addr, "/login", "198.51.100.1", GOOD).await, 200);
+    }
+    let blocks = redis_cli(redis.port, &["--scan", "--pattern", "*:lockout:*:block|*"]).unwrap();
+    assert_eq!(
+        blocks.lines().count(),
+        1,
+        "only the blocked address has a block key; checks wrote nothing: {blocks}"
+    );
+    let ttl: i64 = redis_cli(redis.port, &["PTTL", blocks.trim()])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 2_000, "PTTL {ttl}");
+    let started: Vec<String> = [&a, &b]
+        .iter()
+        .flat_map(|g| g.stderr.lock().unwrap().clone())
+        .filter(|l| l.contains("\"lockout_started\""))
+        .collect();
+    assert_eq!(started.len(), 1, "one block, one event: {started:?}");
+    assert!(started[0].contains(attacker), "{}", started[0]);
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert_eq!(
+        get_as(&b.addr, "/login", attacker, GOOD).await,
+        200,
+        "the block ended"
+    );
 }

@@ -47,7 +47,7 @@ impl DurableStore {
         }
     }
 
-    async fn call(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
+    async fn call(&self, key: &str, ask: StepRequest) -> Result<Verdict, StoreError> {
         let failed = |_: worker::Error| StoreError::Unavailable;
         let namespace = self
             .namespace
@@ -57,8 +57,7 @@ impl DurableStore {
             .id_from_name(key)
             .and_then(|id| id.get_stub())
             .map_err(failed)?;
-        let body =
-            serde_json::to_string(&StepRequest::new(rate, now)).map_err(|_| StoreError::Corrupt)?;
+        let body = serde_json::to_string(&ask).map_err(|_| StoreError::Corrupt)?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(body.into()));
         let request = Request::new_with_init(self.url, &init).map_err(failed)?;
@@ -75,7 +74,15 @@ impl DurableStore {
 
 impl CounterStore for DurableStore {
     async fn apply(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
-        within(Delay::from(STORE_TIMEOUT), self.call(key, rate, now))
+        let call = self.call(key, StepRequest::new(rate, now));
+        within(Delay::from(STORE_TIMEOUT), call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout))
+    }
+
+    async fn peek(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
+        let call = self.call(key, StepRequest::peek(rate, now));
+        within(Delay::from(STORE_TIMEOUT), call)
             .await
             .unwrap_or(Err(StoreError::Timeout))
     }

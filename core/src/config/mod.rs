@@ -67,6 +67,8 @@ pub struct Policy {
     pub(crate) client_ip: Option<crate::client_ip::ClientIpRule>,
     /// The top-level IP rules, checked before anything else in a request.
     pub(crate) ip: Option<crate::ip_rules::IpRules>,
+    /// The top-level lockout: every authenticated route's unless it has its own.
+    pub(crate) lockout: Option<crate::lockout::Lockout>,
     /// What `check` should tell the operator about a policy that is valid but likely not what
     /// was meant (see [`Policy::warnings`]).
     pub(crate) warnings: Vec<ConfigWarning>,
@@ -231,6 +233,8 @@ pub struct Route {
     pub(crate) forward_headers: Option<crate::forward::headers::AllowList>,
     /// The route's IP rules, checked after the top level's, before authentication.
     pub(crate) ip: Option<crate::ip_rules::IpRules>,
+    /// The route's own lockout, replacing the top level's.
+    pub(crate) lockout: Option<crate::lockout::Lockout>,
 }
 
 /// Who may call a route.

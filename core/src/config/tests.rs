@@ -765,3 +765,33 @@ fn ip_rules_are_checked_at_the_top_level_and_on_routes() {
     let policy = Policy::from_json(&valid().to_string(), &secrets).unwrap();
     assert!(policy.ip.is_none() && policy.client_ip.is_none());
 }
+
+#[test]
+fn lockouts_are_checked_at_the_top_level_and_on_authenticated_routes() {
+    let good = json!({ "failures": 20, "window_s": 60, "block_s": 300, "by": "ip" });
+    assert!(with(|d| {
+        d["lockout"] = good.clone();
+        d["routes"][1]["lockout"] = json!({ "failures": 5, "window_s": 60, "block_s": 60 });
+    })
+    .is_empty());
+    assert_eq!(
+        with(|d| {
+            d["lockout"] =
+                json!({ "failures": 0, "window_s": 60, "block_s": 86401, "by": "consumer" });
+            d["routes"][1]["lockout"] = json!({ "window_s": "60", "block_s": 1, "extra": 1 });
+        }),
+        [
+            "/lockout/failures",
+            "/lockout/block_s",
+            "/lockout/by",
+            "/routes/1/lockout/extra",
+            "/routes/1/lockout/failures",
+            "/routes/1/lockout/window_s"
+        ]
+    );
+    assert_eq!(
+        with(|d| d["routes"][0]["lockout"] = good.clone()),
+        ["/routes/0/lockout"],
+        "a public route has no 401 to count"
+    );
+}

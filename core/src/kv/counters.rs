@@ -145,6 +145,19 @@ impl<S: AtomicStore> CounterStore for KvCounters<'_, S> {
         }
         Err(StoreError::Contended)
     }
+
+    async fn peek(&self, key: &str, rate: Rate, now: UnixTime) -> Result<Verdict, StoreError> {
+        self.used.set(true);
+        let key = format!("{}{key}", quota_prefix());
+        let failed = |_: S::Error| StoreError::Unavailable;
+        let cas = self.store.watch(&key).map_err(failed)?;
+        let current = self.store.current(&cas).map_err(failed)?;
+        let state = current
+            .as_deref()
+            .and_then(decode_u64)
+            .map(|tat| State { tat });
+        Ok(quota::step(state, now, rate).0)
+    }
 }
 
 fn micros(d: Duration) -> u64 {

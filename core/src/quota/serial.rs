@@ -16,6 +16,12 @@ pub struct StepRequest {
     pub rate: Rate,
     /// The caller's clock, µs since the epoch (the core decides with one `now` per request).
     pub now: u64,
+    /// Only say what the step's verdict would be, and write nothing ([`CounterStore::peek`]).
+    ///
+    /// [`CounterStore::peek`]: super::CounterStore::peek
+    /// Absent on the wire for a spend, which keeps the form it always had.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub peek: bool,
 }
 
 impl StepRequest {
@@ -24,6 +30,15 @@ impl StepRequest {
         StepRequest {
             rate,
             now: now.as_micros(),
+            peek: false,
+        }
+    }
+
+    /// The ask for the verdict alone: nothing is written.
+    pub fn peek(rate: Rate, now: UnixTime) -> Self {
+        StepRequest {
+            peek: true,
+            ..StepRequest::new(rate, now)
         }
     }
 
@@ -32,7 +47,10 @@ impl StepRequest {
     /// nothing is written.
     pub fn apply(&self, current: Option<State>) -> (Verdict, Option<State>) {
         let (verdict, next) = step(current, UnixTime::from_micros(self.now), self.rate);
-        (verdict, (current != Some(next)).then_some(next))
+        (
+            verdict,
+            (!self.peek && current != Some(next)).then_some(next),
+        )
     }
 }
 
@@ -94,5 +112,23 @@ mod tests {
             r#"{"rate":{"limit":3,"window_us":10000000},"now":42}"#
         );
         assert_eq!(serde_json::from_str::<StepRequest>(&text).unwrap(), ask);
+        let peek = StepRequest::peek(rate(3), UnixTime::from_micros(42));
+        let text = serde_json::to_string(&peek).unwrap();
+        assert!(text.ends_with(r#""now":42,"peek":true}"#), "{text}");
+        assert_eq!(serde_json::from_str::<StepRequest>(&text).unwrap(), peek);
+    }
+
+    #[test]
+    fn a_peek_says_the_verdict_and_writes_nothing() {
+        let now = UnixTime::from_secs(100);
+        let (spent, written) = StepRequest::new(rate(1), now).apply(None);
+        assert!(spent.allowed);
+        let written = written.expect("a spend writes");
+        let (peeked, none) = StepRequest::peek(rate(1), now).apply(Some(written));
+        assert!(!peeked.allowed, "the spent key is over its limit");
+        assert_eq!(none, None);
+        let (fresh, none) = StepRequest::peek(rate(1), now).apply(None);
+        assert!(fresh.allowed);
+        assert_eq!(none, None);
     }
 }

@@ -17,6 +17,7 @@ mod auth;
 mod client_ip;
 mod forward_headers;
 mod ip;
+mod lockout;
 mod names;
 mod origins;
 mod quotas;
@@ -56,6 +57,7 @@ struct RawPolicy {
     forward_headers: Field<forward_headers::Section>,
     client_ip: Field<client_ip::Section>,
     ip: Field<ip::Section>,
+    lockout: Field<lockout::Section>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -125,6 +127,7 @@ fn read_policy(
         forward_headers: Field(forward_headers),
         client_ip: Field(client_ip),
         ip: Field(ip),
+        lockout: Field(lockout),
         unknown,
     } = r.object(doc, "")?;
     r.unknown(unknown, "");
@@ -155,6 +158,7 @@ fn read_policy(
     }
     let client_ip = client_ip.and_then(|v| client_ip::read(r, v, "/client_ip"));
     let ip = ip.and_then(|v| ip::read(r, v, "/ip"));
+    let lockout = lockout.and_then(|v| lockout::read(r, v, "/lockout", "*"));
 
     let origins = match r.required(origins, "", "origins") {
         Some(v) => origins::read(r, v, "/origins", secrets),
@@ -218,6 +222,7 @@ fn read_policy(
         forward_headers,
         client_ip,
         ip,
+        lockout,
         warnings: Vec::new(),
     })
 }

@@ -43,6 +43,8 @@ pub(super) struct RawRoute {
     forward_headers: Field<super::forward_headers::Section>,
     /// IP rules checked after the top level's.
     ip: Field<super::ip::Section>,
+    /// A lockout that replaces the top level's.
+    lockout: Field<super::lockout::Section>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -122,6 +124,7 @@ fn read_route(
         cors: Field(cors),
         forward_headers: Field(forward_headers),
         ip: Field(ip),
+        lockout: Field(lockout),
         unknown,
     } = r.object(raw, at)?;
     r.unknown(unknown, at);
@@ -186,6 +189,17 @@ fn read_route(
     let forward_headers = forward_headers
         .map(|f| super::forward_headers::read(r, f, &ptr(at, "forward_headers"), api_keys));
     let ip = ip.map(|v| super::ip::read(r, v, &ptr(at, "ip")));
+    let lockout_at = ptr(at, "lockout");
+    let lockout = lockout.map(|v| {
+        let scope = id.as_deref().unwrap_or_default();
+        super::lockout::read(r, v, &lockout_at, scope)
+    });
+    if lockout.is_some() && matches!(auth, Some(RouteAuth::Public)) {
+        r.invalid(
+            lockout_at,
+            "a public route verifies no credential, so no request of it is ever a 401 to count",
+        );
+    }
     if !r.clean_since(before) || !quotas_ok {
         return None;
     }
@@ -204,6 +218,10 @@ fn read_route(
         },
         ip: match ip {
             Some(rules) => Some(rules?),
+            None => None,
+        },
+        lockout: match lockout {
+            Some(lockout) => Some(lockout?),
             None => None,
         },
     })
