@@ -282,6 +282,8 @@ fn exchange_policy() -> &'static Gateway {
             },
             "quotas": { "per-consumer": { "limit": 1000, "window_s": 60, "by": "consumer" },
                         "per-ip": { "limit": 1000, "window_s": 60, "by": "ip" } },
+            "client_ip": { "trusted_proxies": ["192.0.2.0/24", "10.0.0.0/8", "2001:db8::/32"] },
+            "ip": { "deny": ["198.51.100.0/24", "2001:db8:bad::/48"] },
             "cors": { "allow_origins": ["https://app.example.com", "https://*.example.com"],
                       "allow_headers": ["authorization", "content-type"], "allow_credentials": true },
             "routes": [
@@ -410,6 +412,46 @@ pub fn exchange(data: &[u8]) {
     assert_eq!(
         route, expected_route,
         "forwarded to a route the path does not select"
+    );
+    // The chain the origin gets is addresses the gateway or a trusted proxy vouched for: the
+    // client first (never a denied one), the peer last.
+    let chain = forwarded
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .collect::<Vec<_>>();
+    assert_eq!(chain.len(), 1, "one X-Forwarded-For line");
+    let chain = chain[0].to_str().expect("the chain is text");
+    let hops: Vec<std::net::IpAddr> = chain
+        .split(", ")
+        .map(|h| {
+            h.parse()
+                .unwrap_or_else(|_| panic!("{h:?} in {chain:?} is no address"))
+        })
+        .collect();
+    assert_eq!(
+        hops.last(),
+        Some(&std::net::IpAddr::from([192, 0, 2, 7])),
+        "{chain}"
+    );
+    let trusted = gateway
+        .policy()
+        .client_ip
+        .as_ref()
+        .expect("the fuzz policy trusts proxies");
+    assert!(
+        hops[1..].iter().all(|h| trusted.trusted.contains(*h)),
+        "{chain}"
+    );
+    let denied = &gateway
+        .policy()
+        .ip
+        .as_ref()
+        .expect("and denies networks")
+        .deny;
+    assert!(
+        !denied.contains(hops[0]),
+        "a denied client was forwarded: {chain}"
     );
     for name in forwarded.headers().keys() {
         let name = name.as_str();
