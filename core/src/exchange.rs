@@ -96,6 +96,9 @@ pub struct Outbound<B> {
     /// How long to wait for the origin's response headers; past it, finish with
     /// [`OriginResult::TimedOut`].
     pub timeout: Duration,
+    /// The origin's `tls` settings: a private CA, a client certificate, a name to verify. Only
+    /// a runtime that declared it can honour them ([`crate::Capabilities`]) ever sees `Some`.
+    pub tls: Option<std::sync::Arc<crate::OriginTls>>,
 }
 
 /// What the origin did with the outbound request. `R` is the runtime's handle on the origin's
@@ -218,9 +221,14 @@ impl Gateway {
                     request,
                     timeout,
                     response_headers,
+                    tls,
                 } = *forward;
                 Step::Forward(
-                    Outbound { request, timeout },
+                    Outbound {
+                        request,
+                        timeout,
+                        tls,
+                    },
                     Pending {
                         facts,
                         started: ctx.now,

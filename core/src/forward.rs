@@ -35,6 +35,8 @@ pub struct Forward<B> {
     pub timeout: Duration,
     /// Headers to add to the origin's response (request id, rate-limit state).
     pub response_headers: HeaderMap,
+    /// The origin's `tls`, for a runtime whose client can honour it.
+    pub tls: Option<std::sync::Arc<crate::config::OriginTls>>,
 }
 
 /// The body to send: the client's stream untouched, or the bytes the gateway read and checked.
@@ -144,6 +146,7 @@ pub(crate) fn build<B>(
         request,
         timeout: origin.timeout,
         response_headers,
+        tls: origin.tls.clone(),
     }
 }
 

@@ -74,8 +74,8 @@ pub mod token_cache;
 
 pub use body::{BodyError, RequestBody};
 pub use config::{
-    ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, NoSecrets, OnStoreError, Policy,
-    SchemaCompilation, Secrets,
+    Capabilities, ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, NoSecrets,
+    OnStoreError, OriginTls, Policy, SchemaCompilation, Secrets,
 };
 pub use context::RequestContext;
 pub use decision::{Decision, Gateway, LogFacts, Outcome};

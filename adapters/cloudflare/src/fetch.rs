@@ -54,7 +54,9 @@ impl Origin<ClientBody> for WorkerFetch {
     type Body = web_sys::Response;
 
     async fn send(&self, outbound: Outbound<ClientBody>) -> OriginResult<web_sys::Response> {
-        let Outbound { request, timeout } = outbound;
+        let Outbound {
+            request, timeout, ..
+        } = outbound;
         let controller = match controller() {
             Ok(controller) => controller,
             Err(e) => return e.into(),

@@ -8,7 +8,10 @@ use portcullis_core::event::error_chain;
 use portcullis_core::fetch::{self, Fetch, FetchError, FetchResponse};
 
 use crate::body;
-use crate::client::Upstream;
+use crate::body::RelayBody;
+
+/// The pooled client key fetches share with requests to origins.
+pub type Upstream = portcullis_upstream::Client<RelayBody>;
 
 /// [`Fetch`] on the gateway's pooled client (`http://` and `https://`).
 #[derive(Clone)]
@@ -93,7 +96,8 @@ mod tests {
     }
 
     fn fetcher() -> HyperFetch {
-        HyperFetch::new(crate::client::build().unwrap_or_else(|e| panic!("{e}")))
+        let upstreams = portcullis_upstream::Upstreams::new().unwrap_or_else(|e| panic!("{e}"));
+        HyperFetch::new(upstreams.public().clone())
     }
 
     const SECOND: Duration = Duration::from_secs(1);

@@ -9,7 +9,6 @@
 
 pub mod body;
 pub mod cli;
-pub mod client;
 pub mod context;
 pub mod demo;
 pub mod echo;

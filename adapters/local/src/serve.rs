@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use portcullis_core::event::error_chain;
 use portcullis_core::exchange;
 use portcullis_core::{
-    Answer, Event, Gateway, LogSink, MemoryStore, OriginResult, Outbound, Pending, Policy,
-    PolicyRead, PolicyStore, Relay, Step,
+    Answer, Capabilities, ConfigErrors, Event, Gateway, LogSink, MemoryStore, OriginResult,
+    Outbound, Pending, Policy, PolicyRead, PolicyStore, Relay, SchemaCompilation, Step,
 };
 use portcullis_counters::{CounterOptions, Counters};
 use portcullis_host::admin;
@@ -22,9 +22,9 @@ use portcullis_host::options::Options;
 use portcullis_host::relay_body::{OriginBody, RelayError};
 use portcullis_host::reload::{self, Reloader};
 use portcullis_host::{run_per_core, Handler};
+use portcullis_upstream::{Failure, Upstreams};
 
-use crate::body::{self, ClientBody, ResponseBody};
-use crate::client::{self, Upstream};
+use crate::body::{self, ClientBody, RelayBody, ResponseBody};
 use crate::context::SystemClock;
 use crate::fetch::HyperFetch;
 use crate::log;
@@ -43,7 +43,7 @@ pub struct App {
     /// before finish on it.
     live: Arc<ArcSwap<Gateway>>,
     store: Arc<Counters>,
-    upstream: Upstream,
+    upstream: Upstreams<RelayBody>,
     fetch: HyperFetch,
 }
 
@@ -52,23 +52,31 @@ impl App {
     /// fresh connection pool, which key fetches share with requests to origins.
     pub fn new(policy: Policy) -> Result<Self, String> {
         let memory = Arc::new(Counters::Memory(MemoryStore::new()));
-        App::sharing(Arc::new(ArcSwap::new(Arc::new(gateway(policy)))), memory)
+        let upstream = Upstreams::new()?;
+        upstream.prepare(&policy).map_err(|e| e.to_string())?;
+        let live = Arc::new(ArcSwap::new(Arc::new(gateway(policy))));
+        App::sharing(live, memory, upstream)
     }
 
     /// The same gateway and quota store with a connection pool of its own, for one serving
     /// thread: a pooled origin connection then lives on the thread that uses it, and a request
     /// never waits on another thread to move its bytes.
     pub fn for_thread(&self) -> Result<Self, String> {
-        App::sharing(Arc::clone(&self.live), Arc::clone(&self.store))
+        let upstream = self.upstream.for_thread()?;
+        App::sharing(Arc::clone(&self.live), Arc::clone(&self.store), upstream)
     }
 
-    /// `gateway` and `store` with a new connection pool, shared by origin requests and fetches.
-    fn sharing(live: Arc<ArcSwap<Gateway>>, store: Arc<Counters>) -> Result<Self, String> {
-        let upstream = client::build()?;
+    /// `gateway` and `store` with `upstream`'s pools, shared by origin requests and fetches.
+    fn sharing(
+        live: Arc<ArcSwap<Gateway>>,
+        store: Arc<Counters>,
+        upstream: Upstreams<RelayBody>,
+    ) -> Result<Self, String> {
+        let fetch = HyperFetch::new(upstream.public().clone());
         Ok(App {
             live,
             store,
-            fetch: HyperFetch::new(upstream.clone()),
+            fetch,
             upstream,
         })
     }
@@ -166,13 +174,16 @@ async fn relay(
     pending: Pending,
     request_id: &str,
 ) -> Response<ResponseBody> {
-    let Outbound { request, timeout } = outbound;
+    let Outbound {
+        request,
+        timeout,
+        tls,
+    } = outbound;
     let (parts, body) = request.into_parts();
     let (body, upload) = body::to_origin(body);
     let request = Request::from_parts(parts, body);
-    let sent = tokio::time::timeout(timeout, app.upstream.request(request)).await;
-    let result = match sent {
-        Ok(Ok(response)) => {
+    let result = match app.upstream.send(tls.as_ref(), request, timeout).await {
+        Ok(response) => {
             let (mut parts, stream) = response.into_parts();
             OriginResult::Responded {
                 status: parts.status.as_u16(),
@@ -180,14 +191,14 @@ async fn relay(
                 body: (parts, stream),
             }
         }
+        Err(Failure::TimedOut) => OriginResult::TimedOut,
         // The client's body broke off on the way, taking the exchange with it.
-        Ok(Err(error)) if upload.broke() => OriginResult::ClientAborted {
-            cause: error_chain(&error),
+        Err(failure) if upload.broke() => OriginResult::ClientAborted {
+            cause: failure.to_string(),
         },
-        Ok(Err(error)) => OriginResult::Failed {
-            cause: error_chain(&error),
+        Err(failure) => OriginResult::Failed {
+            cause: failure.to_string(),
         },
-        Err(_) => OriginResult::TimedOut,
     };
     match pending.finish(result, &SystemClock) {
         Relay::Origin {
@@ -273,12 +284,17 @@ fn reloading(
 ) -> Result<(Arc<App>, Reloader), String> {
     let name = file.display().to_string();
     let mut store = PolicyStore::new();
+    let upstream = Upstreams::new()?;
     let first = store.apply(PolicyRead::Text(text), &name, context::now(), |_, _| {
-        Ok(gateway(policy))
+        upstream.prepare(&policy).map(|()| gateway(policy))
     });
     first.events.iter().for_each(|e| log::Sink.event(e));
     let first = first.gateway.ok_or("the loaded policy was refused")?;
-    let app = Arc::new(App::sharing(Arc::new(ArcSwap::new(first)), counters)?);
+    let app = Arc::new(App::sharing(
+        Arc::new(ArcSwap::new(first)),
+        counters,
+        upstream,
+    )?);
     let (store, live) = (Arc::new(Mutex::new(store)), Arc::clone(&app));
     let reloader = reload::spawn(file, watch, move |read: Result<String, String>| {
         let (app, store, name) = (Arc::clone(&live), Arc::clone(&store), name.clone());
@@ -288,7 +304,7 @@ fn reloading(
                 .lock()
                 .ok()?
                 .apply(read, &name, context::now(), |text, schemas| {
-                    Policy::from_json_with(text, &policy_file::env_secret, schemas).map(gateway)
+                    compile(&app.upstream, text, schemas)
                 });
             let gateway = applied.start(app.fetch(), &SystemClock, &log::Sink).await?;
             app.live.store(gateway);
@@ -329,10 +345,26 @@ pub fn log_refusal(file: &std::path::Path) {
         |e| PolicyRead::Failed(format!("cannot read {name}: {e}")),
         PolicyRead::Text,
     );
+    let Ok(upstream) = Upstreams::new() else {
+        return;
+    };
     let applied = PolicyStore::new().apply(read, &name, context::now(), |text, schemas| {
-        Policy::from_json_with(text, &policy_file::env_secret, schemas).map(gateway)
+        compile(&upstream, text, schemas)
     });
     applied.events.iter().for_each(log::event);
+}
+
+/// The native runtime's compilation of a policy text: every field ([`Capabilities::NATIVE`]),
+/// and the origins' TLS files read and checked, so a broken one refuses the policy.
+fn compile(
+    upstream: &Upstreams<RelayBody>,
+    text: &str,
+    schemas: SchemaCompilation,
+) -> Result<Gateway, ConfigErrors> {
+    let secrets = &policy_file::env_secret;
+    let policy = Policy::from_json_on(text, secrets, schemas, Capabilities::NATIVE)?;
+    upstream.prepare(&policy)?;
+    Ok(gateway(policy))
 }
 
 /// A gateway for `policy` that checks signatures with `ring`.

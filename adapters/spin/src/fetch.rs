@@ -48,7 +48,9 @@ impl Origin<ClientBody> for SpinFetch {
     type Body = IncomingResponse;
 
     async fn send(&self, outbound: Outbound<ClientBody>) -> OriginResult<IncomingResponse> {
-        let Outbound { request, timeout } = outbound;
+        let Outbound {
+            request, timeout, ..
+        } = outbound;
         origin::within(io::sleep(timeout), exchange(request, timeout)).await
     }
 }

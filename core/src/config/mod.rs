@@ -89,19 +89,56 @@ pub enum SchemaCompilation {
     OnFirstUse,
 }
 
+/// What the runtime that loads a policy can carry out. A field that needs what the runtime lacks
+/// is refused at load, with its pointer and what to do instead, never silently ignored: a policy
+/// means the same on every runtime that accepts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It reads certificate and key files for an origin's `tls` (natively).
+    pub origin_tls_files: bool,
+}
+
+impl Capabilities {
+    /// `portcullis serve`, and the tools that run beside it (`check`, `test`).
+    pub const NATIVE: Capabilities = Capabilities {
+        origin_tls_files: true,
+    };
+    /// Workers and Spin: no file system; their outbound TLS is the platform's to configure.
+    pub const EDGE: Capabilities = Capabilities {
+        origin_tls_files: false,
+    };
+}
+
 impl Policy {
-    /// Parse, validate and compile a policy file. `secrets` resolves `secret_env` names.
+    /// Parse, validate and compile a policy file for the native runtime ([`Capabilities::NATIVE`]).
+    /// `secrets` resolves `secret_env` names.
     pub fn from_json(text: &str, secrets: &dyn Secrets) -> Result<Policy, ConfigErrors> {
-        read::policy(text, secrets, SchemaCompilation::AtLoad)
+        Policy::from_json_on(
+            text,
+            secrets,
+            SchemaCompilation::AtLoad,
+            Capabilities::NATIVE,
+        )
     }
 
-    /// [`Policy::from_json`], choosing when JSON Schemas are compiled.
+    /// [`Policy::from_json`] for an edge runtime ([`Capabilities::EDGE`]), choosing when JSON
+    /// Schemas are compiled.
     pub fn from_json_with(
         text: &str,
         secrets: &dyn Secrets,
         schemas: SchemaCompilation,
     ) -> Result<Policy, ConfigErrors> {
-        read::policy(text, secrets, schemas)
+        Policy::from_json_on(text, secrets, schemas, Capabilities::EDGE)
+    }
+
+    /// Compile for a runtime with `capabilities`, choosing when JSON Schemas are compiled.
+    pub fn from_json_on(
+        text: &str,
+        secrets: &dyn Secrets,
+        schemas: SchemaCompilation,
+        capabilities: Capabilities,
+    ) -> Result<Policy, ConfigErrors> {
+        read::policy(text, secrets, schemas, capabilities)
     }
 
     /// Origins by name and URL, for adapters that warm connection pools or list them.
@@ -145,6 +182,20 @@ pub struct Origin {
     /// Keys to sign forwarded requests with (`"sign"`), so the origin can refuse any request
     /// that did not come through the gateway.
     pub sign: Option<crate::origin_signing::SigningKeys>,
+    /// How to reach it over TLS when the public roots are not the answer (`"tls"`).
+    pub tls: Option<std::sync::Arc<OriginTls>>,
+}
+
+/// An origin's `tls`: what the native runtime's client uses instead of the defaults. Files are
+/// read by the runtime when the policy loads, so a missing or broken one refuses the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OriginTls {
+    /// PEM certificates of the CAs to trust for this origin, instead of the public roots.
+    pub ca_file: Option<String>,
+    /// PEM certificate chain and private key to present (mutual TLS).
+    pub client_cert: Option<(String, String)>,
+    /// The name to send (SNI) and verify the certificate against, instead of the URL's host.
+    pub server_name: Option<String>,
 }
 
 /// A named identity provider.

@@ -795,3 +795,50 @@ fn lockouts_are_checked_at_the_top_level_and_on_authenticated_routes() {
         "a public route has no 401 to count"
     );
 }
+
+#[test]
+fn origin_tls_is_read_natively_and_refused_where_no_file_can_be_read() {
+    let tls = json!({ "ca_file": "/etc/ca.pem", "client_cert_file": "/etc/c.pem",
+                      "client_key_file": "/etc/k.pem", "server_name": "orders.internal" });
+    let mut doc = valid();
+    doc["origins"]["api"] = json!({ "url": "https://10.0.0.5:8443", "tls": tls });
+    let policy = Policy::from_json(&doc.to_string(), &secrets).expect("native reads tls");
+    let read = policy.origins().next().unwrap().tls.clone().unwrap();
+    assert_eq!(read.server_name.as_deref(), Some("orders.internal"));
+    assert_eq!(
+        read.client_cert,
+        Some(("/etc/c.pem".into(), "/etc/k.pem".into()))
+    );
+    let edge = Policy::from_json_with(&doc.to_string(), &secrets, SchemaCompilation::AtLoad);
+    let errors = edge.expect_err("an edge runtime cannot read files").0;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].pointer, "/origins/api/tls");
+    assert!(
+        errors[0].to_string().contains("mtls_certificates"),
+        "{}",
+        errors[0]
+    );
+
+    let at = |origin: Value| with(|d| d["origins"]["api"] = origin);
+    assert_eq!(
+        at(json!({ "url": "http://10.0.0.5", "tls": { "ca_file": "/ca.pem" } })),
+        ["/origins/api/tls"],
+        "plain http has no TLS to configure"
+    );
+    assert_eq!(
+        at(json!({ "url": "https://x", "tls": { "client_cert_file": "/c.pem" } })),
+        ["/origins/api/tls/client_key_file"]
+    );
+    assert_eq!(
+        at(json!({ "url": "https://x", "tls": { "client_key_file": "/k.pem", "ca_file": "" } })),
+        [
+            "/origins/api/tls/ca_file",
+            "/origins/api/tls/client_cert_file"
+        ]
+    );
+    assert_eq!(
+        at(json!({ "url": "https://x", "tls": { "server_name": "bad name", "verify": false } })),
+        ["/origins/api/tls/verify", "/origins/api/tls/server_name"]
+    );
+    assert!(at(json!({ "url": "https://x", "tls": { "server_name": "192.0.2.1" } })).is_empty());
+}

@@ -32,7 +32,8 @@ use serde_json::Value;
 use crate::policy_version::PolicyVersion;
 
 use super::{
-    ConfigError, ConfigErrorKind, ConfigErrors, Policy, ProviderKind, SchemaCompilation, Secrets,
+    Capabilities, ConfigError, ConfigErrorKind, ConfigErrors, Policy, ProviderKind,
+    SchemaCompilation, Secrets,
 };
 use names::{split, Names};
 use reader::{Field, Json, Reader, Unknown};
@@ -66,6 +67,7 @@ pub(super) fn policy(
     text: &str,
     secrets: &dyn Secrets,
     schemas: SchemaCompilation,
+    capabilities: Capabilities,
 ) -> Result<Policy, ConfigErrors> {
     let doc = crate::json::parse_strict(text.as_bytes()).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -81,6 +83,7 @@ pub(super) fn policy(
         errors: Vec::new(),
         warnings: Vec::new(),
         schemas,
+        capabilities,
     };
     let document_version = PolicyVersion::of(&doc);
     let policy = read_policy(&mut r, Json::from_value(doc), secrets, document_version);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::super::{ConfigErrorKind, Origin, Secrets};
+use super::super::{ConfigErrorKind, Origin, OriginTls, Secrets};
 use super::names::read_named;
 use super::reader::{ptr, Field, Json, Named, Reader, Unknown};
 use crate::origin_signing::SigningKeys;
@@ -23,6 +23,19 @@ pub(super) struct RawOrigin {
     url: Field<Json<String>>,
     timeout_ms: Field<Json<u64>>,
     sign: Field<Json<RawSign>>,
+    tls: Field<Json<RawTls>>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// An origin's `tls`: a private CA, a client certificate, the name to verify.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawTls {
+    ca_file: Field<Json<String>>,
+    client_cert_file: Field<Json<String>>,
+    client_key_file: Field<Json<String>>,
+    server_name: Field<Json<String>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -60,9 +73,14 @@ fn read_origin(
         url: Field(url),
         timeout_ms: Field(timeout_ms),
         sign: Field(sign),
+        tls: Field(tls),
         unknown,
     } = r.object(raw, at)?;
     r.unknown(unknown, at);
+    let tls = match tls {
+        Some(t) => Some(read_tls(r, t, &ptr(at, "tls"))?),
+        None => None,
+    };
     let url = r
         .required(url, at, "url")
         .and_then(|u| r.string(u, &ptr(at, "url")));
@@ -77,12 +95,85 @@ fn read_origin(
     let base = origin_base(&url?)
         .map_err(|why| r.invalid(ptr(at, "url"), why))
         .ok()?;
+    if tls.is_some() && !base.starts_with("https://") {
+        r.invalid(ptr(at, "tls"), "applies only to an https:// origin");
+        return None;
+    }
     Some(Origin {
         name: name.to_owned(),
         base,
         timeout: Duration::from_millis(timeout_ms),
         sign,
+        tls: tls.map(std::sync::Arc::new),
     })
+}
+
+/// `tls`: file paths (read by the runtime, which must be able to: see
+/// [`Capabilities`](super::super::Capabilities)) and the name to verify the origin by.
+fn read_tls(r: &mut Reader, raw: Json<RawTls>, at: &str) -> Option<OriginTls> {
+    let RawTls {
+        ca_file: Field(ca_file),
+        client_cert_file: Field(cert),
+        client_key_file: Field(key),
+        server_name: Field(server_name),
+        unknown,
+    } = r.object(raw, at)?;
+    r.unknown(unknown, at);
+    if !r.capabilities.origin_tls_files {
+        r.invalid(
+            at,
+            "this runtime cannot read certificate files: on Workers, bind a client certificate \
+             with `mtls_certificates` in wrangler.toml; on Spin, use the runtime config's \
+             `[[client_tls]]`; a private CA needs `portcullis serve`",
+        );
+        return None;
+    }
+    let mark = r.mark();
+    let file = |r: &mut Reader, v: Option<Json<String>>, key: &str| {
+        v.and_then(|v| r.nonempty_string(v, &ptr(at, key)))
+    };
+    let ca_file = file(r, ca_file, "ca_file");
+    let cert = file(r, cert, "client_cert_file");
+    let key = file(r, key, "client_key_file");
+    let client_cert = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            r.err(ptr(at, "client_key_file"), ConfigErrorKind::Missing);
+            None
+        }
+        (None, Some(_)) => {
+            r.err(ptr(at, "client_cert_file"), ConfigErrorKind::Missing);
+            None
+        }
+    };
+    let server_name = server_name.and_then(|v| {
+        let name_at = ptr(at, "server_name");
+        let name = r.nonempty_string(v, &name_at)?;
+        let valid = name.parse::<std::net::IpAddr>().is_ok() || is_dns_name(&name);
+        if !valid {
+            r.invalid(name_at, "must be a DNS name or an IP address");
+        }
+        valid.then_some(name)
+    });
+    r.clean_since(mark).then_some(OriginTls {
+        ca_file,
+        client_cert,
+        server_name,
+    })
+}
+
+/// A DNS name as certificates carry it: dot-separated labels of letters, digits and `-`.
+fn is_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// `sign`: the current secret (required) and the previous one (optional), each the name of a

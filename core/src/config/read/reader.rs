@@ -13,7 +13,7 @@ use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::super::{ConfigError, ConfigErrorKind, ConfigWarning, SchemaCompilation};
+use super::super::{Capabilities, ConfigError, ConfigErrorKind, ConfigWarning, SchemaCompilation};
 
 /// A field of a raw struct: `None` when its key is absent, otherwise what the document held.
 ///
@@ -141,6 +141,8 @@ pub(super) struct Reader {
     pub(super) errors: Vec<ConfigError>,
     pub(super) warnings: Vec<ConfigWarning>,
     pub(super) schemas: SchemaCompilation,
+    /// What the runtime loading the policy can carry out; fields it cannot are refused.
+    pub(super) capabilities: Capabilities,
 }
 
 impl Reader {
