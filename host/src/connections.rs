@@ -98,6 +98,8 @@ impl Default for Settings {
 pub struct Connections {
     header_timeout: Duration,
     drain: Duration,
+    /// TLS on every connection (`--tls-cert`), or plain HTTP/1.
+    tls: Option<crate::tls::Tls>,
     open: Arc<AtomicUsize>,
     max: usize,
     slots: Arc<Semaphore>,
@@ -128,10 +130,22 @@ impl Connections {
         Connections {
             header_timeout,
             drain: DEFAULT_DRAIN,
+            tls: None,
             open: Arc::default(),
             max,
             slots: Arc::new(Semaphore::new(max)),
         }
+    }
+
+    /// The same connections over `tls`, when given.
+    pub fn with_tls(mut self, tls: Option<crate::tls::Tls>) -> Connections {
+        self.tls = tls;
+        self
+    }
+
+    /// The listener's TLS, if it has any.
+    pub fn tls(&self) -> Option<&crate::tls::Tls> {
+        self.tls.as_ref()
     }
 
     /// The header timeout.

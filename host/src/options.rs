@@ -40,6 +40,13 @@ pub struct Options {
     /// errors) or `text` (`portcullis: ...` lines, for people).
     #[arg(long, value_name = "FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this PEM certificate chain; needs
+    /// --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -51,6 +58,15 @@ impl Options {
                 .max_connections
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             drain: Duration::from_secs(self.drain_s),
+        }
+    }
+
+    /// The listener's TLS, when --tls-cert and --tls-key are given: read now, so a bad file
+    /// stops the start with what is wrong.
+    pub fn tls(&self) -> Result<Option<crate::tls::Tls>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::tls::Tls::load(cert, key).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -112,6 +128,8 @@ mod tests {
             ["--max-connections", "-1"],
             ["--drain-s", "3601"],
             ["--log-format", "xml"],
+            ["--tls-cert", "cert.pem"],
+            ["--tls-key", "key.pem"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?} accepted");
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
 use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -119,8 +119,9 @@ async fn accept_loop<H: Handler>(
         let _ = stream.set_nodelay(true);
         let peer = peer.ip().to_canonical();
         let handler = Arc::clone(&handler);
-        let service = service_fn(move |request: Request<Incoming>| {
+        let service = service_fn(move |mut request: Request<Incoming>| {
             let handler = Arc::clone(&handler);
+            authority_as_host(&mut request);
             // For the answer should handling panic (cheap: the URI shares hyper's buffer).
             let (method, uri) = (request.method().clone(), request.uri().clone());
             // Its own task: hyper drops this future if the client's connection fails, but by
@@ -134,6 +135,7 @@ async fn accept_loop<H: Handler>(
             }
         });
         let (mut http, watcher) = (http.clone(), graceful.watcher());
+        let tls = connections.tls().cloned();
         tokio::task::spawn_local(async move {
             // Nothing of hyper's (two 8 KiB buffers and its state) exists for a connection
             // until its first byte arrives (peeked, so hyper still reads it), so a flood of
@@ -147,12 +149,38 @@ async fn accept_loop<H: Handler>(
             ) {
                 return;
             }
-            let left = header_timeout.saturating_sub(accepted.elapsed());
-            http.header_read_timeout(left.max(Duration::from_millis(1)));
-            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
-            // Connection errors (a client hanging up mid-request, a header timeout) concern that
-            // client only.
-            let _ = connection.await;
+            let left = |started: tokio::time::Instant| {
+                let left = header_timeout.saturating_sub(started.elapsed());
+                left.max(Duration::from_millis(1))
+            };
+            // Connection errors (a client hanging up mid-request, a header timeout, a failed
+            // handshake) concern that client only.
+            match tls {
+                None => {
+                    http.header_read_timeout(left(accepted));
+                    let io = TokioIo::new(stream);
+                    let _ = watcher.watch(http.serve_connection(io, service)).await;
+                }
+                Some(tls) => {
+                    // The handshake comes out of the head's time, as a slow head would.
+                    let handshake = tls.acceptor().accept(stream);
+                    let Ok(Ok(stream)) = tokio::time::timeout(left(accepted), handshake).await
+                    else {
+                        return;
+                    };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::H2);
+                    let io = TokioIo::new(stream);
+                    if h2 {
+                        let mut h2 = http2::Builder::new(LocalExec);
+                        h2.timer(TokioTimer::new())
+                            .max_header_list_size(MAX_HEAD_BYTES as u32);
+                        let _ = watcher.watch(h2.serve_connection(io, service)).await;
+                    } else {
+                        http.header_read_timeout(left(accepted));
+                        let _ = watcher.watch(http.serve_connection(io, service)).await;
+                    }
+                }
+            }
             drop((slot, opened));
         });
     }
@@ -163,6 +191,30 @@ async fn accept_loop<H: Handler>(
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(drain) => {}
         () = again.recv() => {}
+    }
+}
+
+/// Runs HTTP/2's per-stream tasks on the serving thread, as requests are (they need not be
+/// `Send`).
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
+    }
+}
+
+/// An HTTP/2 request names its host in `:authority` (RFC 9113 §8.3.1), which stands for `Host`:
+/// give it one, so the handler reads every request's host the same way. A request that carries
+/// both keeps its own `Host`.
+fn authority_as_host<B>(request: &mut Request<B>) {
+    if request.headers().contains_key(http::header::HOST) {
+        return;
+    }
+    let host = request.uri().authority().map(|a| a.as_str().to_owned());
+    if let Some(Ok(host)) = host.map(|h| http::HeaderValue::from_str(&h)) {
+        request.headers_mut().insert(http::header::HOST, host);
     }
 }
 
@@ -245,8 +297,8 @@ pub async fn run_per_core<H: Handler>(
 
 /// The readiness line. Printed only once the socket accepts connections, with the port actually
 /// bound, so whoever started the gateway (a test runner, a supervisor) can wait for it.
-pub fn announce(addr: SocketAddr) {
-    let url = format!("http://{addr}");
+pub fn announce(addr: SocketAddr, tls: bool) {
+    let url = format!("{}://{addr}", if tls { "https" } else { "http" });
     let message = format!("listening on {url}");
     crate::output::notice(false, "listening", &message, &[("address", &url)]);
 }

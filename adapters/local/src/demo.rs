@@ -77,7 +77,7 @@ pub async fn run(listen: &str, origin_listen: &str) -> Result<(), String> {
         .and_then(Value::as_str)
         .unwrap_or("");
     eprintln!("{}", banner(addr, origin_addr, jwks_url, &token));
-    serve::announce(addr);
+    serve::announce(addr, false);
     let connections = serve::start_connections(Settings::default());
     serve::run(listener, app, connections, signals.recv()).await;
     Ok(())

@@ -245,7 +245,7 @@ pub async fn serve(
     (options, counters): (&Options, &CounterOptions),
 ) -> Result<(), String> {
     let (listen, admin) = (options.listen.as_str(), options.admin.as_deref());
-    let connections = start_connections(options.settings());
+    let connections = start_connections(options.settings()).with_tls(options.tls()?);
     if admin.is_some() {
         portcullis_metrics::enable();
     }
@@ -270,7 +270,7 @@ pub async fn serve(
     // Dropped, and so stopped, when the server returns.
     let _refresher = keys::spawn_refresher(Arc::clone(&app));
     fault::warn_if_compiled_in();
-    announce(addr);
+    announce(addr, connections.tls().is_some());
     run_per_core(listener, app, connections, signals.recv()).await
 }
 
