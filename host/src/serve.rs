@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
+use http_body_util::{Either, Empty};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -124,14 +125,21 @@ async fn accept_loop<H: Handler>(
             authority_as_host(&mut request);
             // For the answer should handling panic (cheap: the URI shares hyper's buffer).
             let (method, uri) = (request.method().clone(), request.uri().clone());
+            // A response to HEAD has no body (RFC 9110 §9.3.2), whatever the handler built:
+            // HTTP/1 drops one itself, while sending one over HTTP/2 is a protocol error.
+            let head = method == Method::HEAD;
             // Its own task: hyper drops this future if the client's connection fails, but by
             // then the request may have had effects (a quota counted, an origin reached); it
             // still runs to the end.
             let task = tokio::task::spawn_local(Arc::clone(&handler).handle(peer, request));
             async move {
-                Ok::<_, Infallible>(task.await.unwrap_or_else(|failed| {
+                let response = task.await.unwrap_or_else(|failed| {
                     handler.panicked(peer, &method, &uri, &panic_cause(failed))
-                }))
+                });
+                Ok::<_, Infallible>(match head {
+                    false => response.map(Either::Left),
+                    true => response.map(|_| Either::Right(Empty::new())),
+                })
             }
         });
         let (mut http, watcher) = (http.clone(), graceful.watcher());
@@ -163,22 +171,10 @@ async fn accept_loop<H: Handler>(
                 }
                 Some(tls) => {
                     // The handshake comes out of the head's time, as a slow head would.
-                    let handshake = tls.acceptor().accept(stream);
-                    let Ok(Ok(stream)) = tokio::time::timeout(left(accepted), handshake).await
-                    else {
-                        return;
-                    };
-                    let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::H2);
-                    let io = TokioIo::new(stream);
-                    if h2 {
-                        let mut h2 = http2::Builder::new(LocalExec);
-                        h2.timer(TokioTimer::new())
-                            .max_header_list_size(MAX_HEAD_BYTES as u32);
-                        let _ = watcher.watch(h2.serve_connection(io, service)).await;
-                    } else {
-                        http.header_read_timeout(left(accepted));
-                        let _ = watcher.watch(http.serve_connection(io, service)).await;
-                    }
+                    let left = left(accepted);
+                    let io = (stream, left);
+                    // Boxed: a plain connection's task must not carry TLS and HTTP/2 state.
+                    Box::pin(serve_tls(tls, io, http, service, watcher)).await;
                 }
             }
             drop((slot, opened));
@@ -191,6 +187,39 @@ async fn accept_loop<H: Handler>(
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(drain) => {}
         () = again.recv() => {}
+    }
+}
+
+/// Serve one TLS connection whose handshake must end within `left`: HTTP/2 when ALPN chose
+/// it, HTTP/1.1 otherwise (its head within what is left then).
+async fn serve_tls<S>(
+    tls: crate::tls::Tls,
+    (stream, left): (tokio::net::TcpStream, Duration),
+    mut http: http1::Builder,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: hyper::service::HttpService<Incoming> + Clone + 'static,
+    S::Future: 'static,
+    S::ResBody: 'static,
+    <S::ResBody as Body>::Error: Into<Box<dyn Error + Send + Sync>>,
+{
+    let started = tokio::time::Instant::now();
+    let handshake = tls.acceptor().accept(stream);
+    let Ok(Ok(stream)) = tokio::time::timeout(left, handshake).await else {
+        return;
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::H2);
+    let io = TokioIo::new(stream);
+    if h2 {
+        let mut h2 = http2::Builder::new(LocalExec);
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEAD_BYTES as u32);
+        let _ = watcher.watch(h2.serve_connection(io, service)).await;
+    } else {
+        let left = left.saturating_sub(started.elapsed());
+        http.header_read_timeout(left.max(Duration::from_millis(1)));
+        let _ = watcher.watch(http.serve_connection(io, service)).await;
     }
 }
 

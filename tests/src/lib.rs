@@ -21,6 +21,7 @@
 //! ```
 
 pub mod client;
+pub mod client_h2;
 pub mod idp;
 pub mod jose;
 pub mod latency;

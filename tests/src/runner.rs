@@ -475,6 +475,7 @@ impl Runner {
         };
         let addr = base
             .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .trim_end_matches('/')
             .to_owned();
         let gw = Gateway {
@@ -482,6 +483,7 @@ impl Runner {
             target: target.name(),
             logs: target.log_lines(),
             policy_version,
+            tls_ca: target.tls_ca(),
         };
         for case in &file.cases {
             let (failures, observed) = match self.run_case(&ph, &mut idp, &gw, case).await {
@@ -655,7 +657,7 @@ impl Runner {
         for i in 0..times {
             let id = next_id();
             let wire = self.wire(ph, request, &id, addr)?;
-            let outcome = client::send(addr, &wire).await;
+            let outcome = send(addr, gw.tls_ca.as_deref(), &wire).await;
             let records = self.origin.take(&id);
             observed = match &outcome {
                 Ok(Timed {
@@ -719,10 +721,10 @@ impl Runner {
         let mut tasks = Vec::new();
         for wire in wires {
             let semaphore = semaphore.clone();
-            let addr = addr.to_owned();
+            let (addr, ca) = (addr.to_owned(), gw.tls_ca.clone());
             tasks.push(tokio::spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
-                client::send(&addr, &wire).await
+                send(&addr, ca.as_deref(), &wire).await
             }));
         }
         let mut got: BTreeMap<String, u32> = BTreeMap::new();
@@ -1051,6 +1053,16 @@ struct Gateway<'a> {
     /// The version of the policy it was started with, as the suite computes it on its own
     /// (what `access_log` values `${POLICY}` stand for).
     policy_version: Option<String>,
+    /// The CA of its TLS listener: requests go as HTTP/2 over HTTPS ([`crate::client_h2`]).
+    tls_ca: Option<PathBuf>,
+}
+
+/// Send `wire` to `addr`: as written over HTTP/1.1, or as HTTP/2 over TLS trusting `tls_ca`.
+async fn send(addr: &str, tls_ca: Option<&Path>, wire: &WireRequest) -> anyhow::Result<Timed> {
+    match tls_ca {
+        None => client::send(addr, wire).await,
+        Some(ca) => crate::client_h2::send(addr, ca, wire).await,
+    }
 }
 
 /// What an `access_log` value stands for the version of the file's policy.

@@ -51,6 +51,11 @@ pub trait Target {
     fn log_lines(&self) -> Option<LogLines> {
         None
     }
+    /// The PEM CA to trust when the gateway listens with TLS: requests then go as HTTP/2 over
+    /// HTTPS ([`crate::client_h2`]). `None` (the default): plain HTTP/1.1.
+    fn tls_ca(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// A gateway's output lines, appended as they are read (the oldest dropped beyond a limit).
@@ -93,6 +98,8 @@ pub struct NativeTarget {
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
     started: usize,
+    /// `--tls-cert`, `--tls-key` and the CA that issued the certificate, when serving HTTPS.
+    tls: Option<[PathBuf; 3]>,
 }
 
 impl NativeTarget {
@@ -107,7 +114,15 @@ impl NativeTarget {
             child: None,
             log: Arc::default(),
             started: 0,
+            tls: None,
         })
+    }
+
+    /// The same target serving HTTPS (HTTP/2 and HTTP/1.1) with `cert` and `key`, which `ca`
+    /// issued: the runner then sends every request as HTTP/2.
+    pub fn with_tls(mut self, cert: PathBuf, key: PathBuf, ca: PathBuf) -> NativeTarget {
+        self.tls = Some([cert, key, ca]);
+        self
     }
 
     /// The binary this target runs.
@@ -138,6 +153,13 @@ impl Target for NativeTarget {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some([cert, key, _]) = &self.tls {
+            command
+                .arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key);
+        }
         let mut child = command
             .spawn()
             .with_context(|| format!("spawning {}", self.binary.display()))?;
@@ -175,8 +197,13 @@ impl Target for NativeTarget {
         }
     }
 
+    /// `native` over HTTPS too: the same gateway, so the same `expect_on` entries apply.
     fn name(&self) -> &str {
         "native"
+    }
+
+    fn tls_ca(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|[_, _, ca]| ca.clone())
     }
 
     fn diagnostics(&self) -> String {
@@ -278,8 +305,10 @@ pub fn wait_for_listening(
         }
     });
     match rx.recv_timeout(START_TIMEOUT) {
-        Ok(url) if url.starts_with("http://") => Ok(url.trim_end_matches('/').to_owned()),
-        Ok(url) => bail!("listening line names no http:// URL: {url:?}"),
+        Ok(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Ok(url.trim_end_matches('/').to_owned())
+        }
+        Ok(url) => bail!("listening line names no http(s):// URL: {url:?}"),
         Err(mpsc::RecvTimeoutError::Timeout) => {
             bail!("no listening line within {} s", START_TIMEOUT.as_secs())
         }

@@ -109,6 +109,71 @@ vector_tests! {
     vectors_outside_decision => "outside_decision",
 }
 
+/// The listener's certificate (for 127.0.0.1, from a CA made here): `[cert, key, ca]`.
+fn listener_certificate() -> [PathBuf; 3] {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = std::env::temp_dir().join(format!("portcullis-h2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("certificate directory");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("CA");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("certificate");
+    let files = [
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    ];
+    for (file, pem) in files
+        .iter()
+        .zip([cert.pem(), key.serialize_pem(), ca.pem()])
+    {
+        std::fs::write(file, pem).expect("write PEM");
+    }
+    files
+}
+
+/// Every vector file against `serve --tls-cert --tls-key`, every request sent as HTTP/2: the
+/// decisions must not depend on the protocol. What HTTP/2 cannot express (HTTP/1.1 framing,
+/// `Connection`) is listed with reasons in `tests/xfail/native-h2.json`.
+#[test]
+fn vectors_over_http2() {
+    let _guard = serial();
+    let [cert, key, ca] = listener_certificate();
+    let mut native = NativeTarget::new(binary())
+        .expect("temp dir")
+        .with_tls(cert, key, ca);
+    let xfail = XFail::load(&suite_dir().join("xfail").join("native-h2.json"))
+        .expect("tests/xfail/native-h2.json is valid");
+    let files: Vec<PathBuf> = STEMS
+        .iter()
+        .map(|stem| vectors_dir().join(format!("{stem}.json")))
+        .collect();
+    let reports = runner::run_files(&mut native, &files, &xfail, "127.0.0.1:0").expect("runner");
+    let mut known = Vec::new();
+    let mut failed = Vec::new();
+    for (stem, report) in STEMS.iter().zip(&reports) {
+        known.extend(report.cases.iter().map(|c| format!("{stem}/{}", c.name)));
+        let summary = report.summary();
+        println!("{stem}: {}", summary.line());
+        if summary.failed > 0 {
+            failed.push(*stem);
+        }
+    }
+    let stale = xfail.unused(&known);
+    assert!(
+        stale.is_empty(),
+        "xfail entries that name no case: {stale:?}"
+    );
+    assert!(
+        failed.is_empty(),
+        "over HTTP/2, cases failed in: {failed:?}"
+    );
+}
+
 #[test]
 fn every_vector_file_has_a_test() {
     let files = vector::vector_files(&vectors_dir()).expect("vectors dir");
